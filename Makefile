@@ -1,0 +1,19 @@
+# Two commands on a fresh machine:  `make demo` (set up, run the main job)  and  `make test`.
+VENV := .venv
+STAMP := $(VENV)/.setup-done
+
+.PHONY: setup test demo bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/cpu.lock tools/setup.sh tools/torchvision_cpu_shim.py
+	bash tools/setup.sh
+
+test: setup
+	$(VENV)/bin/python -m pytest -q
+
+demo: setup
+	$(VENV)/bin/genixer-ray generate configs/demo.yaml
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

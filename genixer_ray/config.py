@@ -1,0 +1,171 @@
+"""Typed run configuration: one YAML file describes a run, validated when it is loaded.
+
+A config error names the dotted field and the bad value, before any work starts::
+
+    ConfigError: generator.backend: Input should be 'vllm' or 'transformers' (got 'vlm')
+
+The command line picks the file and overrides a few keys with ``key.sub=value`` pairs whose
+values are parsed as YAML scalars (``sampling.temperature=0.2``, ``input.limit=null``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A run configuration that cannot be used; the message names each bad field."""
+
+
+class _Strict(BaseModel):
+    # Unknown keys are errors: a typo such as `temprature` must not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingConfig(_Strict):
+    """How the generator samples; recorded on every row as provenance."""
+
+    temperature: float = Field(0.7, ge=0.0, le=5.0, description="0 is greedy; higher gives more varied questions and more parse failures.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus mass kept before sampling.")
+    max_tokens: int = Field(96, ge=1, le=8192, description="Generated tokens per sample; longer dialogues need more.")
+    seed: int = Field(0, ge=0, description="Base seed; each row's seed is derived from it and the row so results repeat.")
+    logprobs: int = Field(0, ge=0, le=20, description="How many top alternatives to keep per generated token (0: only the chosen token's logprob).")
+
+
+class GeneratorConfig(_Strict):
+    """Which model generates and how its engine is sized."""
+
+    model: str = Field("tiny", description="A local model directory, a hub id, or 'tiny' for the locally built tiny LLaVA.")
+    backend: Literal["vllm", "transformers"] = Field("vllm", description="vLLM for throughput; transformers for small models or machines without vLLM.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype in the engine.")
+    max_model_len: int = Field(1024, ge=64, description="Prompt (image tokens included) plus output; longer prompts become error rows.")
+    gpu_memory_utilization: float | None = Field(
+        None, gt=0.0, le=1.0,
+        description="vLLM's share of accelerator memory; unset: 0.9 on GPUs, 0.2 on CPU (where it is a share of one NUMA node's memory).",
+    )
+    cpu_kvcache_space_gib: int = Field(1, ge=1, description="vLLM on CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE, if not set already).")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans.")
+    max_num_seqs: int = Field(64, ge=1, description="Sequences the engine decodes at once.")
+    batch_size: int = Field(16, ge=1, description="Rows handed to the engine per call.")
+    enforce_eager: bool = Field(False, description="Skip CUDA-graph capture: faster start, slower decode.")
+
+    def memory_utilization(self, *, cpu: bool) -> float:
+        """The memory share to give vLLM on this platform."""
+        if self.gpu_memory_utilization is not None:
+            return self.gpu_memory_utilization
+        return 0.2 if cpu else 0.9
+
+
+class InputConfig(_Strict):
+    """Where the images come from."""
+
+    source: str = Field("embedded", description="'embedded' (bundled sample photos) or a folder of images.")
+    limit: int | None = Field(None, ge=1, description="Take at most this many images (after sorting by id).")
+
+
+class OutputConfig(_Strict):
+    """Where results are written (any fsspec URL)."""
+
+    path: str = Field("runs", description="Root under which the run's folder is created.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="Passed to fsspec/Polars (endpoint, credentials).")
+
+
+class RunConfig(_Strict):
+    """One generation run."""
+
+    name: str = Field("demo", min_length=1, max_length=128, description="Run id: names the output folder, so re-runs find their earlier output.")
+    instruction: str = Field(
+        "Look at the image and write one question about it together with its answer.",
+        min_length=1,
+        description="Instruction given to the generator with each image.",
+    )
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    input: InputConfig = Field(default_factory=InputConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_path_safe(cls, v: str) -> str:
+        # The name becomes a folder on any store: keep it to characters every store accepts.
+        if not all(c.isalnum() or c in "-_." for c in v) or v.startswith("."):
+            raise ValueError("use letters, digits, '-', '_' and '.' only, not starting with '.'")
+        return v
+
+    @model_validator(mode="after")
+    def _fits_engine(self) -> "RunConfig":
+        if self.sampling.max_tokens >= self.generator.max_model_len:
+            raise ValueError(
+                f"sampling.max_tokens ({self.sampling.max_tokens}) must be below "
+                f"generator.max_model_len ({self.generator.max_model_len}) to leave room for the prompt"
+            )
+        return self
+
+
+def _format_errors(err: ValidationError, source: str) -> str:
+    lines = [f"invalid run configuration ({source}):"]
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "<root>"
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"  {field}: {msg} (got {e['input']!r})" if field != "<root>" else f"  {msg}")
+    return "\n".join(lines)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``data`` with ``key.sub=value`` overrides applied (values parsed as YAML)."""
+    out = _deep_copy(data)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected key.sub=value")
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+            node = child
+        node[parts[-1]] = yaml.safe_load(raw) if raw else ""
+    return out
+
+
+def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
+
+
+def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, *, source: str = "<dict>") -> RunConfig:
+    """Validate a config mapping (plus overrides) into a :class:`RunConfig`.
+
+    Args:
+        data: the parsed mapping; ``None`` means all defaults (the embedded demo run).
+        overrides: ``key.sub=value`` strings applied on top of ``data``.
+        source: where ``data`` came from, for error messages.
+
+    Raises:
+        ConfigError: naming every bad field and its value.
+    """
+    merged = apply_overrides(data or {}, overrides or [])
+    try:
+        return RunConfig.model_validate(merged)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Load a YAML run config from ``path`` (``None``: the built-in defaults) and validate it."""
+    if path is None:
+        return build_config(None, overrides, source="defaults")
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
+    return build_config(data, overrides, source=str(p))

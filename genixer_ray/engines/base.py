@@ -1,0 +1,111 @@
+"""The generator interface shared by the vLLM and transformers backends.
+
+A batch of :class:`GenerationRequest` (image, instruction, sampling parameters) goes in; one
+:class:`GenerationResult` per request comes out, in order. A request that fails alone (a prompt
+longer than the model allows, a request the engine rejects) becomes a result with an error code;
+a failure of the engine itself raises.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from genixer_ray.config import GeneratorConfig, SamplingConfig
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One image and the instruction the generator answers about it."""
+
+    image: np.ndarray  # (H, W, 3) uint8, RGB
+    instruction: str
+    sampling: SamplingConfig
+
+
+@dataclass
+class GenerationResult:
+    """What the engine produced for one request.
+
+    ``logprobs`` holds the chosen token's log-probability at each generated position, from the
+    model's raw distribution (before temperature or top-p), as vLLM reports it by default.
+    ``top_logprobs`` holds, per position, the ``sampling.logprobs`` most likely token ids with
+    their log-probabilities (empty lists when 0 were asked for).
+    """
+
+    text: str
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[dict[int, float]] = field(default_factory=list)
+    finish_reason: str = "stop"  # "stop", "length", or "error"
+    error_code: str | None = None
+    error: str | None = None
+    prompt_tokens: int = 0
+
+    @classmethod
+    def failed(cls, code: str, message: str) -> "GenerationResult":
+        """A result that stands for a request the engine could not serve."""
+        return cls(text="", finish_reason="error", error_code=code, error=message)
+
+
+class EngineError(RuntimeError):
+    """The engine itself failed (not one request): the caller should stop or restart it."""
+
+
+class Generator(abc.ABC):
+    """A loaded multimodal generator. Build once per process with :func:`get_generator`."""
+
+    backend: str
+    model_path: str
+
+    @abc.abstractmethod
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
+        """Generate for a batch; one result per request, in order."""
+
+    @abc.abstractmethod
+    def format_prompt(self, instruction: str) -> str:
+        """The full prompt text (chat template applied, image placeholder included)."""
+
+
+def chat_prompt(processor, instruction: str) -> str:
+    """Apply the model's own chat template to one user turn holding the image and ``instruction``.
+
+    Both backends format prompts through this function so that they feed the model identical text.
+    """
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": instruction}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def prompt_too_long(prompt_tokens: int, max_model_len: int) -> str | None:
+    """The error message for a prompt that leaves no room to generate, else ``None``."""
+    if prompt_tokens >= max_model_len:
+        return f"prompt has {prompt_tokens} tokens (image included); the model allows {max_model_len} in all"
+    return None
+
+
+_ENGINES: dict[tuple, Generator] = {}
+
+
+def get_generator(cfg: GeneratorConfig) -> Generator:
+    """Return this process's generator for ``cfg``, building it on first use.
+
+    Engines are expensive (vLLM: tens of seconds to start), so one per configuration and process
+    is kept and reused by every later call with an equal configuration.
+    """
+    from genixer_ray.tiny_models import resolve_model
+
+    key = (cfg.model_dump_json(),)
+    if key not in _ENGINES:
+        path = resolve_model(cfg.model)
+        if cfg.backend == "vllm":
+            from genixer_ray.engines.vllm_engine import VLLMGenerator
+
+            _ENGINES[key] = VLLMGenerator(cfg, path)
+        else:
+            from genixer_ray.engines.hf_engine import TransformersGenerator
+
+            _ENGINES[key] = TransformersGenerator(cfg, path)
+    return _ENGINES[key]

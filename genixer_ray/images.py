@@ -1,0 +1,128 @@
+"""Images: the embedded sample set, listing a folder, and decoding bytes into RGB arrays.
+
+Between stages images travel as ``uint8`` arrays of shape (H, W, 3), never as PIL objects: Ray
+can size arrays in its memory accounting, not PIL images.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+# Real photographs that scikit-image's wheel ships in skimage/data: available on any machine that
+# installed the project, with no download. Mixed modes on purpose (RGB, grayscale).
+EMBEDDED_IMAGES = {
+    "astronaut": "astronaut.png",
+    "chelsea": "chelsea.png",
+    "coffee": "coffee.png",
+    "rocket": "rocket.jpg",
+    "motorcycle": "motorcycle_left.png",
+    "hubble_deep_field": "hubble_deep_field.jpg",
+    "camera": "camera.png",
+    "retina": "retina.jpg",
+}
+
+
+def embedded_image_paths() -> dict[str, Path]:
+    """Return ``{image_id: path}`` for the bundled sample photos (sorted by id)."""
+    import skimage
+
+    root = Path(skimage.__file__).parent / "data"
+    return {k: root / v for k, v in sorted(EMBEDDED_IMAGES.items())}
+
+
+def list_image_folder(folder: str | Path) -> dict[str, Path]:
+    """Return ``{image_id: path}`` for image files under ``folder`` (recursive, by extension).
+
+    The id is the path relative to the folder without its extension, with ``/`` separators, so it
+    is stable across machines.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise FileNotFoundError(f"input folder not found: {root}")
+    found: dict[str, Path] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
+            image_id = p.relative_to(root).with_suffix("").as_posix()
+            if image_id in found:
+                raise ValueError(f"two files map to image id {image_id!r}: {found[image_id]} and {p}")
+            found[image_id] = p
+    return found
+
+
+@dataclass(frozen=True)
+class DecodeError(Exception):
+    """An image that cannot be used; ``code`` is a stable machine-readable reason."""
+
+    code: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+def decode_image(data: bytes, *, max_pixels: int = 64_000_000, max_side: int | None = None) -> np.ndarray:
+    """Decode image bytes into an RGB ``uint8`` array, fully and with EXIF orientation applied.
+
+    Args:
+        data: the encoded file's bytes.
+        max_pixels: refuse images with more pixels than this (decompression bombs) before decoding.
+        max_side: when set, downscale so the longer side is at most this many pixels.
+
+    Raises:
+        DecodeError: with code ``empty``, ``not_an_image``, ``too_large`` or ``truncated``.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise DecodeError("empty", "file has no bytes")
+    with warnings.catch_warnings():
+        # Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; we check our own
+        # budget from the header instead, so its global limit must not interfere.
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            img = Image.open(io.BytesIO(data))
+        except UnidentifiedImageError:
+            raise DecodeError("not_an_image", "not a recognized image format") from None
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+            raise DecodeError("too_large", str(e)) from None
+        w, h = img.size
+        if w * h > max_pixels:
+            raise DecodeError("too_large", f"{w}x{h} = {w * h} pixels exceeds the budget of {max_pixels}")
+        if w == 0 or h == 0:
+            raise DecodeError("not_an_image", f"degenerate size {w}x{h}")
+        try:
+            img.load()  # open() is lazy: truncation only shows when pixels are read
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+        except (OSError, SyntaxError, ValueError) as e:
+            raise DecodeError("truncated", f"cannot decode pixels: {e}") from None
+    if max_side is not None and max(img.size) > max_side:
+        img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _to_rgb(img):
+    from PIL import Image
+
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16/32-bit grayscale: scale to 8 bits instead of clipping everything to white.
+        arr = np.asarray(img, dtype=np.float64)
+        hi = arr.max() or 1.0
+        return Image.fromarray((arr * (255.0 / hi)).astype(np.uint8), "L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")  # a palette may carry transparency
+    if img.mode in ("RGBA", "LA", "PA"):
+        # Composite on white: transparent pixels' colour values are arbitrary.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, F, ...

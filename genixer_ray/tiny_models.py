@@ -1,0 +1,290 @@
+"""Tiny models built locally from configs, for tests, CI and the embedded demo: nothing is downloaded.
+
+``make_tiny_models(dir)`` writes, deterministically from a seed:
+
+* ``dir/generator``: a LLaVA-1.5-architecture model (CLIP vision tower, MLP projector, Llama
+  language model) with random weights, a byte-level BPE tokenizer trained here with
+  ``tokenizers`` (``<image>`` token, LLaVA-1.5 chat template) and a ``LlavaProcessor``. Weights are
+  stored in the llava-hf layout (``vision_tower.vision_model.*``, ``language_model.model.*``) that
+  both vLLM and transformers load, like any real llava-hf checkpoint.
+* ``dir/clip``: an open_clip model directory (``open_clip_config.json``, safetensors weights, the
+  same tokenizer with an end-of-text token appended) that open_clip opens with ``local-dir:``.
+
+The sizes respect vLLM-CPU's limits (attention head_dim 64). Nothing here is used to *load*
+models: the engines and filters load these directories exactly as they load real checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+IMAGE_TOKEN = "<image>"
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
+IMAGE_SIZE = 56
+PATCH_SIZE = 14
+
+# LLaVA-1.5's conversation format. Content may be a string or a list of typed parts; the image
+# part becomes the image token on its own line, as in the original prompts.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] if message['content'] is string else message['content'][0]['text'] }} "
+    "{% elif message['role'] == 'user' %}USER: "
+    "{% elif message['role'] == 'assistant' %}ASSISTANT: {% endif %}"
+    "{% if message['role'] != 'system' %}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<image>\n{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% if message['role'] == 'assistant' %}</s>{% endif %} {% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyModelPaths:
+    """Where :func:`make_tiny_models` wrote each model."""
+
+    generator: Path
+    clip: Path
+
+
+def _tokenizer_corpus(seed: int) -> list[str]:
+    """Sentences in the shape of Genixer's prompts and targets, so common pieces get single tokens."""
+    rng = random.Random(seed)
+    things = "cat dog person man woman child car bus bicycle motorcycle rocket astronaut coffee cup plate table tree sky road building window flag helmet suit star galaxy ball shirt".split()
+    colors = "red blue green white black yellow orange brown gray purple".split()
+    wh = ["What is", "What color is", "Where is", "How many", "Is there", "Which object is", "Why is", "Who is"]
+    lines = [
+        "USER: ASSISTANT: Question: Answer: Yes No yes no A B C D Options: (A) (B) (C) (D)",
+        "Look at the image and write one question about it together with its answer.",
+        "This is a Multi-choice VQA task. This is a Referring Expression Comprehension (REC) task.",
+        "Please provide the coordinates in the answer. Is the answer to the question true for the image?",
+    ]
+    for _ in range(3000):
+        a, b = rng.choice(things), rng.choice(things)
+        c = rng.choice(colors)
+        box = ",".join(f"{rng.random():.3f}" for _ in range(4))
+        lines.append(
+            f"Question: {rng.choice(wh)} the {c} {a} near the {b}? Answer: The {a} is {c}. "
+            f"The {a} [{box}] is next to the {b}. There are {rng.randint(0, 12)} {b}s."
+        )
+    return lines
+
+
+def build_tokenizer(seed: int = 0, vocab_size: int = 1024, *, append_eos: bool = False):
+    """Train a byte-level BPE tokenizer locally and wrap it for transformers.
+
+    Args:
+        seed: drives the training corpus; same seed, same tokenizer.
+        vocab_size: target vocabulary size, special tokens included.
+        append_eos: add ``</s>`` after each text (CLIP-style text towers pool at it); the
+            generator's tokenizer only prepends ``<s>``.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable: no <unk> ever
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(seed), trainer=trainer)
+    bos, eos = tok.token_to_id("<s>"), tok.token_to_id("</s>")
+    single = "<s> $A </s>" if append_eos else "<s> $A"
+    tok.post_processor = processors.TemplateProcessing(
+        single=single, pair=single + " $B", special_tokens=[("<s>", bos), ("</s>", eos)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=2048,
+    )
+
+
+def _llava_hf_key(key: str) -> str:
+    """Map transformers' in-memory LLaVA names to the llava-hf checkpoint layout vLLM expects."""
+    for src, dst in (
+        ("model.vision_tower.", "vision_tower.vision_model."),
+        ("model.multi_modal_projector.", "multi_modal_projector."),
+        ("model.language_model.", "language_model.model."),
+        ("lm_head.", "language_model.lm_head."),
+    ):
+        if key.startswith(src):
+            return dst + key[len(src):]
+    raise ValueError(f"unexpected LLaVA weight name {key!r}")
+
+
+def make_tiny_generator(out_dir: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny random-weight LLaVA generator (model, tokenizer, processor) to ``out_dir``."""
+    import torch
+    from safetensors.torch import save_file
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(seed)
+    n_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
+            image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=64,
+        ),
+        text_config=LlamaConfig(
+            # head_dim = 128 / 2 = 64: vLLM-CPU's attention kernels refuse smaller heads.
+            hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=2048,
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        ),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        vision_feature_layer=-2,
+        vision_feature_select_strategy="default",
+        image_seq_length=n_patches,
+        projector_hidden_act="gelu",
+    )
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(config).eval()
+    # Random init with std 0.02 gives near-uniform next-token distributions; a larger scale on
+    # the output head makes sampling with different seeds visibly different in tests.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    config.architectures = ["LlavaForConditionalGeneration"]  # vLLM picks its model class by this
+    config.save_pretrained(out)
+    model.generation_config.save_pretrained(out)
+    state = {_llava_hf_key(k): v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        do_center_crop=True,
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=PATCH_SIZE,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # the CLS position the vision tower adds
+        chat_template=CHAT_TEMPLATE,
+        image_token=IMAGE_TOKEN,
+    )
+    processor.save_pretrained(out)
+    return out
+
+
+def make_tiny_clip(out_dir: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny random-weight open_clip model directory (config, weights, tokenizer)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(seed, append_eos=True)
+    tokenizer.save_pretrained(out)
+    model_cfg = {
+        "embed_dim": 64,
+        "vision_cfg": {"image_size": IMAGE_SIZE, "layers": 2, "width": 64, "head_width": 32, "patch_size": PATCH_SIZE},
+        "text_cfg": {
+            "context_length": 32,
+            "vocab_size": len(tokenizer),
+            "width": 64,
+            "heads": 2,
+            "layers": 2,
+            # A non-empty name makes open_clip use the HF tokenizer saved in this directory.
+            "hf_tokenizer_name": "genixer-tiny-bpe",
+            "pad_id": tokenizer.pad_token_id,
+            "eos_id": tokenizer.eos_token_id,
+            "pool_type": "eos",
+        },
+    }
+    preprocess_cfg = {
+        "mean": [0.48145466, 0.4578275, 0.40821073],
+        "std": [0.26862954, 0.26130258, 0.27577711],
+        "interpolation": "bicubic",
+        "resize_mode": "shortest",
+    }
+    (out / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, indent=2, sort_keys=True)
+    )
+    torch.manual_seed(seed)
+    model = open_clip.CLIP(**model_cfg)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "open_clip_model.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+def make_tiny_models(out_dir: str | Path, *, seed: int = 0) -> TinyModelPaths:
+    """Build both tiny models under ``out_dir`` (``generator/`` and ``clip/``); same seed, same files.
+
+    Args:
+        out_dir: parent directory; created when missing, existing files are overwritten.
+        seed: drives tokenizer training and weight initialization.
+    """
+    out = Path(out_dir)
+    return TinyModelPaths(
+        generator=make_tiny_generator(out / "generator", seed=seed),
+        clip=make_tiny_clip(out / "clip", seed=seed),
+    )
+
+
+# Bump when the tiny models' architecture or files change, so stale caches are not reused.
+TINY_FORMAT = 1
+
+
+def tiny_models_home() -> Path:
+    """Where ``tiny`` model specs are built on first use (``$GENIXER_RAY_HOME`` or ~/.cache)."""
+    root = os.environ.get("GENIXER_RAY_HOME") or Path.home() / ".cache" / "genixer-ray"
+    return Path(root) / f"tiny-models-v{TINY_FORMAT}"
+
+
+def ensure_tiny_models(seed: int = 0) -> TinyModelPaths:
+    """Build the tiny models once per machine (atomically, safe against concurrent builders)."""
+    final = tiny_models_home() / f"seed{seed}"
+    if not final.is_dir():
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
+        try:
+            make_tiny_models(tmp, seed=seed)
+            os.rename(tmp, final)  # atomic; fails if another process finished first
+        except OSError:
+            if not final.is_dir():
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return TinyModelPaths(generator=final / "generator", clip=final / "clip")
+
+
+def resolve_model(spec: str, *, kind: str = "generator") -> str:
+    """Turn a model spec into what the loaders take.
+
+    ``tiny`` means the locally built tiny model of ``kind`` (``generator`` or ``clip``); an
+    existing directory becomes its absolute path; anything else is passed on as a hub id.
+    """
+    if spec == "tiny":
+        return str(getattr(ensure_tiny_models(), kind))
+    p = Path(spec).expanduser()
+    return str(p.resolve()) if p.is_dir() else spec
