@@ -30,10 +30,14 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     from genixer_ray.config import load_config
+    from genixer_ray.engines.base import shutdown_generators
     from genixer_ray.pipeline import run_generation
 
     cfg = load_config(args.config, args.overrides)  # fails here, before any model is loaded
-    summary = run_generation(cfg)
+    try:
+        summary = run_generation(cfg)
+    finally:
+        shutdown_generators()
     statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_status.items()))
     print(f"wrote {summary.rows} rows ({statuses}) to {summary.output}")
     return 0
@@ -65,9 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genixer-ray`` console script."""
+    args = build_parser().parse_args(argv)  # --help exits here, before anything heavier loads
     from genixer_ray.config import ConfigError
 
-    args = build_parser().parse_args(argv)
     # `genixer-ray generate key=value` with no file: the first positional is an override.
     if getattr(args, "config", None) and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides.insert(0, args.config)

@@ -65,6 +65,8 @@ class InputConfig(_Strict):
 
     source: str = Field("embedded", description="'embedded' (bundled sample photos) or a folder of images.")
     limit: int | None = Field(None, ge=1, description="Take at most this many images (after sorting by id).")
+    max_pixels: int = Field(64_000_000, ge=1, description="Images with more pixels are refused (error row too_large) before decoding.")
+    max_side: int = Field(1024, ge=16, description="Decoded images are downscaled to this longest side; bounds memory per row.")
 
 
 class OutputConfig(_Strict):

@@ -81,7 +81,7 @@ def run_generation(cfg: RunConfig, *, log=sys.stderr) -> RunSummary:
         log: where progress lines go (one line per batch, readable in a non-terminal log).
     """
     inputs = list_inputs(cfg)
-    decode, generate = DecodeStage(), GenerateStage(cfg)
+    decode, generate = DecodeStage(cfg.input), GenerateStage(cfg)
     rows: list[dict] = []
     summary = RunSummary(output=f"{run_dir(cfg)}/generations.parquet")
     start = time.monotonic()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 from datetime import datetime, timezone
 
-from genixer_ray.config import RunConfig
+from genixer_ray.config import InputConfig, RunConfig
 from genixer_ray.engines.base import GenerationRequest, get_generator
 from genixer_ray.images import DecodeError, decode_image
 
@@ -30,9 +30,9 @@ class DecodeStage:
 
     name = "decode"
 
-    def __init__(self, *, max_pixels: int = 64_000_000, max_side: int = 1024):
-        self.max_pixels = max_pixels
-        self.max_side = max_side
+    def __init__(self, cfg: InputConfig):
+        self.max_pixels = cfg.max_pixels
+        self.max_side = cfg.max_side
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Decode a batch; missing, unreadable and undecodable inputs become error rows."""

@@ -69,6 +69,9 @@ class Generator(abc.ABC):
     def format_prompt(self, instruction: str) -> str:
         """The full prompt text (chat template applied, image placeholder included)."""
 
+    def close(self) -> None:
+        """Release the engine's processes and memory (a no-op where nothing outlives the object)."""
+
 
 def chat_prompt(processor, instruction: str) -> str:
     """Apply the model's own chat template to one user turn holding the image and ``instruction``.
@@ -109,3 +112,10 @@ def get_generator(cfg: GeneratorConfig) -> Generator:
 
             _ENGINES[key] = TransformersGenerator(cfg, path)
     return _ENGINES[key]
+
+
+def shutdown_generators() -> None:
+    """Close every generator this process built (their engine subprocesses end cleanly)."""
+    while _ENGINES:
+        _, gen = _ENGINES.popitem()
+        gen.close()

@@ -89,6 +89,8 @@ class TransformersGenerator(Generator):
         """Generate for a batch in one ``generate`` call; over-long prompts become error results."""
         import torch
 
+        if not requests:
+            return []
         results: list[GenerationResult | None] = [None] * len(requests)
         todo = list(range(len(requests)))
         inputs = self._encode([requests[i] for i in todo])

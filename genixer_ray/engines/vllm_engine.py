@@ -48,6 +48,10 @@ class VLLMGenerator(Generator):
             seed=0,
         )
 
+    def close(self) -> None:
+        """Stop the engine-core subprocess now rather than at interpreter exit."""
+        self.llm.llm_engine.engine_core.shutdown()
+
     def format_prompt(self, instruction: str) -> str:
         """The chat-formatted prompt for ``instruction`` (see :func:`chat_prompt`)."""
         return chat_prompt(self.processor, instruction)

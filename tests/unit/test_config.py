@@ -1,0 +1,63 @@
+import pytest
+
+from genixer_ray.config import ConfigError, RunConfig, build_config, load_config
+
+
+def write(tmp_path, text):
+    p = tmp_path / "run.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_the_embedded_demo():
+    cfg = load_config(None)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.input.source == "embedded" and cfg.generator.model == "tiny"
+
+
+def test_yaml_and_overrides(tmp_path):
+    p = write(tmp_path, "name: r1\nsampling:\n  temperature: 0.5\ngenerator:\n  backend: transformers\n")
+    cfg = load_config(p, ["sampling.temperature=0.2", "input.limit=3", "generator.model=/m"])
+    assert cfg.name == "r1"
+    assert cfg.sampling.temperature == 0.2
+    assert cfg.input.limit == 3
+    assert cfg.generator.backend == "transformers" and cfg.generator.model == "/m"
+
+
+@pytest.mark.parametrize(
+    "text, field, value",
+    [
+        ("generator:\n  backend: vlm\n", "generator.backend", "'vlm'"),
+        ("sampling:\n  temperature: -1\n", "sampling.temperature", "-1"),
+        ("sampling:\n  top_p: 0\n", "sampling.top_p", "0"),
+        ("sampling:\n  temprature: 0.3\n", "sampling.temprature", "0.3"),
+        ("name: '../escape'\n", "name", "'../escape'"),
+        ("generator:\n  max_model_len: lots\n", "generator.max_model_len", "'lots'"),
+    ],
+)
+def test_bad_value_names_field_and_value(tmp_path, text, field, value):
+    with pytest.raises(ConfigError) as e:
+        load_config(write(tmp_path, text))
+    assert f"{field}:" in str(e.value)
+    assert f"(got {value})" in str(e.value)
+
+
+def test_cross_field_check_names_both_fields():
+    with pytest.raises(ConfigError, match=r"sampling.max_tokens \(600\).*generator.max_model_len \(512\)"):
+        build_config({"generator": {"max_model_len": 512}, "sampling": {"max_tokens": 600}})
+
+
+def test_bad_override_and_bad_file(tmp_path):
+    with pytest.raises(ConfigError, match="expected key.sub=value"):
+        load_config(None, ["sampling.temperature"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(write(tmp_path, "- 1\n- 2\n"))
+
+
+def test_memory_utilization_platform_default():
+    g = load_config(None).generator
+    assert g.memory_utilization(cpu=True) == 0.2 and g.memory_utilization(cpu=False) == 0.9
+    g = load_config(None, ["generator.gpu_memory_utilization=0.5"]).generator
+    assert g.memory_utilization(cpu=True) == 0.5
