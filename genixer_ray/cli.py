@@ -32,14 +32,22 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from genixer_ray.config import load_config
     from genixer_ray.engines.base import shutdown_generators
     from genixer_ray.pipeline import run_generation
+    from genixer_ray.store import StorageError
 
     cfg = load_config(args.config, args.overrides)  # fails here, before any model is loaded
     try:
         summary = run_generation(cfg)
+    except (StorageError, RuntimeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     finally:
         shutdown_generators()
     statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_status.items()))
-    print(f"wrote {summary.rows} rows ({statuses}) to {summary.output}")
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_error.items())) or "none"
+    print(
+        f"wrote {summary.rows} rows ({statuses}; errors: {errors}) in {summary.shards} shards "
+        f"({summary.skipped_shards} already committed) to {summary.output}"
+    )
     return 0
 
 

@@ -16,6 +16,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genixer_ray.tasks import TASKS
+
+TASK_IDS = tuple(TASKS)
+
 
 class ConfigError(ValueError):
     """A run configuration that cannot be used; the message names each bad field."""
@@ -63,8 +67,13 @@ class GeneratorConfig(_Strict):
 class InputConfig(_Strict):
     """Where the images come from."""
 
-    source: str = Field("embedded", description="'embedded' (bundled sample photos) or a folder of images.")
-    limit: int | None = Field(None, ge=1, description="Take at most this many images (after sorting by id).")
+    source: str = Field(
+        "embedded",
+        description="'embedded' (bundled sample photos), a folder URL, or a manifest URL (.jsonl, .csv, .parquet).",
+    )
+    root: str | None = Field(None, description="Manifest only: folder that relative paths resolve under (default: the manifest's folder).")
+    limit: int | None = Field(None, ge=1, description="Take at most this many images (in listing order).")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="Passed to fsspec for the input (endpoint, credentials).")
     max_pixels: int = Field(64_000_000, ge=1, description="Images with more pixels are refused (error row too_large) before decoding.")
     max_side: int = Field(1024, ge=16, description="Decoded images are downscaled to this longest side; bounds memory per row.")
 
@@ -73,22 +82,49 @@ class OutputConfig(_Strict):
     """Where results are written (any fsspec URL)."""
 
     path: str = Field("runs", description="Root under which the run's folder is created.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="Passed to fsspec/Polars (endpoint, credentials).")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="Passed to fsspec for the output (endpoint, credentials).")
+    shard_size: int = Field(256, ge=1, le=1_000_000, description="Rows per output shard: the unit of commit and resume. Smaller loses less on a crash; larger makes fewer files.")
 
+
+class ScalingConfig(_Strict):
+    """How Ray runs the stages: actor counts for autoscaling, resources per actor and task."""
+
+    ray_address: str | None = Field(None, description="Ray cluster to join ('auto' inside `ray job submit`); unset: start or reuse a local one.")
+    min_actors: int = Field(1, ge=1, description="Generator actors kept alive; more cost idle accelerators.")
+    max_actors: int = Field(1, ge=1, description="Generator actors Ray Data may scale up to while work is queued.")
+    gpus_per_actor: float = Field(0.0, ge=0.0, description="Accelerators per generator actor (tensor_parallel_size of them for vLLM TP).")
+    cpus_per_actor: float = Field(1.0, gt=0.0, description="CPUs reserved per generator actor.")
+    max_tasks_in_flight_per_actor: int = Field(2, ge=1, description="Batches queued per actor: 2 keeps the engine fed while the next batch transfers.")
+    decode_cpus: float = Field(0.5, gt=0.0, description="CPUs per decode task; fractional lets decode share small machines.")
+    decode_batch_size: int = Field(16, ge=1, description="Images per decode task call.")
+    actor_start_timeout_s: float = Field(1800.0, gt=0.0, description="How long to wait for an actor (a large vLLM engine) to start.")
 
 class RunConfig(_Strict):
     """One generation run."""
 
     name: str = Field("demo", min_length=1, max_length=128, description="Run id: names the output folder, so re-runs find their earlier output.")
-    instruction: str = Field(
-        "Look at the image and write one question about it together with its answer.",
-        min_length=1,
-        description="Instruction given to the generator with each image.",
+    mode: Literal["agnostic", "specific"] = Field(
+        "specific", description="'agnostic': generic instruction only, the model picks the task; 'specific': plus a task sentence from task_mix."
+    )
+    task_mix: dict[str, float] = Field(
+        default_factory=lambda: {t: 1.0 for t in TASK_IDS},
+        description="Task id -> relative weight for task-specific mode (ids: " + ", ".join(TASK_IDS) + ").",
     )
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+
+    @field_validator("task_mix")
+    @classmethod
+    def _known_tasks(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(TASK_IDS))
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {list(TASK_IDS)}")
+        if any(w < 0 for w in v.values()) or not any(w > 0 for w in v.values()):
+            raise ValueError("weights must be >= 0 with at least one > 0")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -100,6 +136,8 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _fits_engine(self) -> "RunConfig":
+        if self.scaling.min_actors > self.scaling.max_actors:
+            raise ValueError(f"scaling.min_actors ({self.scaling.min_actors}) exceeds scaling.max_actors ({self.scaling.max_actors})")
         if self.sampling.max_tokens >= self.generator.max_model_len:
             raise ValueError(
                 f"sampling.max_tokens ({self.sampling.max_tokens}) must be below "
@@ -171,3 +209,14 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
     return build_config(data, overrides, source=str(p))
+
+
+def redacted(cfg: BaseModel) -> dict[str, Any]:
+    """``cfg`` as JSON-ready data with every ``storage_options`` value masked (they hold credentials)."""
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: ({kk: "***" for kk in v} if k == "storage_options" and isinstance(v, dict) else walk(v)) for k, v in node.items()}
+        return node
+
+    return walk(cfg.model_dump(mode="json"))

@@ -1,4 +1,4 @@
-"""Images: the embedded sample set, listing a folder, and decoding bytes into RGB arrays.
+"""Images: the embedded sample set and decoding bytes into RGB arrays.
 
 Between stages images travel as ``uint8`` arrays of shape (H, W, 3), never as PIL objects: Ray
 can size arrays in its memory accounting, not PIL images.
@@ -35,25 +35,6 @@ def embedded_image_paths() -> dict[str, Path]:
 
     root = Path(skimage.__file__).parent / "data"
     return {k: root / v for k, v in sorted(EMBEDDED_IMAGES.items())}
-
-
-def list_image_folder(folder: str | Path) -> dict[str, Path]:
-    """Return ``{image_id: path}`` for image files under ``folder`` (recursive, by extension).
-
-    The id is the path relative to the folder without its extension, with ``/`` separators, so it
-    is stable across machines.
-    """
-    root = Path(folder)
-    if not root.is_dir():
-        raise FileNotFoundError(f"input folder not found: {root}")
-    found: dict[str, Path] = {}
-    for p in sorted(root.rglob("*")):
-        if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS:
-            image_id = p.relative_to(root).with_suffix("").as_posix()
-            if image_id in found:
-                raise ValueError(f"two files map to image id {image_id!r}: {found[image_id]} and {p}")
-            found[image_id] = p
-    return found
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import polars as pl
 
 ERROR_CODES = {
+    # input listing
+    "path_escapes_root": "a manifest's relative path climbs out of input.root",
     # read / decode
     "missing": "the input path does not exist",
     "read_failed": "the input could not be read from storage",
@@ -19,23 +21,51 @@ ERROR_CODES = {
     # generate
     "prompt_too_long": "prompt plus image tokens exceed the model's max_model_len",
     "request_rejected": "the engine refused this request",
+    # parse (see genixer_ray.tasks.parse_output)
+    "no_question_answer": "the output has no 'Question: ... Answer: ...'",
+    "empty_field": "a question or an answer is empty",
+    "bad_box": "a box outside [0, 1] or with x1 >= x2 or y1 >= y2",
+    "bad_point": "a point outside [0, 1]",
+    "too_few_options": "a multi-choice question without at least two (A)/(B) options",
+    "answer_not_in_options": "a multi-choice answer naming no listed option",
+    "no_box_in_answer": "REC / Q->CA output whose answer has no box",
+    "no_box_in_question": "REG output whose question has no box",
+    "no_region_in_question": "PointQA output whose question has no point or box",
+    "too_few_turns": "a dialogue with fewer than two turns",
+    "no_box_in_dialogue": "a referential dialogue without boxes",
 }
+
+_BOXES = pl.List(pl.List(pl.Float32))
 
 GENERATION_SCHEMA = {
     "run_id": pl.String,
+    "shard": pl.Int32,
     "image_id": pl.String,
     "source": pl.String,
     "status": pl.String,
     "error_code": pl.String,
     "error_stage": pl.String,
     "error_message": pl.String,
+    "mode": pl.String,
+    "task": pl.String,  # requested task (task-specific mode), else null
+    "template_id": pl.String,
     "instruction": pl.String,
     "text": pl.String,
     "token_ids": pl.List(pl.Int32),
     "logprobs": pl.List(pl.Float32),
     "finish_reason": pl.String,
     "prompt_tokens": pl.Int32,
+    "parsed_task": pl.String,  # the task the output was parsed as (inferred in task-agnostic mode)
+    "question": pl.String,
+    "answer": pl.String,
+    "options": pl.List(pl.String),
+    "answer_letter": pl.String,
+    "turns": pl.List(pl.Struct({"question": pl.String, "answer": pl.String})),
+    "question_boxes": _BOXES,
+    "answer_boxes": _BOXES,
+    "points": _BOXES,
     "generator": pl.String,
+    "generator_hash": pl.String,
     "backend": pl.String,
     "seed": pl.Int64,
     "temperature": pl.Float32,

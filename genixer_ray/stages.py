@@ -1,108 +1,166 @@
 """Pipeline stages: plain callables over a batch of rows, runnable and testable without Ray.
 
-A batch is a list of row dicts. Each stage returns exactly one row per input row, keeping the
-row's ``image_id``; a row that fails gets ``status = "error"`` with a code and the stage name and
-passes through later stages untouched.
+A batch is a list of row dicts. Each stage returns exactly one row per input row, in order,
+keeping ``shard`` and ``image_id``; a row that fails gets ``status = "error"`` with a code and the
+stage's name, and passes through later stages untouched. Images travel between stages as raw
+RGB bytes plus height and width (Ray can size bytes; it cannot size PIL objects).
 """
 
 from __future__ import annotations
 
-import hashlib
+from collections import Counter
 from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
 
 from genixer_ray.config import InputConfig, RunConfig
-from genixer_ray.engines.base import GenerationRequest, get_generator
+from genixer_ray.engines.base import GenerationRequest, checkpoint_hash, get_generator
 from genixer_ray.images import DecodeError, decode_image
+from genixer_ray.seeding import derive_seed
+from genixer_ray.tasks import ParseError, choose_prompt, parse_output
 
 
-def derive_seed(base_seed: int, key: str) -> int:
-    """A per-row seed from the run's seed and a stable key (the image id): same inputs, same seed."""
-    digest = hashlib.blake2b(f"{base_seed}:{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF
-
-
-def _fail(row: dict, stage: str, code: str, message: str) -> dict:
+def fail(row: dict, stage: str, code: str, message: str) -> dict:
+    """``row`` marked as failed at ``stage`` with an error ``code`` and ``message``."""
     return {**row, "status": "error", "error_stage": stage, "error_code": code, "error_message": message}
 
 
+class StageCounter:
+    """Counts a stage's outcomes by reason: ``passed``, ``failed:<code>``, ``skipped``."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+
+    def record(self, before: dict, after: dict) -> None:
+        """Count one row's outcome from its state before and after the stage."""
+        if before.get("status") == "error":
+            self.counts["skipped"] += 1
+        elif after["status"] == "error":
+            self.counts[f"failed:{after['error_code']}"] += 1
+        else:
+            self.counts["passed"] += 1
+
+
 class DecodeStage:
-    """Read each row's ``source`` (a local path) and decode it into an RGB array in ``image``."""
+    """Read each row's bytes (inline ``data`` or ``source`` through fsspec) and decode them.
+
+    Output rows hold ``pixels`` (RGB bytes), ``height`` and ``width``, or an error row with code
+    ``missing``, ``read_failed``, ``empty``, ``not_an_image``, ``truncated`` or ``too_large``.
+    Rows already failed at listing (``error_code`` set) become error rows of stage ``input``.
+    """
 
     name = "decode"
 
     def __init__(self, cfg: InputConfig):
-        self.max_pixels = cfg.max_pixels
-        self.max_side = cfg.max_side
+        self.cfg = cfg
+        self.counter = StageCounter()
+
+    def _read(self, source: str) -> bytes:
+        import fsspec
+
+        with fsspec.open(source, "rb", **self.cfg.storage_options) as f:
+            return f.read()
+
+    def _one(self, row: dict) -> dict:
+        data = row.get("data")  # inline bytes are consumed here, not carried further
+        row = {k: v for k, v in row.items() if k != "data"} | {"status": "ok"}
+        if row.get("error_code"):
+            return fail(row, "input", row["error_code"], row.get("error_message") or "")
+        try:
+            if data is None:
+                data = self._read(row["source"])
+        except FileNotFoundError:
+            return fail(row, self.name, "missing", f"no such file: {row['source']}")
+        except Exception as e:  # permissions, network, a directory where a file was expected, ...
+            return fail(row, self.name, "read_failed", f"{type(e).__name__}: {e}")
+        try:
+            image = decode_image(data, max_pixels=self.cfg.max_pixels, max_side=self.cfg.max_side)
+        except DecodeError as e:
+            return fail(row, self.name, e.code, e.message)
+        return row | {"pixels": image.tobytes(), "height": image.shape[0], "width": image.shape[1]}
 
     def __call__(self, batch: list[dict]) -> list[dict]:
-        """Decode a batch; missing, unreadable and undecodable inputs become error rows."""
-        out = []
-        for row in batch:
-            try:
-                with open(row["source"], "rb") as f:
-                    data = f.read()
-            except FileNotFoundError:
-                out.append(_fail(row, self.name, "missing", f"no such file: {row['source']}"))
-                continue
-            except OSError as e:
-                out.append(_fail(row, self.name, "read_failed", str(e)))
-                continue
-            try:
-                image = decode_image(data, max_pixels=self.max_pixels, max_side=self.max_side)
-            except DecodeError as e:
-                out.append(_fail(row, self.name, e.code, e.message))
-                continue
-            out.append({**row, "status": "ok", "image": image})
+        """Decode a batch; every failure becomes an error row, the batch never raises for a row."""
+        out = [self._one(row) for row in batch]
+        for before, after in zip(batch, out):
+            self.counter.record(before, after)
         return out
 
 
+def row_image(row: dict) -> np.ndarray:
+    """The decoded RGB image of a row that passed :class:`DecodeStage`."""
+    return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(row["height"], row["width"], 3)
+
+
 class GenerateStage:
-    """Run the generator over the decoded rows of a batch; the engine is built once per process."""
+    """Choose each row's instruction and run the generator; the engine is built once per process."""
 
     name = "generate"
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.generator = get_generator(cfg.generator)
+        self.generator_hash = checkpoint_hash(self.generator.model_path)
+        self.counter = StageCounter()
 
     def __call__(self, batch: list[dict]) -> list[dict]:
-        """Generate for every ``ok`` row; error rows pass through; ``image`` is dropped from all."""
-        s = self.cfg.sampling
-        todo = [i for i, r in enumerate(batch) if r["status"] == "ok"]
-        requests = [
-            GenerationRequest(
-                image=batch[i]["image"],
-                instruction=self.cfg.instruction,
-                sampling=s.model_copy(update={"seed": derive_seed(s.seed, batch[i]["image_id"])}),
-            )
-            for i in todo
-        ]
-        results = dict(zip(todo, zip(requests, self.generator.generate(requests))))
+        """Generate for every ``ok`` row; error rows pass through; ``pixels`` is dropped from all."""
+        s, cfg = self.cfg.sampling, self.cfg
         now = datetime.now(timezone.utc)
-        out = []
-        for i, row in enumerate(batch):
-            row = {k: v for k, v in row.items() if k != "image"}
-            row.update(
-                run_id=self.cfg.name,
-                generator=self.generator.model_path,
-                backend=self.generator.backend,
-                instruction=self.cfg.instruction,
-                temperature=s.temperature,
-                top_p=s.top_p,
-                max_tokens=s.max_tokens,
-                created_at=now,
+        out: list[dict[str, Any]] = []
+        todo: list[tuple[int, GenerationRequest]] = []
+        for row in batch:
+            choice = choose_prompt(row["image_id"], seed=s.seed, mode=cfg.mode, task_mix=cfg.task_mix)
+            seed = derive_seed(s.seed, row["image_id"])
+            new = {k: v for k, v in row.items() if k not in ("pixels", "height", "width")}
+            new.update(
+                run_id=cfg.name, mode=cfg.mode, task=choice.task, template_id=choice.template_id,
+                instruction=choice.instruction, generator=self.generator.model_path,
+                generator_hash=self.generator_hash, backend=self.generator.backend, seed=seed,
+                temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, created_at=now,
             )
-            if i in results:
-                req, res = results[i]
-                row.update(
-                    seed=req.sampling.seed,
-                    text=res.text,
-                    token_ids=res.token_ids,
-                    logprobs=res.logprobs,
-                    finish_reason=res.finish_reason,
-                    prompt_tokens=res.prompt_tokens,
-                )
-                if res.error_code:
-                    row = _fail(row, self.name, res.error_code, res.error or "")
-            out.append(row)
+            if row["status"] == "ok":
+                req = GenerationRequest(row_image(row), choice.instruction, s.model_copy(update={"seed": seed}))
+                todo.append((len(out), req))
+            out.append(new)
+        results = self.generator.generate([r for _, r in todo])
+        for (i, _), res in zip(todo, results):
+            out[i].update(
+                text=res.text, token_ids=res.token_ids, logprobs=res.logprobs,
+                finish_reason=res.finish_reason, prompt_tokens=res.prompt_tokens,
+            )
+            if res.error_code:
+                out[i] = fail(out[i], self.name, res.error_code, res.error or "")
+        for before, after in zip(batch, out):
+            self.counter.record(before, after)
+        return out
+
+
+class ParseStage:
+    """Parse each generated text into typed columns for its task (or the inferred task)."""
+
+    name = "parse"
+
+    def __init__(self) -> None:
+        self.counter = StageCounter()
+
+    def _one(self, row: dict) -> dict:
+        if row["status"] != "ok":
+            return row
+        try:
+            p = parse_output(row["text"], row.get("task"))
+        except ParseError as e:
+            return fail(row, self.name, e.code, str(e))
+        return row | {
+            "parsed_task": p.task, "question": p.question, "answer": p.answer, "options": p.options,
+            "answer_letter": p.answer_letter, "turns": p.turns, "question_boxes": p.question_boxes,
+            "answer_boxes": p.answer_boxes, "points": p.points,
+        }
+
+    def __call__(self, batch: list[dict]) -> list[dict]:
+        """Parse a batch; unparseable outputs become error rows that keep their raw text."""
+        out = [self._one(r) for r in batch]
+        for before, after in zip(batch, out):
+            self.counter.record(before, after)
         return out

@@ -36,3 +36,49 @@ def _close_engines():
     from genixer_ray.engines.base import shutdown_generators
 
     shutdown_generators()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test run (starting one costs about 10 s on 2 cores).
+
+    Logical CPUs exceed the two real ones so a decode stage and a generator actor schedule together.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A real S3 HTTP endpoint on loopback (moto's server) with a bucket; yields fsspec options."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    import boto3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+    boto3.client("s3", endpoint_url=endpoint, **creds).create_bucket(Bucket="genixer-test")
+    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    yield {"bucket": "genixer-test", "endpoint": endpoint, "storage_options": options}
+    proc.terminate()
+    proc.wait(timeout=10)

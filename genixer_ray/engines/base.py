@@ -89,6 +89,28 @@ def prompt_too_long(prompt_tokens: int, max_model_len: int) -> str | None:
     return None
 
 
+def checkpoint_hash(model_path: str, *, head_bytes: int = 1 << 20) -> str:
+    """A short fingerprint of a model directory, recorded on every row as provenance.
+
+    Hashes each file's relative name, size and first ``head_bytes`` (reading whole multi-GB
+    weights per actor start would be slow); a hub id that is not a local directory is hashed
+    by name.
+    """
+    import hashlib
+    from pathlib import Path
+
+    h = hashlib.sha256()
+    root = Path(model_path)
+    if not root.is_dir():
+        h.update(f"hub:{model_path}".encode())
+        return h.hexdigest()[:16]
+    for p in sorted(q for q in root.rglob("*") if q.is_file()):
+        h.update(f"{p.relative_to(root).as_posix()}:{p.stat().st_size}:".encode())
+        with open(p, "rb") as f:
+            h.update(f.read(head_bytes))
+    return h.hexdigest()[:16]
+
+
 _ENGINES: dict[tuple, Generator] = {}
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genixer_ray.images import DecodeError, decode_image, embedded_image_paths, list_image_folder
+from genixer_ray.images import DecodeError, decode_image, embedded_image_paths
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -81,14 +81,3 @@ def test_pixel_budget_refuses_before_decoding():
     with pytest.raises(DecodeError) as e:
         decode_image(encode(Image.new("L", (400, 400))), max_pixels=100_000)
     assert e.value.code == "too_large"
-
-
-def test_list_folder_ids_are_relative_and_recursive(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / "x.PNG").write_bytes(b"1")
-    (tmp_path / "y.jpg").write_bytes(b"1")
-    (tmp_path / "notes.txt").write_text("skip")
-    assert sorted(list_image_folder(tmp_path)) == ["a/x", "y"]
-    (tmp_path / "y.png").write_bytes(b"1")
-    with pytest.raises(ValueError, match="image id 'y'"):
-        list_image_folder(tmp_path)

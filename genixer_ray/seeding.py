@@ -1,0 +1,11 @@
+"""Deterministic per-row randomness: everything random about a row derives from (run seed, key)."""
+
+from __future__ import annotations
+
+import hashlib
+
+
+def derive_seed(base_seed: int, key: str) -> int:
+    """A 31-bit seed from the run's seed and a stable key (an image id): same inputs, same seed."""
+    digest = hashlib.blake2b(f"{base_seed}:{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF

@@ -1,0 +1,220 @@
+"""A run's files on any fsspec store: the input plan, output shards, commit markers, manifest.
+
+Layout under ``{output.path}/{run name}/``::
+
+    plan/part-000000.parquet ...   the input rows of each shard, fixed at the run's first start
+    plan/_COMPLETE.json            the plan's row and shard counts (the plan is used only with it)
+    data/shard-000000.parquet ...  output rows of one shard, written in one piece
+    commits/shard-000000.json      commit marker: written after the shard was read back whole
+    manifest.json                  config, package versions, counts by status and error code
+
+A shard counts only once its marker exists; resume = the plan's shards minus the marked ones.
+Names depend only on the run and the shard number, so a re-run overwrites a half-written shard
+instead of writing a second copy beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterable, Iterator
+
+import fsspec
+import polars as pl
+
+PLAN_SCHEMA = {
+    "shard": pl.Int32,
+    "image_id": pl.String,
+    "source": pl.String,
+    "data": pl.Binary,
+    "error_code": pl.String,
+    "error_message": pl.String,
+}
+
+
+class StorageError(RuntimeError):
+    """The output store cannot be used (unreachable, no permission): the run cannot start."""
+
+
+class RunStore:
+    """Reads and writes one run's files under ``url`` through fsspec."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None):
+        self.url = url.rstrip("/")
+        self.storage_options = dict(storage_options or {})
+        self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        self.root = self.root.rstrip("/")
+        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+
+    # -- paths ----------------------------------------------------------------------------------
+    def path(self, rel: str) -> str:
+        """The store path of ``rel`` inside the run folder."""
+        return f"{self.root}/{rel}"
+
+    def uri(self, rel: str) -> str:
+        """A full URL (protocol included) of ``rel``, for readers outside fsspec."""
+        return self.fs.unstrip_protocol(self.path(rel))
+
+    @staticmethod
+    def plan_name(shard: int) -> str:
+        """Relative path of a shard's plan file."""
+        return f"plan/part-{shard:06d}.parquet"
+
+    @staticmethod
+    def shard_name(shard: int) -> str:
+        """Relative path of a shard's output file."""
+        return f"data/shard-{shard:06d}.parquet"
+
+    @staticmethod
+    def marker_name(shard: int) -> str:
+        """Relative path of a shard's commit marker."""
+        return f"commits/shard-{shard:06d}.json"
+
+    # -- primitives -----------------------------------------------------------------------------
+    def check_writable(self) -> None:
+        """Fail fast, before any work, when the store cannot be written."""
+        try:
+            self.fs.makedirs(self.root, exist_ok=True)
+            self.write_bytes("_write_check", b"ok")
+            self.fs.rm(self.path("_write_check"))
+        except Exception as e:
+            raise StorageError(f"output store {self.url} is not writable: {type(e).__name__}: {e}") from e
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        """Write a whole object: one PUT on object stores; temp file + rename on file systems."""
+        path = self.path(rel)
+        if self._local:
+            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+            tmp = f"{path}.tmp"
+            with self.fs.open(tmp, "wb") as f:
+                f.write(data)
+            self.fs.mv(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read_json(self, rel: str) -> dict | None:
+        """The JSON object at ``rel``, or ``None`` when it does not exist."""
+        try:
+            return json.loads(self.fs.cat_file(self.path(rel)))
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, rel: str, obj: dict) -> None:
+        """Write ``obj`` as indented JSON, whole."""
+        self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
+
+    def write_frame(self, rel: str, df: pl.DataFrame) -> None:
+        """Write ``df`` as one Parquet object (zstd), then read its footer back to check it."""
+        import io
+
+        import pyarrow.parquet as pq
+
+        buf = io.BytesIO()
+        df.write_parquet(buf, compression="zstd")
+        self.write_bytes(rel, buf.getvalue())
+        with self.fs.open(self.path(rel), "rb") as f:
+            n = pq.ParquetFile(f).metadata.num_rows
+        if n != df.height:
+            raise StorageError(f"{rel}: wrote {df.height} rows but read back {n}")
+
+    # -- plan -----------------------------------------------------------------------------------
+    def plan(self) -> dict | None:
+        """The complete plan's summary (``shards``, ``rows``, ``rows_per_shard``), or ``None``."""
+        return self.read_json("plan/_COMPLETE.json")
+
+    def write_plan(self, rows: Iterable[dict], shard_size: int, *, meta: dict | None = None) -> dict:
+        """Cut the input rows into shards of ``shard_size`` and write each as a plan file.
+
+        Streams: only one shard's rows are held at a time. ``meta`` (what the plan was made
+        from) is stored in the completion marker, which is written last.
+        """
+        sizes: list[int] = []
+        batch: list[dict] = []
+
+        def flush() -> None:
+            k = len(sizes)
+            frame = pl.DataFrame([{**r, "shard": k} for r in batch], schema=PLAN_SCHEMA)
+            self.write_frame(self.plan_name(k), frame)
+            sizes.append(len(batch))
+            batch.clear()
+
+        for row in rows:
+            batch.append(row)
+            if len(batch) == shard_size:
+                flush()
+        if batch:
+            flush()
+        summary = {"shards": len(sizes), "rows": sum(sizes), "rows_per_shard": sizes, **(meta or {})}
+        self.check_unique_ids(len(sizes))
+        self.write_json("plan/_COMPLETE.json", summary)
+        return summary
+
+    def check_unique_ids(self, n_shards: int, *, show: int = 5) -> None:
+        """Raise ``ValueError`` naming duplicate image ids across the plan (Polars, streaming)."""
+        if n_shards == 0:
+            return
+        files = [self.uri(self.plan_name(k)) for k in range(n_shards)]
+        dup = (
+            pl.scan_parquet(files, storage_options=self.polars_storage_options())
+            .group_by("image_id")
+            .len()
+            .filter(pl.col("len") > 1)
+            .sort("image_id")
+            .head(show)
+            .collect(engine="streaming")
+        )
+        if dup.height:
+            listed = ", ".join(f"{r['image_id']!r} x{r['len']}" for r in dup.iter_rows(named=True))
+            raise ValueError(f"input: duplicate image ids ({listed}); every image id must be unique")
+
+    def polars_storage_options(self) -> dict[str, str] | None:
+        """fsspec/s3fs options translated for Polars' own object-store reader."""
+        if self._local:
+            return None
+        so = self.storage_options
+        out = {}
+        endpoint = so.get("endpoint_url") or so.get("client_kwargs", {}).get("endpoint_url")
+        if endpoint:
+            out["aws_endpoint_url"] = endpoint
+            if endpoint.startswith("http://"):
+                out["aws_allow_http"] = "true"
+        if so.get("key"):
+            out["aws_access_key_id"] = so["key"]
+        if so.get("secret"):
+            out["aws_secret_access_key"] = so["secret"]
+        region = so.get("client_kwargs", {}).get("region_name")
+        if region or endpoint:
+            out["aws_region"] = region or "us-east-1"  # custom endpoints still need a region name
+        return out or None
+
+    # -- shards ---------------------------------------------------------------------------------
+    def committed(self) -> set[int]:
+        """Shard numbers whose commit marker exists."""
+        try:
+            names = self.fs.ls(self.path("commits"), detail=False)
+        except FileNotFoundError:
+            return set()
+        out = set()
+        for n in names:
+            base = n.rsplit("/", 1)[-1]
+            if base.startswith("shard-") and base.endswith(".json"):
+                out.add(int(base[len("shard-") : -len(".json")]))
+        return out
+
+    def commit_shard(self, shard: int, df: pl.DataFrame, counts: dict) -> None:
+        """Write a shard's rows, check them, then its marker: the shard exists from that moment."""
+        self.write_frame(self.shard_name(shard), df)
+        self.write_json(self.marker_name(shard), {"shard": shard, "rows": df.height, **counts})
+
+    def markers(self) -> Iterator[dict]:
+        """The commit markers' contents, in shard order."""
+        for k in sorted(self.committed()):
+            m = self.read_json(self.marker_name(k))
+            if m is not None:
+                yield m
+
+    def read_rows(self) -> pl.DataFrame:
+        """All committed rows (only shards with markers), as one frame."""
+        files = [self.uri(self.shard_name(k)) for k in sorted(self.committed())]
+        if not files:
+            return pl.DataFrame()
+        return pl.read_parquet(files, storage_options=self.polars_storage_options())

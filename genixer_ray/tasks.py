@@ -1,0 +1,277 @@
+"""The nine Genixer tasks: task sentences, the generic instruction pool, prompt choice and parsers.
+
+Two-level instructions (Genixer, step 2): a *generic* instruction asks for a question and its
+answer about the image; in task-specific mode a *task sentence* naming the task is appended.
+Generic alone drives task-agnostic generation (the model picks a task that fits the image).
+
+The generator writes ``Question: <q> Answer: <a>``; the dialogue tasks write several such pairs.
+Boxes are ``[x1,y1,x2,y2]`` normalized to [0, 1] (three decimals), several in one bracket joined
+by ``;``; a point is ``[x,y]``. The parsers turn that text into typed fields or a :class:`ParseError`
+with a stable code; the raw text is always kept by the caller.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+
+from genixer_ray.seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class Task:
+    """One Genixer task: its id, group, display name and the sentence that names it."""
+
+    id: str
+    group: str  # "generic" or "grounding"
+    name: str
+    sentence: str
+
+
+TASKS: dict[str, Task] = {
+    t.id: t
+    for t in (
+        Task("common_vqa", "generic", "Common VQA", "This is a Common VQA task: ask about what the image shows and answer briefly."),
+        Task("adversarial_vqa", "generic", "Adversarial VQA",
+             "This is an Adversarial VQA task: ask about something absent or misleading in the image and answer truthfully."),
+        Task("multi_choice_vqa", "generic", "Multi-choice VQA",
+             "This is a Multi-choice VQA task: list the options as (A), (B), (C), (D) in the question and give the correct option in the answer."),
+        Task("multi_turn_dialogue", "generic", "Multi-turn dialogue (MD)",
+             "This is a Multi-turn Dialogue task: write several rounds of questions and answers about the image."),
+        Task("rec", "grounding", "REC",
+             "This is a Referring Expression Comprehension (REC) task: the question names one object. Please provide the coordinates in the answer."),
+        Task("reg", "grounding", "REG",
+             "This is a Referring Expression Generation (REG) task: the question gives the coordinates of a region and the answer describes it."),
+        Task("pointqa", "grounding", "PointQA",
+             "This is a PointQA task: the question asks about the object at a given point or box, and the answer is in words."),
+        Task("referential_dialogue", "grounding", "Referential dialogue (RD)",
+             "This is a Referential Dialogue task: write several rounds of questions and answers that mention objects with their coordinates."),
+        Task("q_ca", "grounding", "Q->CA",
+             "This is a Q->CA task: answer the question with a chain of reasoning that cites the coordinates of the objects it uses."),
+    )
+}
+
+# Our own phrasings of "look at the image, write a question and its answer" (step 2's generic level).
+GENERIC_INSTRUCTIONS: tuple[str, ...] = (
+    "Look at the image and write one question about it together with its answer.",
+    "Study this picture, then pose a question about it and answer that question.",
+    "Write a question that this image can answer, followed by the answer.",
+    "Examine the image carefully and produce a question-answer pair about its content.",
+    "Create a question about the picture and give the correct answer.",
+    "Based on what you see, compose a question and provide its answer.",
+    "Generate a question grounded in this image, then answer it.",
+    "Observe the photo and write a question someone might ask about it, with the answer.",
+    "Come up with a question about the visual content and reply to it accurately.",
+    "Inspect the image, formulate a question on it, and state the answer.",
+    "Think of something worth asking about this image; write the question and its answer.",
+    "Write a question whose answer can be found in the image, and give that answer.",
+    "Produce one question and one answer that are both about this picture.",
+    "Describe the image through a question and its answer.",
+    "From the image, draft a question and answer it correctly.",
+    "Ask a question about this image and then answer it yourself.",
+    "Please read the image and write a question about it with the matching answer.",
+    "Design a question that tests understanding of this image, and provide the answer.",
+    "Look closely at the picture; write a question on a detail and answer it.",
+    "Formulate a question about the scene in the image and give a truthful answer.",
+    "Use the image to write a question and a correct answer to it.",
+    "Write an instruction-style question about the image along with its response.",
+    "Create a visual question about this picture and supply its answer.",
+    "Given this image, produce a question and the answer to that question.",
+    "Compose a question about the objects or events in the image and answer it.",
+    "Pose a question that requires looking at the image, then answer it.",
+    "Write down a question about this photograph and its answer.",
+    "Make up a question about what is visible here and answer it precisely.",
+    "Generate a question-and-answer pair that is faithful to the image.",
+    "Write a question a curious viewer could ask about this image, and answer it.",
+    "Look at the visual content and create a question plus its answer.",
+    "Invent a question about the picture that has a clear answer, and give the answer.",
+    "Analyze the image, then write a relevant question and its answer.",
+    "Provide a question about the image and the answer, in that order.",
+    "Write a question about the main subject of the image and answer it.",
+    "Craft a question from the image's content and reply with the answer.",
+    "Create one question that the image answers, and write that answer.",
+    "Glance over the image, then write a question and an accurate answer.",
+    "Produce a question referring to the image and answer it concisely.",
+    "Write a question and answer that someone could verify by looking at the image.",
+    "Turn what you see in the picture into a question with its answer.",
+    "Generate a question about this image that a person could answer by looking, and answer it.",
+    "Ask about something in the picture and provide the right answer.",
+    "Write a question that is specific to this image and give its answer.",
+    "Consider the image and write a question-answer pair about it.",
+    "Look at the picture and produce a question followed by a correct reply.",
+    "Create a question about the image's content and state the correct answer.",
+    "Read the scene in the image, write a question about it, and answer.",
+    "Write a question on the visual details of this image and answer it.",
+    "Think about the image and produce a question together with the correct answer.",
+    "Prepare a question about this image for a visual quiz, including the answer.",
+    "Write a question that draws on the image and answer it faithfully.",
+    "Generate one question about the picture and provide a correct, short answer.",
+    "Formulate a question using information in the image and answer it.",
+)
+
+
+@dataclass(frozen=True)
+class PromptChoice:
+    """The instruction chosen for one image, and what produced it (recorded as provenance)."""
+
+    instruction: str
+    template_id: str  # "g<index>" of the generic instruction
+    task: str | None  # the task id in task-specific mode, None in task-agnostic mode
+    mode: str  # "agnostic" or "specific"
+
+
+def choose_prompt(image_id: str, *, seed: int, mode: str, task_mix: dict[str, float]) -> PromptChoice:
+    """Pick the generic instruction (and, in task-specific mode, the task) for one image.
+
+    The choice depends only on ``(seed, image_id)``, so re-runs and resumed runs repeat it.
+
+    Args:
+        image_id: the image's stable id.
+        seed: the run seed.
+        mode: ``"agnostic"`` (generic instruction only) or ``"specific"`` (plus a task sentence).
+        task_mix: task id -> relative weight, used in task-specific mode.
+    """
+    rng = random.Random(derive_seed(seed, f"prompt:{image_id}"))
+    idx = rng.randrange(len(GENERIC_INSTRUCTIONS))
+    generic = GENERIC_INSTRUCTIONS[idx]
+    if mode == "agnostic":
+        return PromptChoice(generic, f"g{idx:02d}", None, mode)
+    tasks = sorted(t for t, w in task_mix.items() if w > 0)
+    task = rng.choices(tasks, weights=[task_mix[t] for t in tasks])[0]
+    return PromptChoice(f"{generic} {TASKS[task].sentence}", f"g{idx:02d}", task, mode)
+
+
+class ParseError(ValueError):
+    """Model output that does not fit its task's format; ``code`` is stable and machine-readable."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Parsed:
+    """Typed fields parsed from one generated text."""
+
+    task: str
+    question: str
+    answer: str
+    turns: list[dict[str, str]] = field(default_factory=list)
+    options: list[str] = field(default_factory=list)
+    answer_letter: str | None = None
+    question_boxes: list[list[float]] = field(default_factory=list)
+    answer_boxes: list[list[float]] = field(default_factory=list)
+    points: list[list[float]] = field(default_factory=list)
+
+
+_PAIR = re.compile(r"Question:\s*(?P<q>.*?)\s*Answer:\s*(?P<a>.*?)\s*(?=Question:|$)", re.S)
+_BRACKET = re.compile(r"\[([^\[\]]*)\]")
+_NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
+_BOX = re.compile(rf"^{_NUM},{_NUM},{_NUM},{_NUM}$")
+_POINT = re.compile(rf"^{_NUM},{_NUM}$")
+_OPTION = re.compile(r"\(([A-H])\)\s*(.*?)\s*(?=\([A-H]\)|$)", re.S)
+_LETTER = re.compile(r"^\s*\(?([A-H])\)?(?:[\s.:)]|$)")
+
+
+def parse_regions(text: str) -> tuple[list[list[float]], list[list[float]]]:
+    """Boxes and points written in ``text`` (normalized coordinates).
+
+    Raises:
+        ParseError: ``bad_box`` for a box outside [0, 1] or with x1 >= x2 or y1 >= y2,
+            ``bad_point`` for a point outside [0, 1].
+    """
+    boxes, points = [], []
+    for group in _BRACKET.findall(text):
+        for item in group.split(";"):
+            if m := _BOX.match(item):
+                b = [float(v) for v in m.groups()]
+                if not (0.0 <= b[0] < b[2] <= 1.0 and 0.0 <= b[1] < b[3] <= 1.0):
+                    raise ParseError("bad_box", f"box {b} is not 0 <= x1 < x2 <= 1 and 0 <= y1 < y2 <= 1")
+                boxes.append(b)
+            elif m := _POINT.match(item):
+                p = [float(v) for v in m.groups()]
+                if not all(0.0 <= v <= 1.0 for v in p):
+                    raise ParseError("bad_point", f"point {p} is outside [0, 1]")
+                points.append(p)
+    return boxes, points
+
+
+def _pairs(text: str) -> list[dict[str, str]]:
+    turns = [{"question": m["q"], "answer": m["a"]} for m in _PAIR.finditer(text.strip())]
+    if not turns:
+        raise ParseError("no_question_answer", "expected 'Question: ... Answer: ...'")
+    for t in turns:
+        if not t["question"] or not t["answer"]:
+            raise ParseError("empty_field", "a question or an answer is empty")
+    return turns
+
+
+def _infer_task(p: Parsed) -> str:
+    """Which task a task-agnostic output looks like (first match in a fixed order)."""
+    grounded = bool(p.question_boxes or p.answer_boxes or p.points)
+    if len(p.turns) > 1:
+        return "referential_dialogue" if grounded else "multi_turn_dialogue"
+    if p.options:
+        return "multi_choice_vqa"
+    if p.answer_boxes and not p.question_boxes:
+        return "q_ca" if len(p.answer.split()) > 12 else "rec"
+    if p.question_boxes or p.points:
+        return "pointqa" if p.points or "?" in p.question and not p.answer_boxes and len(p.answer.split()) <= 4 else "reg"
+    return "common_vqa"
+
+
+def parse_output(text: str, task: str | None) -> Parsed:
+    """Parse one generated text for ``task`` (``None``: task-agnostic; the task is inferred).
+
+    Raises:
+        ParseError: with a code naming what is missing or wrong (``no_question_answer``,
+            ``empty_field``, ``bad_box``, ``too_few_options``, ``answer_not_in_options``,
+            ``no_box_in_answer``, ``no_box_in_question``, ``no_region_in_question``,
+            ``too_few_turns``, ``no_box_in_dialogue``).
+    """
+    turns = _pairs(text)
+    question, answer = turns[0]["question"], turns[0]["answer"]
+    dialogue = task in ("multi_turn_dialogue", "referential_dialogue") or (task is None and len(turns) > 1)
+    q_text = " ".join(t["question"] for t in turns) if dialogue else question
+    a_text = " ".join(t["answer"] for t in turns) if dialogue else answer
+    q_boxes, q_points = parse_regions(q_text)
+    a_boxes, a_points = parse_regions(a_text)
+    p = Parsed(
+        task=task or "",
+        question=question,
+        answer=answer,
+        turns=turns if dialogue else [],
+        question_boxes=q_boxes,
+        answer_boxes=a_boxes,
+        points=q_points + a_points,
+    )
+    options = {m[0]: m[1] for m in _OPTION.findall(question)}
+    if options and (task in (None, "multi_choice_vqa")):
+        p.options = [f"({k}) {v}" for k, v in sorted(options.items())]
+        letter = _LETTER.match(answer)
+        if len(options) < 2:
+            raise ParseError("too_few_options", f"{len(options)} option(s) in the question")
+        if not letter or letter.group(1) not in options:
+            raise ParseError("answer_not_in_options", f"answer {answer!r} names none of {sorted(options)}")
+        p.answer_letter = letter.group(1)
+    p.task = task or _infer_task(p)
+    _check_task(p, task)
+    return p
+
+
+def _check_task(p: Parsed, task: str | None) -> None:
+    if task == "multi_choice_vqa" and not p.options:
+        raise ParseError("too_few_options", "no (A)/(B)/... options in the question")
+    if task == "rec" and not p.answer_boxes:
+        raise ParseError("no_box_in_answer", "REC answers must give a box")
+    if task == "reg" and not p.question_boxes:
+        raise ParseError("no_box_in_question", "REG questions must give a box")
+    if task == "pointqa" and not (p.points or p.question_boxes):
+        raise ParseError("no_region_in_question", "PointQA questions must give a point or a box")
+    if task == "q_ca" and not p.answer_boxes:
+        raise ParseError("no_box_in_answer", "Q->CA reasoning must cite boxes")
+    if task in ("multi_turn_dialogue", "referential_dialogue") and len(p.turns) < 2:
+        raise ParseError("too_few_turns", f"{len(p.turns) or 1} turn(s); a dialogue needs 2 or more")
+    if task == "referential_dialogue" and not (p.question_boxes or p.answer_boxes):
+        raise ParseError("no_box_in_dialogue", "referential dialogue turns must carry boxes")

@@ -1,0 +1,62 @@
+"""Stages as plain callables, without Ray."""
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from genixer_ray.config import InputConfig, load_config
+from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage, row_image
+
+
+def png(w=40, h=30) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.RandomState(0).randint(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_decode_stage_one_row_per_input_with_codes(tmp_path):
+    (tmp_path / "ok.png").write_bytes(png())
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    batch = [
+        {"shard": 0, "image_id": "ok", "source": str(tmp_path / "ok.png"), "data": None},
+        {"shard": 0, "image_id": "inline", "source": "inline:x", "data": png(8, 6)},
+        {"shard": 0, "image_id": "gone", "source": str(tmp_path / "gone.png"), "data": None},
+        {"shard": 0, "image_id": "bad", "source": str(tmp_path / "bad.png"), "data": None},
+        {"shard": 0, "image_id": "dir", "source": str(tmp_path), "data": None},
+        {"shard": 0, "image_id": "esc", "source": "../x", "data": None, "error_code": "path_escapes_root", "error_message": "m"},
+    ]
+    stage = DecodeStage(InputConfig(max_side=20))
+    out = stage(batch)
+    assert [r["image_id"] for r in out] == [r["image_id"] for r in batch]
+    codes = {r["image_id"]: (r["status"], r.get("error_code"), r.get("error_stage")) for r in out}
+    assert codes == {
+        "ok": ("ok", None, None), "inline": ("ok", None, None), "gone": ("error", "missing", "decode"),
+        "bad": ("error", "not_an_image", "decode"), "dir": ("error", "read_failed", "decode"),
+        "esc": ("error", "path_escapes_root", "input"),
+    }
+    assert row_image(out[0]).shape == (15, 20, 3) and row_image(out[1]).shape == (6, 8, 3)
+    assert all("data" not in r for r in out)
+    assert stage.counter.counts == {"passed": 2, "failed:missing": 1, "failed:not_an_image": 1, "failed:read_failed": 1, "failed:path_escapes_root": 1}
+
+
+def test_generate_and_parse_stages_carry_provenance(tiny_models):
+    cfg = load_config(None, ["generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=6", "mode=specific"])
+    decoded = DecodeStage(cfg.input)([
+        {"shard": 1, "image_id": "a", "source": "inline:a", "data": png()},
+        {"shard": 1, "image_id": "b", "source": "inline:b", "data": b""},
+    ])
+    gen = GenerateStage(cfg)
+    out = gen(decoded)
+    a, b = out
+    assert a["status"] == "ok" and a["token_ids"] and a["backend"] == "transformers" and a["generator_hash"]
+    assert a["task"] in cfg.task_mix and a["template_id"].startswith("g") and a["instruction"].endswith(".")
+    assert b["status"] == "error" and b["error_code"] == "empty" and "text" not in b
+    assert "pixels" not in a and "pixels" not in b
+    again = gen(decoded)  # same run seed, same image id: same prompt, seed and output
+    assert (again[0]["instruction"], again[0]["seed"], again[0]["token_ids"]) == (a["instruction"], a["seed"], a["token_ids"])
+    parsed = ParseStage()([{**a, "text": "Question: What is it? Answer: [0.1,0.1,0.5,0.5]", "task": "rec"}, b])
+    assert parsed[0]["answer_boxes"] == [[0.1, 0.1, 0.5, 0.5]] and parsed[0]["parsed_task"] == "rec"
+    assert parsed[1] == b
+    bad = ParseStage()([{**a, "text": "random words", "task": "rec"}])[0]
+    assert (bad["status"], bad["error_code"], bad["error_stage"], bad["text"]) == ("error", "no_question_answer", "parse", "random words")

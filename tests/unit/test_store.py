@@ -1,0 +1,62 @@
+"""Shards, commit markers and the shard writer; no Ray."""
+
+import polars as pl
+import pytest
+
+from genixer_ray.pipeline import ShardWriter
+from genixer_ray.store import RunStore
+
+
+def rows(shard, ids, status="ok"):
+    return [{"shard": shard, "image_id": i, "status": status, "error_code": None if status == "ok" else "empty"} for i in ids]
+
+
+def test_writer_commits_full_shards_only_and_dedupes(tmp_path, capsys):
+    store = RunStore(str(tmp_path / "run"))
+    w = ShardWriter(store, {0: 2, 1: 3}, every_s=0)
+    w.add(rows(1, ["c", "d"]) + rows(0, ["a"]))
+    assert store.committed() == set()
+    w.add(rows(0, ["a"]))  # a retried batch delivered again: ignored
+    assert store.committed() == set()
+    w.add(rows(0, ["b"], status="error"))
+    assert store.committed() == {0}
+    with pytest.raises(RuntimeError, match=r"\{1: 1\}"):
+        w.finish()
+    w.add(rows(1, ["e"]))
+    w.finish()
+    assert store.committed() == {0, 1}
+    df = store.read_rows()
+    assert sorted(df["image_id"].to_list()) == ["a", "b", "c", "d", "e"]
+    marker = store.read_json(store.marker_name(0))
+    assert marker["rows"] == 2 and marker["by_status"] == {"ok": 1, "error": 1} and marker["by_error"] == {"empty": 1}
+    assert "[generate] 5/5 rows, 2/2 shards" in capsys.readouterr().err
+
+
+def test_shard_without_marker_is_not_read(tmp_path):
+    store = RunStore(str(tmp_path / "run"))
+    store.write_frame(store.shard_name(3), pl.DataFrame({"image_id": ["x"]}))
+    assert store.committed() == set() and store.read_rows().height == 0
+
+
+def test_rows_of_an_unplanned_shard_are_refused(tmp_path):
+    w = ShardWriter(RunStore(str(tmp_path / "run")), {0: 1})
+    with pytest.raises(RuntimeError, match="shard 5"):
+        w.add(rows(5, ["z"]))
+
+
+def test_unwritable_store_fails_fast(tmp_path):
+    from genixer_ray.store import StorageError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(StorageError, match="not writable"):
+        RunStore(str(blocker / "run")).check_writable()
+
+
+def test_s3_store_round_trip(s3):
+    store = RunStore(f"s3://{s3['bucket']}/store-test", s3["storage_options"])
+    store.check_writable()
+    w = ShardWriter(store, {0: 1})
+    w.add(rows(0, ["only"]))
+    assert store.committed() == {0}
+    assert store.read_rows()["image_id"].to_list() == ["only"]

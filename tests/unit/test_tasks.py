@@ -1,0 +1,108 @@
+import pytest
+
+from genixer_ray.tasks import GENERIC_INSTRUCTIONS, TASKS, ParseError, choose_prompt, parse_output, parse_regions
+
+MIX = {t: 1.0 for t in TASKS}
+
+
+def test_registry_has_the_nine_tasks_and_a_large_pool():
+    assert len(TASKS) == 9
+    assert {t.group for t in TASKS.values()} == {"generic", "grounding"}
+    assert len(GENERIC_INSTRUCTIONS) >= 50 and len(set(GENERIC_INSTRUCTIONS)) == len(GENERIC_INSTRUCTIONS)
+
+
+def test_choice_is_reproducible_from_seed_and_image_id():
+    a = [choose_prompt(f"img{i}", seed=3, mode="specific", task_mix=MIX) for i in range(200)]
+    b = [choose_prompt(f"img{i}", seed=3, mode="specific", task_mix=MIX) for i in range(200)]
+    c = [choose_prompt(f"img{i}", seed=4, mode="specific", task_mix=MIX) for i in range(200)]
+    assert a == b and a != c
+    assert {p.task for p in a} == set(TASKS)  # the mix reaches every task
+    for p in a:
+        assert p.instruction.endswith(TASKS[p.task].sentence)
+        assert p.instruction.startswith(GENERIC_INSTRUCTIONS[int(p.template_id[1:])])
+
+
+def test_agnostic_mode_has_no_task_sentence_and_mix_weights_apply():
+    p = choose_prompt("x", seed=0, mode="agnostic", task_mix=MIX)
+    assert p.task is None and p.instruction in GENERIC_INSTRUCTIONS
+    only = [choose_prompt(f"i{i}", seed=0, mode="specific", task_mix={"rec": 1.0, "reg": 0.0}) for i in range(50)]
+    assert {p.task for p in only} == {"rec"}
+
+
+def test_common_vqa():
+    p = parse_output("Question: What animal is on the sofa? Answer: A cat.", "common_vqa")
+    assert (p.question, p.answer, p.task) == ("What animal is on the sofa?", "A cat.", "common_vqa")
+
+
+def test_multi_choice():
+    text = "Question: What color is the bus? Options: (A) red (B) blue (C) green Answer: (B) blue"
+    p = parse_output(text, "multi_choice_vqa")
+    assert p.options == ["(A) red", "(B) blue", "(C) green"]
+    assert p.answer_letter == "B"
+    with pytest.raises(ParseError) as e:
+        parse_output("Question: Which? (A) x (B) y Answer: (E) z", "multi_choice_vqa")
+    assert e.value.code == "answer_not_in_options"
+    with pytest.raises(ParseError) as e:
+        parse_output("Question: Which one? Answer: the left one", "multi_choice_vqa")
+    assert e.value.code == "too_few_options"
+
+
+def test_rec_and_reg_boxes():
+    p = parse_output("Question: Where is the man in red? Answer: [0.100,0.200,0.500,0.900]", "rec")
+    assert p.answer_boxes == [[0.1, 0.2, 0.5, 0.9]]
+    p = parse_output("Question: What is in [0.1,0.2,0.3,0.4;0.5,0.5,0.9,0.9]? Answer: two dogs", "reg")
+    assert len(p.question_boxes) == 2
+    with pytest.raises(ParseError) as e:
+        parse_output("Question: Where is the cat? Answer: on the left", "rec")
+    assert e.value.code == "no_box_in_answer"
+    with pytest.raises(ParseError) as e:
+        parse_output("Question: Where? Answer: [0.5,0.2,0.4,0.9]", "rec")
+    assert e.value.code == "bad_box"
+
+
+@pytest.mark.parametrize("box", ["[0.2,0.2,0.2,0.5]", "[0.1,0.1,1.2,0.5]", "[-0.1,0.0,0.5,0.5]", "[0.1,0.6,0.5,0.5]"])
+def test_box_validity(box):
+    with pytest.raises(ParseError):
+        parse_regions(box)
+
+
+def test_points_and_pointqa():
+    p = parse_output("Question: What is at [0.250,0.750]? Answer: a cup", "pointqa")
+    assert p.points == [[0.25, 0.75]]
+    with pytest.raises(ParseError) as e:
+        parse_output("Question: What is here? Answer: a cup", "pointqa")
+    assert e.value.code == "no_region_in_question"
+
+
+def test_dialogues():
+    text = "Question: What is this? Answer: A kitchen. Question: Is it clean? Answer: Yes."
+    p = parse_output(text, "multi_turn_dialogue")
+    assert len(p.turns) == 2 and p.turns[1] == {"question": "Is it clean?", "answer": "Yes."}
+    with pytest.raises(ParseError) as e:
+        parse_output("Question: What is this? Answer: A kitchen.", "multi_turn_dialogue")
+    assert e.value.code == "too_few_turns"
+    rd = "Question: Who is at [0.1,0.1,0.4,0.9]? Answer: A chef. Question: What does he hold? Answer: A pan [0.3,0.4,0.5,0.6]."
+    p = parse_output(rd, "referential_dialogue")
+    assert p.question_boxes and p.answer_boxes
+    with pytest.raises(ParseError) as e:
+        parse_output(text, "referential_dialogue")
+    assert e.value.code == "no_box_in_dialogue"
+
+
+def test_q_ca_needs_cited_boxes():
+    p = parse_output("Question: Is it safe? Answer: The man [0.1,0.1,0.3,0.9] wears a helmet [0.1,0.1,0.3,0.2], so yes.", "q_ca")
+    assert len(p.answer_boxes) == 2
+
+
+@pytest.mark.parametrize("text, code", [("gibberish output", "no_question_answer"), ("Question: Answer: x", "empty_field")])
+def test_malformed(text, code):
+    with pytest.raises(ParseError) as e:
+        parse_output(text, None)
+    assert e.value.code == code
+
+
+def test_agnostic_output_gets_an_inferred_task():
+    assert parse_output("Question: Where is the dog? Answer: [0.1,0.2,0.3,0.4]", None).task == "rec"
+    assert parse_output("Question: Color? (A) red (B) blue Answer: A", None).task == "multi_choice_vqa"
+    assert parse_output("Question: a? Answer: b. Question: c? Answer: d.", None).task == "multi_turn_dialogue"
+    assert parse_output("Question: What is it? Answer: a cat", None).task == "common_vqa"
