@@ -1,14 +1,18 @@
-"""Generator throughput: rows/s of each way to run the transformers backend, as ratios.
+"""Generator throughput as ratios against a baseline measured in the same run.
 
-Baseline: one request per `generate` call. Measured in the same run on the same images:
-batched calls of the backend. With `--vllm`, the vLLM backend too (its start-up excluded).
+Baseline: the transformers backend, one request per `generate` call. Compared: batched calls of
+the backend; transformers' own batch sampling (one global RNG: not batch-invariant), which shows
+what the backend's per-row seeded sampler costs; with `--vllm`, the vLLM backend.
 
-    .venv/bin/python bench/bench_generate.py [--model tiny] [--rows 32] [--vllm]
+    .venv/bin/python bench/bench_generate.py [--model tiny | --build 1b] [--rows 64] [--vllm]
 
-On CPU with the tiny model fixed costs dominate; the ratios mean something on real models/GPUs.
+`--build 1b` writes a random-weight generator of a real model's shape (ViT-L/14-336, a 1B Llama)
+to a temporary folder first: a meaningful measurement on an accelerator, no download needed.
+On CPU with the tiny model fixed costs dominate; read those ratios with that in mind.
 """
 
 import argparse
+import tempfile
 import time
 
 from genixer_ray.config import GeneratorConfig, SamplingConfig
@@ -16,40 +20,79 @@ from genixer_ray.engines.base import GenerationRequest, get_generator, shutdown_
 from genixer_ray.images import decode_image, embedded_image_paths
 
 
-def rows_per_s(gen, reqs, batch: int) -> float:
-    """Rows per second generating ``reqs`` in batches of ``batch`` (after one warm-up batch)."""
-    gen.generate(reqs[:batch])
+def timed(fn, reqs, batch: int) -> float:
+    """Rows per second running ``fn`` over ``reqs`` in batches of ``batch`` (after a warm-up batch)."""
+    fn(reqs[:batch])
+    sync()
     t = time.perf_counter()
     for i in range(0, len(reqs), batch):
-        gen.generate(reqs[i : i + batch])
+        fn(reqs[i : i + batch])
+    sync()
     return len(reqs) / (time.perf_counter() - t)
+
+
+def sync() -> None:
+    """Wait for queued accelerator work so timings cover it."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def native_sampling(gen):
+    """transformers' built-in batch sampling on the backend's model, for comparison only."""
+    import torch
+
+    def run(reqs):
+        inputs = gen._encode(reqs)
+        with torch.inference_mode():
+            gen.model.generate(
+                **inputs, do_sample=True, temperature=reqs[0].sampling.temperature, top_p=reqs[0].sampling.top_p,
+                max_new_tokens=reqs[0].sampling.max_tokens, pad_token_id=gen.processor.tokenizer.pad_token_id,
+            )
+
+    return run
 
 
 def main() -> None:
     """Print rows/s and the ratio to the one-at-a-time baseline for each configuration."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--build", choices=["tiny", "1b"], help="build a random generator of this size and use it")
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--batches", default="8,32")
+    ap.add_argument("--dtype", default="auto")
     ap.add_argument("--vllm", action="store_true")
     args = ap.parse_args()
-    imgs = [decode_image(p.read_bytes(), max_side=448) for p in embedded_image_paths().values()]
+    model = args.model
+    if args.build:
+        from genixer_ray.tiny_models import make_tiny_generator
+
+        t = time.perf_counter()
+        model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-gen-"), size=args.build))
+        print(f"built a random {args.build} generator in {time.perf_counter() - t:.1f} s")
+    imgs = [decode_image(p.read_bytes(), max_side=672) for p in embedded_image_paths().values()]
     reqs = [
         GenerationRequest(imgs[i % len(imgs)], "Write a question and its answer.", SamplingConfig(seed=i, max_tokens=args.max_tokens))
         for i in range(args.rows)
     ]
-    cfg = dict(model=args.model, dtype=args.dtype, max_model_len=1024)
+    cfg = dict(model=model, dtype=args.dtype, max_model_len=2048)
     hf = get_generator(GeneratorConfig(backend="transformers", **cfg))
-    base = rows_per_s(hf, reqs, 1)
-    print(f"transformers batch=1   {base:8.2f} rows/s  x1.00 (baseline)")
-    for b in (8, 32):
-        r = rows_per_s(hf, reqs, b)
-        print(f"transformers batch={b:<3} {r:8.2f} rows/s  x{r / base:.2f}")
+    print(f"device: {hf.device}; {args.rows} rows x {args.max_tokens} new tokens")
+    base = timed(hf.generate, reqs[: max(4, args.rows // 8)], 1)
+    print(f"transformers batch=1        {base:9.2f} rows/s  x1.00 (baseline)")
+    batches = [int(b) for b in args.batches.split(",")]
+    for b in batches:
+        r = timed(hf.generate, reqs, b)
+        print(f"transformers batch={b:<4}     {r:9.2f} rows/s  x{r / base:.2f}")
+    b = batches[-1]
+    r = timed(native_sampling(hf), reqs, b)
+    print(f"hf native sampling batch={b:<4}{r:9.2f} rows/s  x{r / base:.2f} (not batch-invariant)")
     if args.vllm:
         v = get_generator(GeneratorConfig(backend="vllm", **cfg))
-        r = rows_per_s(v, reqs, len(reqs))
-        print(f"vllm all-at-once       {r:8.2f} rows/s  x{r / base:.2f}")
+        r = timed(v.generate, reqs, len(reqs))
+        print(f"vllm all-at-once            {r:9.2f} rows/s  x{r / base:.2f}")
     shutdown_generators()
 
 

@@ -43,6 +43,14 @@ class SamplingConfig(_Strict):
 class GeneratorConfig(_Strict):
     """Which model generates and how its engine is sized."""
 
+    @field_validator("model")
+    @classmethod
+    def _local_path_exists(cls, v: str) -> str:
+        # A path-like spec must exist now; a hub id (org/name) is resolved by the engine.
+        if v.startswith(("/", "./", "../", "~")) and not Path(v).expanduser().is_dir():
+            raise ValueError(f"no model directory at {v}")
+        return v
+
     model: str = Field("tiny", description="A local model directory, a hub id, or 'tiny' for the locally built tiny LLaVA.")
     backend: Literal["vllm", "transformers"] = Field("vllm", description="vLLM for throughput; transformers for small models or machines without vLLM.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype in the engine.")
@@ -94,6 +102,9 @@ class ScalingConfig(_Strict):
     max_actors: int = Field(1, ge=1, description="Generator actors Ray Data may scale up to while work is queued.")
     gpus_per_actor: float = Field(0.0, ge=0.0, description="Accelerators per generator actor (tensor_parallel_size of them for vLLM TP).")
     cpus_per_actor: float = Field(1.0, gt=0.0, description="CPUs reserved per generator actor.")
+    actor_resources: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each generator actor needs (pins actors to labelled nodes)."
+    )
     max_tasks_in_flight_per_actor: int = Field(2, ge=1, description="Batches queued per actor: 2 keeps the engine fed while the next batch transfers.")
     decode_cpus: float = Field(0.5, gt=0.0, description="CPUs per decode task; fractional lets decode share small machines.")
     decode_batch_size: int = Field(16, ge=1, description="Images per decode task call.")
@@ -136,6 +147,12 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _fits_engine(self) -> "RunConfig":
+        g, sc = self.generator, self.scaling
+        if g.backend == "vllm" and sc.gpus_per_actor and sc.gpus_per_actor < g.tensor_parallel_size:
+            raise ValueError(
+                f"scaling.gpus_per_actor ({sc.gpus_per_actor}) is below generator.tensor_parallel_size "
+                f"({g.tensor_parallel_size}): each vLLM actor needs one GPU per tensor-parallel rank"
+            )
         if self.scaling.min_actors > self.scaling.max_actors:
             raise ValueError(f"scaling.min_actors ({self.scaling.min_actors}) exceeds scaling.max_actors ({self.scaling.max_actors})")
         if self.sampling.max_tokens >= self.generator.max_model_len:

@@ -21,23 +21,9 @@ import polars as pl
 
 from genixer_ray.config import ConfigError, RunConfig, redacted
 from genixer_ray.inputs import iter_inputs
-from genixer_ray.schema import GENERATION_SCHEMA, to_frame
+from genixer_ray.schema import DECODED_SCHEMA, GENERATION_SCHEMA, to_frame
 from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage
 from genixer_ray.store import RunStore
-
-# Columns between the decode tasks and the generator actors.
-DECODED_SCHEMA = {
-    "shard": pl.Int32,
-    "image_id": pl.String,
-    "source": pl.String,
-    "status": pl.String,
-    "error_code": pl.String,
-    "error_stage": pl.String,
-    "error_message": pl.String,
-    "pixels": pl.Binary,
-    "height": pl.Int32,
-    "width": pl.Int32,
-}
 
 
 def _to_arrow(rows: list[dict], schema: dict):
@@ -203,7 +189,9 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
         ),
         num_cpus=sc.cpus_per_actor,
         num_gpus=sc.gpus_per_actor,
+        resources=sc.actor_resources or None,
         # A dead engine: restart the actor and retry its batch a few times, then stop the run.
+        # (Ray 2.60 warns that these pass-through args are deprecated but offers no named form.)
         max_restarts=2,
         max_task_retries=2,
     )

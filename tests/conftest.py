@@ -22,6 +22,21 @@ def tiny_models():
 
 
 @pytest.fixture(scope="session")
+def make_requests():
+    """Build generation requests for images, one seed per row (``seed_base + i``)."""
+    from genixer_ray.config import SamplingConfig
+    from genixer_ray.engines.base import GenerationRequest
+
+    def build(images, *, seed_base=0, **sampling):
+        return [
+            GenerationRequest(img, "Write a question and its answer.", SamplingConfig(seed=seed_base + i, **sampling))
+            for i, img in enumerate(images)
+        ]
+
+    return build
+
+
+@pytest.fixture(scope="session")
 def embedded_images() -> dict[str, np.ndarray]:
     """The bundled sample photos, decoded."""
     from genixer_ray.images import decode_image, embedded_image_paths
@@ -67,7 +82,9 @@ def s3():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    exe = shutil.which("moto_server") or str(Path(sys.executable).parent / "moto_server")
+    # The virtual environment's own server first: a system-wide one may be another version.
+    venv_exe = Path(sys.executable).parent / "moto_server"
+    exe = str(venv_exe) if venv_exe.exists() else shutil.which("moto_server")
     proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     for _ in range(100):

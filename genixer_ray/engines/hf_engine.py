@@ -25,34 +25,35 @@ class _RowSampler:
     """A logits processor that picks each row's next token itself and masks out all others.
 
     It runs under greedy decoding (``do_sample=False``), so the token it leaves unmasked is the
-    one generated.
+    one generated. Temperature, top-p and inverse-CDF sampling are done for the whole batch at
+    once; only the one uniform number per row and step comes from that row's own generator
+    (cheap, on the CPU), which is what makes a row's tokens independent of its batch.
     """
 
     def __init__(self, requests: Sequence[GenerationRequest], device):
         import torch
 
-        self.temperature = [r.sampling.temperature for r in requests]
-        self.top_p = [r.sampling.top_p for r in requests]
-        self.generators = [torch.Generator(device=device).manual_seed(r.sampling.seed) for r in requests]
+        self.device = device
+        self.temperature = torch.tensor([r.sampling.temperature for r in requests], device=device)
+        self.top_p = torch.tensor([r.sampling.top_p for r in requests], device=device)
+        self.generators = [torch.Generator().manual_seed(r.sampling.seed) for r in requests]
 
     def __call__(self, input_ids, scores):
         import torch
 
-        chosen = torch.empty(scores.shape[0], dtype=torch.long, device=scores.device)
-        for i, row in enumerate(scores.float()):
-            t = self.temperature[i]
-            if t == 0.0:
-                chosen[i] = int(torch.argmax(row))
-                continue
-            probs = torch.softmax(row / t, dim=-1)
-            if self.top_p[i] < 1.0:
-                sorted_p, order = torch.sort(probs, descending=True)
-                # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-                drop = torch.cumsum(sorted_p, dim=-1) - sorted_p >= self.top_p[i]
-                probs = probs.scatter(0, order[drop], 0.0)
-            chosen[i] = torch.multinomial(probs, 1, generator=self.generators[i])[0]
+        logits = scores.float()
+        greedy = self.temperature == 0.0
+        t = torch.where(greedy, torch.ones_like(self.temperature), self.temperature)
+        probs = torch.softmax(logits / t[:, None], dim=-1)
+        sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        sorted_p = sorted_p.masked_fill(torch.cumsum(sorted_p, dim=-1) - sorted_p >= self.top_p[:, None], 0.0)
+        cdf = torch.cumsum(sorted_p, dim=-1)
+        u = torch.cat([torch.rand(1, generator=g) for g in self.generators]).to(self.device) * cdf[:, -1]
+        idx = torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=cdf.shape[1] - 1)
+        chosen = torch.where(greedy, logits.argmax(dim=-1), order.gather(1, idx).squeeze(1))
         masked = torch.full_like(scores, float("-inf"))
-        masked[torch.arange(scores.shape[0]), chosen] = 0.0
+        masked[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
         return masked
 
 

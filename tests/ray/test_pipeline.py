@@ -130,3 +130,14 @@ def test_changed_input_refuses_to_resume(ray_session, tmp_path):
     run_generation(load_config(None, out))
     with pytest.raises(ConfigError, match="was planned with input"):
         run_generation(load_config(None, [*out, "input.limit=3"]))
+
+
+def test_broken_engine_stops_the_run_with_a_message(ray_session, tmp_path):
+    """An engine that cannot start is retried by Ray, then the run stops saying how to resume."""
+    bad = tmp_path / "bad-model"
+    bad.mkdir()
+    (bad / "config.json").write_text('{"model_type": "llava", "truncated": ')
+    cfg = load_config(None, [f"output.path={tmp_path / 'out'}", "input.limit=2", f"generator.model={bad}", *FAST])
+    with pytest.raises(RuntimeError, match="(?s)stopped: .*re-run the same command to resume") as e:
+        run_generation(cfg)
+    assert "0 shard(s) were committed" in str(e.value)

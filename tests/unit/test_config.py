@@ -17,11 +17,11 @@ def test_defaults_are_the_embedded_demo():
 
 def test_yaml_and_overrides(tmp_path):
     p = write(tmp_path, "name: r1\nsampling:\n  temperature: 0.5\ngenerator:\n  backend: transformers\n")
-    cfg = load_config(p, ["sampling.temperature=0.2", "input.limit=3", "generator.model=/m"])
+    cfg = load_config(p, ["sampling.temperature=0.2", "input.limit=3", "generator.model=org/model"])
     assert cfg.name == "r1"
     assert cfg.sampling.temperature == 0.2
     assert cfg.input.limit == 3
-    assert cfg.generator.backend == "transformers" and cfg.generator.model == "/m"
+    assert cfg.generator.backend == "transformers" and cfg.generator.model == "org/model"
 
 
 @pytest.mark.parametrize(
@@ -61,3 +61,15 @@ def test_memory_utilization_platform_default():
     assert g.memory_utilization(cpu=True) == 0.2 and g.memory_utilization(cpu=False) == 0.9
     g = load_config(None, ["generator.gpu_memory_utilization=0.5"]).generator
     assert g.memory_utilization(cpu=True) == 0.5
+
+
+def test_engine_and_scaling_checks(tmp_path):
+    with pytest.raises(ConfigError, match=r"generator.model: no model directory"):
+        build_config({"generator": {"model": str(tmp_path / "none")}})
+    assert build_config({"generator": {"model": str(tmp_path)}}).generator.model == str(tmp_path)
+    with pytest.raises(ConfigError, match="scaling.gpus_per_actor"):
+        build_config({"generator": {"tensor_parallel_size": 2}, "scaling": {"gpus_per_actor": 1}})
+    with pytest.raises(ConfigError, match="scaling.min_actors"):
+        build_config({"scaling": {"min_actors": 3, "max_actors": 2}})
+    with pytest.raises(ConfigError, match="task_mix: unknown task"):
+        build_config({"task_mix": {"captioning": 1.0}})

@@ -88,3 +88,15 @@ def test_s3_folder_and_manifest(s3):
     assert [(r["image_id"], r["source"]) for r in rows] == [("2.jpg", f"s3://{root}/2.jpg"), ("x/1.png", f"s3://{root}/x/1.png")]
     cfg = InputConfig(source=f"s3://{root}/m.jsonl", storage_options=s3["storage_options"])
     assert [r["source"] for r in iter_inputs(cfg)] == [f"s3://{root}/x/1.png"]
+
+
+def test_listing_streams(tmp_path):
+    """Rows come out before the whole manifest is read: a bad line far down is not touched."""
+    import itertools
+
+    m = tmp_path / "m.jsonl"
+    m.write_text("".join(json.dumps({"image_id": f"i{n}", "path": "x.png"}) + "\n" for n in range(1000)) + "{broken\n")
+    first = list(itertools.islice(iter_inputs(InputConfig(source=str(m))), 2))
+    assert [r["image_id"] for r in first] == ["i0", "i1"]
+    with pytest.raises(InputError, match="line 1001 is not JSON"):
+        list(iter_inputs(InputConfig(source=str(m))))

@@ -15,49 +15,42 @@ def gen(tiny_models):
     return get_generator(GeneratorConfig(backend="vllm", **CFG))
 
 
-def requests(images, *, seed_base=0, **sampling):
-    return [
-        GenerationRequest(img, "Write a question and its answer.", SamplingConfig(seed=seed_base + i, **sampling))
-        for i, img in enumerate(images)
-    ]
-
-
 def test_real_vllm_engine(gen):
     from vllm import LLM
 
     assert isinstance(gen.llm, LLM)
 
 
-def test_batch_shapes_and_same_seed_repeats(gen, embedded_images):
+def test_batch_shapes_and_same_seed_repeats(gen, embedded_images, make_requests):
     imgs = list(embedded_images.values())[:6]
-    a = gen.generate(requests(imgs, max_tokens=12, logprobs=2))
+    a = gen.generate(make_requests(imgs, max_tokens=12, logprobs=2))
     assert len(a) == 6
     for r in a:
         assert r.error_code is None and r.finish_reason in ("stop", "length")
         assert 1 <= len(r.token_ids) <= 12 and len(r.logprobs) == len(r.token_ids)
         assert all(len(t) == 2 for t in r.top_logprobs)
         assert r.prompt_tokens > 16
-    b = gen.generate(requests(imgs, max_tokens=12, logprobs=2)[::-1])[::-1]
+    b = gen.generate(make_requests(imgs, max_tokens=12, logprobs=2)[::-1])[::-1]
     assert [r.token_ids for r in a] == [r.token_ids for r in b]
     assert [r.text for r in a] == [r.text for r in b]
-    c = gen.generate(requests(imgs, seed_base=50, max_tokens=12))
+    c = gen.generate(make_requests(imgs, seed_base=50, max_tokens=12))
     assert [r.token_ids for r in c] != [r.token_ids for r in a]
 
 
-def test_over_long_prompt_is_isolated(gen, embedded_images):
+def test_over_long_prompt_is_isolated(gen, embedded_images, make_requests):
     img = list(embedded_images.values())[0]
-    ok = requests([img], max_tokens=5)[0]
+    ok = make_requests([img], max_tokens=5)[0]
     long = GenerationRequest(img, "word " * 400, SamplingConfig(max_tokens=5))
     out = gen.generate([ok, long, ok])
     assert out[1].error_code == "prompt_too_long" and "256" in out[1].error
     assert out[0].error_code is None and out[0].token_ids == out[2].token_ids
 
 
-def test_same_prompt_and_distribution_as_transformers(gen, embedded_images):
+def test_same_prompt_and_distribution_as_transformers(gen, embedded_images, make_requests):
     """Both backends format the prompt and the image alike: first-step logprobs agree."""
     hf = get_generator(GeneratorConfig(backend="transformers", **CFG))
     imgs = list(embedded_images.values())[:3]
-    reqs = requests(imgs, temperature=0.0, max_tokens=1, logprobs=5)
+    reqs = make_requests(imgs, temperature=0.0, max_tokens=1, logprobs=5)
     for v, h in zip(gen.generate(reqs), hf.generate(reqs)):
         assert v.prompt_tokens == h.prompt_tokens
         assert v.token_ids == h.token_ids
