@@ -12,7 +12,10 @@ $(STAMP): pyproject.toml requirements/cpu.lock tools/setup.sh tools/torchvision_
 test: setup
 	$(VENV)/bin/python -m pytest -q
 
+# The Genixer loop on one small machine: fine-tune the tiny generator (Ray Train), then generate
+# with it over the bundled photos (Ray Data + vLLM). Outputs under runs/.
 demo: setup
+	$(VENV)/bin/genixer-ray train configs/train.yaml
 	$(VENV)/bin/genixer-ray generate configs/demo.yaml
 
 clean:

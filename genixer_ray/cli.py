@@ -51,6 +51,20 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from genixer_ray.config import TrainConfig, load_config
+    from genixer_ray.train import train_generator
+
+    cfg = load_config(args.config, args.overrides, kind=TrainConfig)  # fails here, before Ray starts
+    try:
+        summary = train_generator(cfg)
+    except RuntimeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"trained {summary['steps']} steps (final loss {summary['loss']:.3f}); generator.model={summary['export_path']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
     parser = argparse.ArgumentParser(
@@ -65,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_make_tiny_models)
 
     for name, func, help_text in (
-        ("generate", _cmd_generate, "run the generation job"),
+        ("generate", _cmd_generate, "run (or resume) a generation run"),
+        ("train", _cmd_train, "fine-tune a generator with Ray Train and export it"),
         ("show-config", _cmd_show_config, "print the validated run configuration"),
     ):
         p = sub.add_parser(name, help=help_text)

@@ -40,16 +40,26 @@ class SamplingConfig(_Strict):
     logprobs: int = Field(0, ge=0, le=20, description="How many top alternatives to keep per generated token (0: only the chosen token's logprob).")
 
 
+def local_model_path(spec: str) -> str:
+    """A path-like model spec must exist now; it becomes absolute, since Ray workers run elsewhere.
+
+    Hub ids (``org/name``) and ``tiny`` pass unchanged; the engine resolves them.
+    """
+    if spec.startswith(("/", "./", "../", "~")):
+        p = Path(spec).expanduser()
+        if not p.is_dir():
+            raise ValueError(f"no model directory at {spec}")
+        return str(p.resolve())
+    return spec
+
+
 class GeneratorConfig(_Strict):
     """Which model generates and how its engine is sized."""
 
     @field_validator("model")
     @classmethod
     def _local_path_exists(cls, v: str) -> str:
-        # A path-like spec must exist now; a hub id (org/name) is resolved by the engine.
-        if v.startswith(("/", "./", "../", "~")) and not Path(v).expanduser().is_dir():
-            raise ValueError(f"no model directory at {v}")
-        return v
+        return local_model_path(v)
 
     model: str = Field("tiny", description="A local model directory, a hub id, or 'tiny' for the locally built tiny LLaVA.")
     backend: Literal["vllm", "transformers"] = Field("vllm", description="vLLM for throughput; transformers for small models or machines without vLLM.")
@@ -163,6 +173,100 @@ class RunConfig(_Strict):
         return self
 
 
+# -- training ---------------------------------------------------------------------------------
+
+
+class DataSource(_Strict):
+    """One annotation file in a public format, converted into generator training samples."""
+
+    format: Literal["llava", "vqa", "aokvqa", "refcoco", "pointqa", "flickr30k", "gpt4gen"] = Field(
+        description="The file's format (see genixer_ray.instruct)."
+    )
+    path: str = Field(description="The annotation file (any fsspec URL); 'fixtures/NAME' means a bundled fixture file.")
+    image_root: str = Field("embedded", description="Folder the records' image names are relative to; 'embedded': the bundled photos.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for the file and its images.")
+
+
+def _fixture_sources() -> list[DataSource]:
+    return [
+        DataSource(format=f, path=f"fixtures/{name}")
+        for f, name in (
+            ("llava", "llava.json"), ("vqa", "vqav2.json"), ("vqa", "gqa.json"), ("aokvqa", "aokvqa.json"),
+            ("refcoco", "refcoco.json"), ("pointqa", "pointqa.json"), ("flickr30k", "flickr30k.json"), ("gpt4gen", "gpt4gen.json"),
+            ("vqa", "practice_vqav2.json"), ("refcoco", "practice_refcoco.json"), ("aokvqa", "practice_aokvqa.json"),
+        )
+    ]
+
+
+class TrainDataConfig(_Strict):
+    """Which instruction data the generator learns from, and in what mix."""
+
+    sources: list[DataSource] = Field(default_factory=_fixture_sources, min_length=1, description="Annotation files to convert.")
+    specific_share: float = Field(0.5, ge=0.0, le=1.0, description="Share of samples given their task sentence (task-specific); the rest train task-agnostic generation.")
+    task_weights: dict[str, float] = Field(default_factory=dict, description="Task id -> repetition weight (1: as converted, 0.5: half, 2: twice).")
+    max_side: int = Field(672, ge=16, description="Images are downscaled to this longest side before the processor.")
+
+    @field_validator("task_weights")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(TASK_IDS))
+        if unknown or any(w < 0 for w in v.values()):
+            raise ValueError(f"unknown task(s) {unknown} or negative weight; known: {list(TASK_IDS)}")
+        return v
+
+
+class TrainModelConfig(_Strict):
+    """The model being fine-tuned."""
+
+    base: str = Field("tiny", description="A LLaVA-architecture model directory, hub id, or 'tiny'.")
+
+    @field_validator("base")
+    @classmethod
+    def _local_path_exists(cls, v: str) -> str:
+        return local_model_path(v)
+    freeze_vision: bool = Field(True, description="Keep the vision tower frozen (Genixer trains projector and language model).")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype; bfloat16 on GPUs.")
+
+
+class OptimConfig(_Strict):
+    """Optimizer and schedule."""
+
+    lr: float = Field(3e-3, gt=0.0, description="Peak learning rate (AdamW); 3e-3 suits the tiny model, ~2e-5 real ones.")
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps before the constant rate.")
+    batch_size: int = Field(8, ge=1, description="Samples per worker per step.")
+    max_steps: int = Field(200, ge=1, description="Optimizer steps in all; a resumed run continues to this count.")
+    grad_clip: float = Field(1.0, gt=0.0)
+
+
+class TrainScalingConfig(_Strict):
+    """Ray Train workers."""
+
+    ray_address: str | None = Field(None, description="Ray cluster to join; unset: start or reuse a local one.")
+    num_workers: int = Field(2, ge=1, description="Data-parallel workers (DDP).")
+    use_gpu: bool = Field(False, description="One GPU per worker, NCCL; otherwise CPU and gloo.")
+    cpus_per_worker: float = Field(1.0, gt=0.0)
+    max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
+
+
+class TrainConfig(_Strict):
+    """One fine-tuning run of a generator."""
+
+    name: str = Field("genixer-tiny", min_length=1, max_length=128, description="Run name: with storage_path, what resume finds.")
+    seed: int = Field(0, ge=0)
+    data: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    model: TrainModelConfig = Field(default_factory=TrainModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    scaling: TrainScalingConfig = Field(default_factory=TrainScalingConfig)
+    storage_path: str = Field("runs/train", description="Where data, checkpoints and the export go (local path or s3://).")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for storage_path.")
+    checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints; fewer lose less work on a failure.")
+    keep_checkpoints: int = Field(2, ge=1)
+    export_path: str | None = Field(None, description="Model directory for generation (default: {storage_path}/{name}/model).")
+
+    _name_is_path_safe = field_validator("name")(RunConfig._name_is_path_safe.__func__)
+
+
 def _format_errors(err: ValidationError, source: str) -> str:
     lines = [f"invalid run configuration ({source}):"]
     for e in err.errors():
@@ -194,28 +298,31 @@ def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
-def build_config(data: dict[str, Any] | None = None, overrides: list[str] | None = None, *, source: str = "<dict>") -> RunConfig:
-    """Validate a config mapping (plus overrides) into a :class:`RunConfig`.
+def build_config(
+    data: dict[str, Any] | None = None, overrides: list[str] | None = None, *, source: str = "<dict>", kind: type[BaseModel] = RunConfig
+):
+    """Validate a config mapping (plus overrides) into a ``kind`` (:class:`RunConfig` by default).
 
     Args:
         data: the parsed mapping; ``None`` means all defaults (the embedded demo run).
         overrides: ``key.sub=value`` strings applied on top of ``data``.
         source: where ``data`` came from, for error messages.
+        kind: the config class, :class:`RunConfig` or :class:`TrainConfig`.
 
     Raises:
         ConfigError: naming every bad field and its value.
     """
     merged = apply_overrides(data or {}, overrides or [])
     try:
-        return RunConfig.model_validate(merged)
+        return kind.model_validate(merged)
     except ValidationError as e:
         raise ConfigError(_format_errors(e, source)) from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
-    """Load a YAML run config from ``path`` (``None``: the built-in defaults) and validate it."""
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, kind: type[BaseModel] = RunConfig):
+    """Load a YAML config of ``kind`` from ``path`` (``None``: the built-in defaults) and validate it."""
     if path is None:
-        return build_config(None, overrides, source="defaults")
+        return build_config(None, overrides, source="defaults", kind=kind)
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
@@ -225,7 +332,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         raise ConfigError(f"{p}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
-    return build_config(data, overrides, source=str(p))
+    return build_config(data, overrides, source=str(p), kind=kind)
 
 
 def redacted(cfg: BaseModel) -> dict[str, Any]:

@@ -197,6 +197,19 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
     )
 
 
+def local_ray_cpus(address: str | None, reserved: float) -> dict:
+    """``ray.init`` arguments for a local instance that can schedule the whole job.
+
+    Workers or actors that hold CPUs for the whole run (``reserved``) would leave nothing for
+    Ray Data's read and decode tasks on a 2-core machine, and the job would wait forever; a local
+    instance therefore advertises a few more logical CPUs than are reserved. A cluster
+    (``address`` set) advertises its own.
+    """
+    if address is not None or os.environ.get("RAY_ADDRESS"):  # joining a cluster (or a job's)
+        return {}
+    return {"num_cpus": max(os.cpu_count() or 1, int(reserved) + 4)}
+
+
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -233,7 +246,8 @@ def run_generation(cfg: RunConfig, *, log=None) -> RunSummary:
     print(f"[plan] {plan['rows']} images in {plan['shards']} shards; {len(done)} already committed", file=log, flush=True)
     if expected:
         if not ray.is_initialized():
-            ray.init(address=cfg.scaling.ray_address, log_to_driver=True)
+            sc = cfg.scaling
+            ray.init(address=sc.ray_address, **local_ray_cpus(sc.ray_address, sc.max_actors * sc.cpus_per_actor))
         writer = ShardWriter(store, expected, log=log)
         try:
             for batch in _dataset(store, sorted(expected), cfg).iter_batches(batch_format="pyarrow", batch_size=None):

@@ -174,6 +174,16 @@ _OPTION = re.compile(r"\(([A-H])\)\s*(.*?)\s*(?=\([A-H]\)|$)", re.S)
 _LETTER = re.compile(r"^\s*\(?([A-H])\)?(?:[\s.:)]|$)")
 
 
+def format_boxes(boxes: list[list[float]]) -> str:
+    """Write normalized boxes (or points) the way the generator is trained to: ``[x1,y1,x2,y2;...]``."""
+    return "[" + ";".join(",".join(f"{min(max(v, 0.0), 1.0):.3f}" for v in b) for b in boxes) + "]"
+
+
+def qa_text(turns: list[tuple[str, str]]) -> str:
+    """The generator's target text: ``Question: <q> Answer: <a>`` for each turn, in order."""
+    return " ".join(f"Question: {q.strip()} Answer: {a.strip()}" for q, a in turns)
+
+
 def parse_regions(text: str) -> tuple[list[list[float]], list[list[float]]]:
     """Boxes and points written in ``text`` (normalized coordinates).
 

@@ -24,6 +24,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from genixer_ray.checkpoints import save_llava_hf
+
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
 IMAGE_SIZE = 56
@@ -117,19 +119,6 @@ def build_tokenizer(seed: int = 0, vocab_size: int = 1024, *, append_eos: bool =
     )
 
 
-def _llava_hf_key(key: str) -> str:
-    """Map transformers' in-memory LLaVA names to the llava-hf checkpoint layout vLLM expects."""
-    for src, dst in (
-        ("model.vision_tower.", "vision_tower.vision_model."),
-        ("model.multi_modal_projector.", "multi_modal_projector."),
-        ("model.language_model.", "language_model.model."),
-        ("lm_head.", "language_model.lm_head."),
-    ):
-        if key.startswith(src):
-            return dst + key[len(src):]
-    raise ValueError(f"unexpected LLaVA weight name {key!r}")
-
-
 # Architecture presets. "tiny" is what tests and the demo use. "1b" has a real generator's shape
 # (CLIP ViT-L/14-336 tower, 576 image tokens, a 16-layer 2048-wide Llama) for throughput
 # benchmarks on accelerators without downloading weights; its vocabulary stays the tiny one.
@@ -155,7 +144,6 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny
         size: a key of :data:`GENERATOR_SIZES`; bigger sizes are saved in bfloat16.
     """
     import torch
-    from safetensors.torch import save_file
     from transformers import (
         CLIPImageProcessor,
         CLIPVisionConfig,
@@ -197,11 +185,7 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny
     if size != "tiny":
         model = model.to(torch.bfloat16)
         config.dtype = "bfloat16"
-    config.architectures = ["LlavaForConditionalGeneration"]  # vLLM picks its model class by this
-    config.save_pretrained(out)
-    model.generation_config.save_pretrained(out)
-    state = {_llava_hf_key(k): v.contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    save_llava_hf(model, out)
 
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": z["image_size"]},

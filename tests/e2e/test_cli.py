@@ -38,18 +38,25 @@ def test_bad_config_fails_before_work_naming_the_field(tmp_path):
 
 
 @pytest.mark.vllm
-def test_main_job_with_vllm(tmp_path):
-    """`genixer-ray generate configs/demo.yaml`: the tiny generator on vLLM over the embedded photos."""
+def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
+    """`make demo`: fine-tune the tiny generator with Ray Train, then generate with it on vLLM."""
+    train = subprocess.run(
+        CLI + ["train", str(ROOT / "configs/train.yaml"), f"storage_path={tmp_path / 'train'}"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    model = tmp_path / "train" / "genixer-tiny" / "model"
+    assert f"generator.model={model}" in train.stdout
     out = subprocess.run(
-        CLI + ["generate", str(ROOT / "configs/demo.yaml"), f"output.path={tmp_path}", "sampling.max_tokens=16"],
-        capture_output=True, text=True, timeout=600,
+        CLI + ["generate", str(ROOT / "configs/demo.yaml"), f"generator.model={model}", f"output.path={tmp_path / 'out'}"],
+        capture_output=True, text=True, timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "[generate] 8/8 rows" in out.stderr
-    assert f"to {tmp_path}/demo" in out.stdout
-    table = pq.read_table(tmp_path / "demo" / "data")  # only shards live there, markers are JSON
-    rows = table.to_pylist()
+    rows = pq.read_table(tmp_path / "out" / "demo" / "data").to_pylist()  # only shards live there
     assert sorted(r["image_id"] for r in rows) == sorted(embedded_image_paths())
-    assert all(r["backend"] == "vllm" and 1 <= len(r["token_ids"]) <= 16 for r in rows)
-    assert all(r["status"] == "ok" or r["error_stage"] == "parse" for r in rows)  # untrained: text may not parse
-    assert len({r["seed"] for r in rows}) == len(rows)  # per-image seeds
+    assert all(r["backend"] == "vllm" and r["generator"] == str(model) for r in rows)
+    parsed = [r for r in rows if r["status"] == "ok"]
+    print(f"demo: {len(parsed)}/{len(rows)} vLLM generations parsed")
+    assert len(parsed) >= 6  # sampled at the demo's temperature; greedy parsing is tested in tests/ray
+    assert all(r["question"] and r["answer"] and r["parsed_task"] == r["task"] for r in parsed)

@@ -63,13 +63,18 @@ def test_job_submit_runs_generation_on_the_cluster(local_cluster, tmp_path, tiny
     cmd = [
         RAY, "job", "submit", "--address", local_cluster["address"], "--working-dir", str(ROOT), "--",
         sys.executable, "jobs/generate.py", "configs/demo.yaml", "scaling.ray_address=auto", "name=job",
-        f"output.path={out}", "input.limit=3", "generator.backend=transformers", "sampling.max_tokens=8",
+        f"output.path={out}", "input.limit=3", "generator.model=tiny", "generator.backend=transformers", "sampling.max_tokens=8",
         "scaling.actor_resources={gpu_like: 1}",  # the generator actor must land on the worker node
     ]
-    t = time.monotonic()
-    res = subprocess.run(cmd, env=local_cluster["env"], capture_output=True, text=True, timeout=600)
+    deadline = time.monotonic() + 120
+    while True:
+        res = subprocess.run(cmd, env=local_cluster["env"], capture_output=True, text=True, timeout=600)
+        # The head's dashboard agent can take a while to accept jobs on a loaded machine.
+        if "No available agent to submit job" not in res.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-    assert "succeeded" in (res.stdout + res.stderr).lower(), time.monotonic() - t
+    assert "succeeded" in (res.stdout + res.stderr).lower()
     store = RunStore(str(out / "job"))
     rows = store.read_rows()
     assert sorted(rows["image_id"].to_list()) == sorted(rows["image_id"].unique().to_list()) and rows.height == 3

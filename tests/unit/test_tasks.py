@@ -106,3 +106,13 @@ def test_agnostic_output_gets_an_inferred_task():
     assert parse_output("Question: Color? (A) red (B) blue Answer: A", None).task == "multi_choice_vqa"
     assert parse_output("Question: a? Answer: b. Question: c? Answer: d.", None).task == "multi_turn_dialogue"
     assert parse_output("Question: What is it? Answer: a cat", None).task == "common_vqa"
+
+
+def test_format_then_parse_round_trips():
+    from genixer_ray.tasks import format_boxes, qa_text
+
+    boxes = [[0.1, 0.25, 0.5, 0.75], [0.0, 0.0, 1.0, 1.0]]
+    text = qa_text([("Where are the dogs?", f"Here {format_boxes(boxes)}.")])
+    assert text == "Question: Where are the dogs? Answer: Here [0.100,0.250,0.500,0.750;0.000,0.000,1.000,1.000]."
+    assert parse_output(text, "rec").answer_boxes == boxes
+    assert format_boxes([[1.2, -0.1]]) == "[1.000,0.000]"  # clamped to the image

@@ -1,0 +1,267 @@
+"""Fine-tuning the generator with Ray Train (Genixer step 3), and exporting a model vLLM loads.
+
+``train_generator(cfg)``:
+
+1. converts the configured annotation files into instruction samples and writes them as Parquet
+   shards under ``{storage_path}/{name}/data`` (deterministic, so a restarted job rewrites the same);
+2. runs a ``TorchTrainer``: each worker fine-tunes the LLaVA-architecture model with DDP (gloo on
+   CPU, NCCL on GPUs), vision tower frozen by default, loss on the target tokens only; rank 0
+   reports a checkpoint (llava-hf layout + optimizer state + step) every ``checkpoint_every``
+   steps; ``FailureConfig(max_failures)`` restarts the worker group from the last checkpoint, and
+   a new job with the same ``name`` and ``storage_path`` picks the run up where it stopped;
+3. copies the final checkpoint's model to ``export_path``: a directory that vLLM and the
+   transformers backend load directly (``generator.model`` of a generation run).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+import polars as pl
+
+from genixer_ray.config import TrainConfig, redacted
+from genixer_ray.pipeline import local_ray_cpus
+from genixer_ray.store import RunStore
+
+SAMPLE_SCHEMA = {
+    "sample_id": pl.String, "image": pl.String, "task": pl.String, "mode": pl.String,
+    "template_id": pl.String, "instruction": pl.String, "target": pl.String,
+}
+_STATE = "trainer_state.json"
+_OPTIM = "optimizer.pt"
+
+
+def _source_paths(cfg: TrainConfig):
+    from genixer_ray.images import embedded_image_paths
+
+    fixtures = Path(__file__).parent / "fixtures"
+    embedded = str(next(iter(embedded_image_paths().values())).parent)
+    for src in cfg.data.sources:
+        path = str(fixtures / src.path.removeprefix("fixtures/")) if src.path.startswith("fixtures/") else src.path
+        root = embedded if src.image_root == "embedded" else src.image_root
+        yield src, path, root
+
+
+def prepare_data(cfg: TrainConfig, *, shard_size: int = 4096) -> tuple[RunStore, list[str], dict]:
+    """Convert the sources into instruction samples; write them as Parquet shards.
+
+    Returns the run's store, the shards' store paths and counts by task and mode.
+    """
+    from genixer_ray.instruct import build_instruction_set, convert
+
+    store = RunStore(f"{cfg.storage_path.rstrip('/')}/{cfg.name}", cfg.storage_options)
+    store.check_writable()
+
+    def samples():
+        for src, path, root in _source_paths(cfg):
+            yield from convert(src.format, path, image_root=root, storage_options=src.storage_options)
+
+    rows = list(build_instruction_set(samples(), seed=cfg.seed, specific_share=cfg.data.specific_share, task_weights=cfg.data.task_weights))
+    if not rows:
+        raise ValueError("data: the sources hold no samples")
+    paths = []
+    for k in range(0, len(rows), shard_size):
+        rel = f"data/part-{k // shard_size:06d}.parquet"
+        store.write_frame(rel, pl.DataFrame(rows[k : k + shard_size], schema=SAMPLE_SCHEMA))
+        paths.append(store.path(rel))
+    df = pl.DataFrame(rows, schema=SAMPLE_SCHEMA)
+    counts = {
+        "samples": df.height,
+        "by_task": dict(df.group_by("task").len().sort("task").iter_rows()),
+        "by_mode": dict(df.group_by("mode").len().sort("mode").iter_rows()),
+    }
+    return store, paths, counts
+
+
+@functools.lru_cache(maxsize=256)
+def _load_image(url: str, max_side: int, options_json: str):
+    # Small instruction sets revisit the same images every epoch: decode each once per worker.
+    import fsspec
+    from PIL import Image
+
+    from genixer_ray.images import decode_image
+
+    with fsspec.open(url, "rb", **json.loads(options_json)) as f:
+        return Image.fromarray(decode_image(f.read(), max_side=max_side))
+
+
+def collate(processor, rows: list[dict], *, max_side: int, image_storage_options: dict | None = None):
+    """Processor inputs and labels for a batch; labels are -100 except on the target tokens.
+
+    The prompt is the model's chat template around the instruction (as at generation time);
+    the target follows it and ends with the end-of-sequence token.
+    """
+    from genixer_ray.engines.base import chat_prompt
+
+    options = json.dumps(image_storage_options or {}, sort_keys=True)
+    images = [_load_image(r["image"], max_side, options) for r in rows]
+    prompts = [chat_prompt(processor, r["instruction"]) for r in rows]
+    eos = processor.tokenizer.eos_token
+    full = [f"{p} {r['target']}{eos}" for p, r in zip(prompts, rows)]
+    processor.tokenizer.padding_side = "right"
+    inputs = processor(images=images, text=full, padding=True, return_tensors="pt")
+    prompt_only = processor(images=images, text=prompts, padding=True, return_tensors="pt")
+    labels = inputs["input_ids"].clone()
+    labels[inputs["attention_mask"] == 0] = -100
+    for i, n in enumerate(prompt_only["attention_mask"].sum(dim=1).tolist()):
+        labels[i, :n] = -100  # the prompt (image tokens included) is context, not target
+    inputs["labels"] = labels
+    return inputs
+
+
+def _save_checkpoint(model, processor, optimizer, step: int, loss: float, out: Path) -> None:
+    import torch
+
+    from genixer_ray.checkpoints import save_llava_hf
+
+    save_llava_hf(model, out, processor=processor)
+    torch.save(optimizer.state_dict(), out / _OPTIM)
+    (out / _STATE).write_text(json.dumps({"step": step, "loss": loss}))
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """The Ray Train worker function: load (or resume), train to ``max_steps``, checkpoint."""
+    import ray.train
+    import torch
+    from ray.train.torch import prepare_model
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from genixer_ray.tiny_models import resolve_model
+
+    cfg = TrainConfig.model_validate_json(config["cfg_json"])
+    ctx = ray.train.get_context()
+    rank = ctx.get_world_rank()
+    torch.manual_seed(cfg.seed + rank)
+    ckpt = ray.train.get_checkpoint()
+    start_step = 0
+    with (ckpt.as_directory() if ckpt else tempfile.TemporaryDirectory()) as ckpt_dir:
+        source = ckpt_dir if ckpt else resolve_model(cfg.model.base)
+        processor = AutoProcessor.from_pretrained(source)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=getattr(torch, cfg.model.dtype))
+        optim_state = torch.load(Path(ckpt_dir) / _OPTIM) if ckpt else None
+        if ckpt:
+            start_step = json.loads((Path(ckpt_dir) / _STATE).read_text())["step"]
+    if cfg.model.freeze_vision:
+        for p in model.model.vision_tower.parameters():
+            p.requires_grad_(False)
+    model = prepare_model(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    if optim_state is not None:
+        optimizer.load_state_dict(optim_state)
+    warm = max(cfg.optim.warmup_steps, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm), last_epoch=start_step - 1)
+    device = next(model.parameters()).device
+    # The worker's share of samples (paths and text, not images) is read once through Ray Data
+    # and kept: epochs are then reshuffled locally, reproducibly from (seed, rank, epoch), which
+    # also lets a resumed run skip exactly the batches it had done.
+    if start_step >= cfg.optim.max_steps:  # a finished run started again: nothing left to do
+        ray.train.report({"step": start_step, "loss": float("nan"), "start_step": start_step})
+        return
+    rows_all = list(ray.train.get_dataset_shard("train").iter_rows())
+    if not rows_all:
+        raise RuntimeError(f"worker {rank} received no training data")
+    bs = cfg.optim.batch_size
+    batches_per_epoch = max(1, len(rows_all) // bs)
+    step, loss_value = start_step, float("nan")
+    model.train()
+    while step < cfg.optim.max_steps:
+        epoch, offset = divmod(step, batches_per_epoch)
+        order = list(range(len(rows_all)))
+        random.Random(cfg.seed * 1_000_003 + rank * 7919 + epoch).shuffle(order)
+        for b in range(offset, batches_per_epoch):
+            rows = [rows_all[i] for i in order[b * bs : (b + 1) * bs] or order[:bs]]
+            inputs = collate(processor, rows, max_side=cfg.data.max_side).to(device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, cfg.model.dtype))
+            loss = model(**inputs).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            loss_value = float(loss.detach())
+            last = step == cfg.optim.max_steps
+            metrics = {"step": step, "loss": loss_value, "start_step": start_step}
+            if step % cfg.checkpoint_every == 0 or last:
+                with tempfile.TemporaryDirectory() as tmp:
+                    checkpoint = None
+                    if rank == 0:  # one copy of the (replicated) weights
+                        unwrapped = model.module if hasattr(model, "module") else model
+                        _save_checkpoint(unwrapped, processor, optimizer, step, loss_value, Path(tmp))
+                        checkpoint = ray.train.Checkpoint.from_directory(tmp)
+                    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{step:06d}")
+            if last:
+                break
+
+
+def train_generator(cfg: TrainConfig, *, log=None) -> dict:
+    """Fine-tune the generator on Ray Train and export it; returns a summary with ``export_path``.
+
+    Raises:
+        ConfigError / ConversionError: bad sources, before any worker starts.
+        RuntimeError: training failed beyond ``scaling.max_failures`` restarts.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    log = log or sys.stderr
+    store, paths, counts = prepare_data(cfg)
+    print(f"[train] {counts['samples']} samples by task {counts['by_task']}, by mode {counts['by_mode']}", file=log, flush=True)
+    if not ray.is_initialized():
+        ray.init(address=cfg.scaling.ray_address, **local_ray_cpus(cfg.scaling.ray_address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker))
+    fs = None
+    if not store._local:
+        import pyarrow.fs as pafs
+
+        fs = pafs.PyFileSystem(pafs.FSSpecHandler(store.fs))
+    dataset = ray.data.read_parquet(paths, filesystem=fs)
+    storage = cfg.storage_path if "://" in cfg.storage_path else os.path.abspath(cfg.storage_path)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg_json": cfg.model_dump_json()},
+        torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=f"{cfg.name}-ray",
+            storage_path=storage,
+            storage_filesystem=fs,
+            failure_config=FailureConfig(max_failures=cfg.scaling.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+        ),
+        datasets={"train": dataset},
+    )
+    result = trainer.fit()
+    if result.error:
+        raise RuntimeError(f"training run {cfg.name!r} failed: {result.error}")
+    export = cfg.export_path or (store.path("model") if store._local else store.uri("model"))
+    with result.checkpoint.as_directory() as d:
+        _export(Path(d), export, cfg.storage_options)
+    summary = {
+        "name": cfg.name, "export_path": export, "steps": result.metrics["step"], "loss": result.metrics["loss"],
+        "start_step": result.metrics["start_step"], **counts, "config": redacted(cfg),
+    }
+    store.write_json("train_summary.json", summary)
+    print(f"[train] {summary['steps']} steps, final loss {summary['loss']:.3f}; model exported to {export}", file=log, flush=True)
+    return summary
+
+
+def _export(src: Path, dest: str, storage_options: dict) -> None:
+    """Copy a checkpoint's model files (not the optimizer) to ``dest`` on any fsspec store."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(dest, **storage_options)
+    fs.makedirs(root, exist_ok=True)
+    for p in sorted(src.iterdir()):
+        if p.is_file() and p.name not in (_OPTIM, _STATE):
+            fs.put_file(str(p), f"{root.rstrip('/')}/{p.name}")

@@ -1,0 +1,27 @@
+"""The training batch: prompt formatted as at generation time, loss on the target tokens only."""
+
+from genixer_ray.engines.base import chat_prompt
+from genixer_ray.images import embedded_image_paths
+from genixer_ray.train import collate
+
+
+def test_labels_cover_exactly_the_target(tiny_models):
+    from transformers import AutoProcessor
+
+    proc = AutoProcessor.from_pretrained(tiny_models.generator)
+    paths = list(embedded_image_paths().values())
+    rows = [
+        {"image": str(paths[0]), "instruction": "Ask something.", "target": "Question: What is it? Answer: a cat"},
+        {"image": str(paths[1]), "instruction": "Ask about the picture in more words.", "target": "Question: Color? Answer: red"},
+    ]
+    batch = collate(proc, rows, max_side=128)
+    for i, r in enumerate(rows):
+        ids = batch["input_ids"][i]
+        labels = batch["labels"][i]
+        kept = ids[labels != -100].tolist()
+        assert proc.tokenizer.decode(kept) == f" {r['target']}</s>"
+        context = proc.tokenizer.decode(ids[labels == -100].tolist()).replace("<pad>", "")
+        # The prompt as generation formats it, with the image placeholder expanded to its tokens.
+        n_image_tokens = (56 // 14) ** 2  # patches of the tiny vision tower
+        expected = chat_prompt(proc, r["instruction"]).replace("<image>", "<image>" * n_image_tokens)
+        assert context == f"<s>{expected}"
