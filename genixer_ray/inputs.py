@@ -22,6 +22,7 @@ import fsspec
 
 from genixer_ray.config import InputConfig
 from genixer_ray.images import IMAGE_EXTENSIONS, embedded_image_paths
+from genixer_ray.store import is_local_fs
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 _PATH_COLUMNS = ("path", "uri")
@@ -58,8 +59,7 @@ def iter_inputs(cfg: InputConfig) -> Iterator[dict[str, Any]]:
 
 def _url(fs, path: str) -> str:
     """A path other processes can open: plain for local files, with its protocol otherwise."""
-    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
-    return path if "file" in protocols else fs.unstrip_protocol(path)
+    return path if is_local_fs(fs) else fs.unstrip_protocol(path)
 
 
 def _iter_folder(cfg: InputConfig) -> Iterator[dict[str, Any]]:

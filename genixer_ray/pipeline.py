@@ -163,15 +163,13 @@ def _ensure_plan(store: RunStore, cfg: RunConfig, log) -> dict:
 
 
 def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
-    import pyarrow.fs as pafs
     import ray
 
     ctx = ray.data.DataContext.get_current()
     ctx.wait_for_min_actors_s = cfg.scaling.actor_start_timeout_s
     files = [store.path(store.plan_name(k)) for k in todo]
-    fs = None if store._local else pafs.PyFileSystem(pafs.FSSpecHandler(store.fs))
     sc = cfg.scaling
-    ds = ray.data.read_parquet(files, filesystem=fs)
+    ds = ray.data.read_parquet(files, filesystem=store.arrow_filesystem())
     ds = ds.map_batches(
         decode_batch,
         batch_format="pyarrow",

@@ -31,6 +31,12 @@ PLAN_SCHEMA = {
 }
 
 
+def is_local_fs(fs) -> bool:
+    """Whether an fsspec file system is the local disk."""
+    protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocols or "local" in protocols
+
+
 class StorageError(RuntimeError):
     """The output store cannot be used (unreachable, no permission): the run cannot start."""
 
@@ -43,7 +49,15 @@ class RunStore:
         self.storage_options = dict(storage_options or {})
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self.root = self.root.rstrip("/")
-        self._local = "file" in (self.fs.protocol if isinstance(self.fs.protocol, tuple) else (self.fs.protocol,))
+        self.is_local = is_local_fs(self.fs)
+
+    def arrow_filesystem(self):
+        """A pyarrow file system over this store for Ray Data readers (``None``: the local disk)."""
+        if self.is_local:
+            return None
+        import pyarrow.fs as pafs
+
+        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
 
     # -- paths ----------------------------------------------------------------------------------
     def path(self, rel: str) -> str:
@@ -82,7 +96,7 @@ class RunStore:
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a whole object: one PUT on object stores; temp file + rename on file systems."""
         path = self.path(rel)
-        if self._local:
+        if self.is_local:
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
             tmp = f"{path}.tmp"
             with self.fs.open(tmp, "wb") as f:
@@ -168,7 +182,7 @@ class RunStore:
 
     def polars_storage_options(self) -> dict[str, str] | None:
         """fsspec/s3fs options translated for Polars' own object-store reader."""
-        if self._local:
+        if self.is_local:
             return None
         so = self.storage_options
         out = {}

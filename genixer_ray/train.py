@@ -147,6 +147,9 @@ def train_loop_per_worker(config: dict) -> None:
         optim_state = torch.load(Path(ckpt_dir) / _OPTIM) if ckpt else None
         if ckpt:
             start_step = json.loads((Path(ckpt_dir) / _STATE).read_text())["step"]
+    if start_step >= cfg.optim.max_steps:  # a finished run started again: nothing left to do
+        ray.train.report({"step": start_step, "loss": float("nan"), "start_step": start_step})
+        return
     if cfg.model.freeze_vision:
         for p in model.model.vision_tower.parameters():
             p.requires_grad_(False)
@@ -161,9 +164,6 @@ def train_loop_per_worker(config: dict) -> None:
     # The worker's share of samples (paths and text, not images) is read once through Ray Data
     # and kept: epochs are then reshuffled locally, reproducibly from (seed, rank, epoch), which
     # also lets a resumed run skip exactly the batches it had done.
-    if start_step >= cfg.optim.max_steps:  # a finished run started again: nothing left to do
-        ray.train.report({"step": start_step, "loss": float("nan"), "start_step": start_step})
-        return
     rows_all = list(ray.train.get_dataset_shard("train").iter_rows())
     if not rows_all:
         raise RuntimeError(f"worker {rank} received no training data")
@@ -217,11 +217,7 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
     print(f"[train] {counts['samples']} samples by task {counts['by_task']}, by mode {counts['by_mode']}", file=log, flush=True)
     if not ray.is_initialized():
         ray.init(address=cfg.scaling.ray_address, **local_ray_cpus(cfg.scaling.ray_address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker))
-    fs = None
-    if not store._local:
-        import pyarrow.fs as pafs
-
-        fs = pafs.PyFileSystem(pafs.FSSpecHandler(store.fs))
+    fs = store.arrow_filesystem()
     dataset = ray.data.read_parquet(paths, filesystem=fs)
     storage = cfg.storage_path if "://" in cfg.storage_path else os.path.abspath(cfg.storage_path)
     trainer = TorchTrainer(
@@ -244,7 +240,7 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
     result = trainer.fit()
     if result.error:
         raise RuntimeError(f"training run {cfg.name!r} failed: {result.error}")
-    export = cfg.export_path or (store.path("model") if store._local else store.uri("model"))
+    export = cfg.export_path or (store.path("model") if store.is_local else store.uri("model"))
     with result.checkpoint.as_directory() as d:
         _export(Path(d), export, cfg.storage_options)
     summary = {

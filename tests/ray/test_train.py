@@ -80,3 +80,26 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_session, tmp_path, t
     assert summary["steps"] == 60  # the same number of steps as an uninterrupted run
     assert summary["start_step"] in (20, 40)  # the final attempt started from a checkpoint, not from scratch
     assert (Path(summary["export_path"]) / "model.safetensors").exists()
+
+
+def test_restarted_job_with_the_same_name_continues(ray_session, tmp_path, tiny_models):
+    """Kill the training driver (the whole job) after a checkpoint; the same command continues."""
+    import subprocess
+    import sys
+
+    args = [f"storage_path={tmp_path}", "data.sources=[{format: vqa, path: fixtures/practice_vqav2.json}]",
+            "optim.max_steps=60", "checkpoint_every=20", "name=restarted"]
+    address = ray_session.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "genixer_ray.cli", "train", *args, f"scaling.ray_address={address}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    snapshot = tmp_path / "restarted-ray" / "checkpoint_manager_snapshot.json"
+    deadline = time.monotonic() + 600
+    while proc.poll() is None and time.monotonic() < deadline and not (snapshot.exists() and "checkpoint_000020" in snapshot.read_text()):
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert "checkpoint_000060" not in snapshot.read_text(), "the job must be killed before it finished"
+    summary = train_generator(load_config(None, args, kind=TrainConfig))
+    assert summary["steps"] == 60 and summary["start_step"] >= 20
