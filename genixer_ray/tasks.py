@@ -174,6 +174,12 @@ _OPTION = re.compile(r"\(([A-H])\)\s*(.*?)\s*(?=\([A-H]\)|$)", re.S)
 _LETTER = re.compile(r"^\s*\(?([A-H])\)?(?:[\s.:)]|$)")
 
 
+def option_letter(answer: str) -> str | None:
+    """The option letter a multi-choice answer starts with (``(B) ...``, ``B.``, ``B``), if any."""
+    m = _LETTER.match(answer)
+    return m.group(1) if m else None
+
+
 def format_boxes(boxes: list[list[float]]) -> str:
     """Write normalized boxes (or points) the way the generator is trained to: ``[x1,y1,x2,y2;...]``."""
     return "[" + ";".join(",".join(f"{min(max(v, 0.0), 1.0):.3f}" for v in b) for b in boxes) + "]"
@@ -259,12 +265,12 @@ def parse_output(text: str, task: str | None) -> Parsed:
     options = {m[0]: m[1] for m in _OPTION.findall(question)}
     if options and (task in (None, "multi_choice_vqa")):
         p.options = [f"({k}) {v}" for k, v in sorted(options.items())]
-        letter = _LETTER.match(answer)
+        letter = option_letter(answer)
         if len(options) < 2:
             raise ParseError("too_few_options", f"{len(options)} option(s) in the question")
-        if not letter or letter.group(1) not in options:
+        if letter not in options:
             raise ParseError("answer_not_in_options", f"answer {answer!r} names none of {sorted(options)}")
-        p.answer_letter = letter.group(1)
+        p.answer_letter = letter
     p.task = task or _infer_task(p)
     _check_task(p, task)
     return p
