@@ -3,12 +3,13 @@
 A batch is a list of row dicts. Each stage returns exactly one row per input row, in order,
 keeping ``shard`` and ``image_id``; a row that fails gets ``status = "error"`` with a code and the
 stage's name, and passes through later stages untouched. Images travel between stages as raw
-RGB bytes plus height and width (Ray can size bytes; it cannot size PIL objects).
+RGB bytes plus height and width (Ray can size bytes; it cannot size PIL objects). Outcomes are
+counted from the rows themselves (by status and error code) where shards are committed, since a
+stage's own counters would stay in whichever Ray worker ran it.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from datetime import datetime, timezone
 from typing import Any
 
@@ -26,22 +27,6 @@ def fail(row: dict, stage: str, code: str, message: str) -> dict:
     return {**row, "status": "error", "error_stage": stage, "error_code": code, "error_message": message}
 
 
-class StageCounter:
-    """Counts a stage's outcomes by reason: ``passed``, ``failed:<code>``, ``skipped``."""
-
-    def __init__(self) -> None:
-        self.counts: Counter = Counter()
-
-    def record(self, before: dict, after: dict) -> None:
-        """Count one row's outcome from its state before and after the stage."""
-        if before.get("status") == "error":
-            self.counts["skipped"] += 1
-        elif after["status"] == "error":
-            self.counts[f"failed:{after['error_code']}"] += 1
-        else:
-            self.counts["passed"] += 1
-
-
 class DecodeStage:
     """Read each row's bytes (inline ``data`` or ``source`` through fsspec) and decode them.
 
@@ -54,7 +39,6 @@ class DecodeStage:
 
     def __init__(self, cfg: InputConfig):
         self.cfg = cfg
-        self.counter = StageCounter()
 
     def _read(self, source: str) -> bytes:
         import fsspec
@@ -82,10 +66,7 @@ class DecodeStage:
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Decode a batch; every failure becomes an error row, the batch never raises for a row."""
-        out = [self._one(row) for row in batch]
-        for before, after in zip(batch, out):
-            self.counter.record(before, after)
-        return out
+        return [self._one(row) for row in batch]
 
 
 def row_image(row: dict) -> np.ndarray:
@@ -102,7 +83,6 @@ class GenerateStage:
         self.cfg = cfg
         self.generator = get_generator(cfg.generator)
         self.generator_hash = checkpoint_hash(self.generator.model_path)
-        self.counter = StageCounter()
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Generate for every ``ok`` row; error rows pass through; ``pixels`` is dropped from all."""
@@ -132,8 +112,6 @@ class GenerateStage:
             )
             if res.error_code:
                 out[i] = fail(out[i], self.name, res.error_code, res.error or "")
-        for before, after in zip(batch, out):
-            self.counter.record(before, after)
         return out
 
 
@@ -141,9 +119,6 @@ class ParseStage:
     """Parse each generated text into typed columns for its task (or the inferred task)."""
 
     name = "parse"
-
-    def __init__(self) -> None:
-        self.counter = StageCounter()
 
     def _one(self, row: dict) -> dict:
         if row["status"] != "ok":
@@ -160,7 +135,4 @@ class ParseStage:
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Parse a batch; unparseable outputs become error rows that keep their raw text."""
-        out = [self._one(r) for r in batch]
-        for before, after in zip(batch, out):
-            self.counter.record(before, after)
-        return out
+        return [self._one(r) for r in batch]

@@ -37,7 +37,6 @@ def test_decode_stage_one_row_per_input_with_codes(tmp_path):
     }
     assert row_image(out[0]).shape == (15, 20, 3) and row_image(out[1]).shape == (6, 8, 3)
     assert all("data" not in r for r in out)
-    assert stage.counter.counts == {"passed": 2, "failed:missing": 1, "failed:not_an_image": 1, "failed:read_failed": 1, "failed:path_escapes_root": 1}
 
 
 def test_generate_and_parse_stages_carry_provenance(tiny_models):
