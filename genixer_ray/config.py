@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genixer_ray.filters.policies import PAPER_BAND
 from genixer_ray.tasks import TASKS
 
 TASK_IDS = tuple(TASKS)
@@ -38,6 +39,13 @@ class SamplingConfig(_Strict):
     max_tokens: int = Field(96, ge=1, le=8192, description="Generated tokens per sample; longer dialogues need more.")
     seed: int = Field(0, ge=0, description="Base seed; each row's seed is derived from it and the row so results repeat.")
     logprobs: int = Field(0, ge=0, le=20, description="How many top alternatives to keep per generated token (0: only the chosen token's logprob).")
+
+
+def _path_safe_name(v: str) -> str:
+    # A name becomes a folder on any store: keep it to characters every store accepts.
+    if not all(c.isalnum() or c in "-_." for c in v) or v.startswith("."):
+        raise ValueError("use letters, digits, '-', '_' and '.' only, not starting with '.'")
+    return v
 
 
 def local_model_path(spec: str) -> str:
@@ -120,6 +128,132 @@ class ScalingConfig(_Strict):
     decode_batch_size: int = Field(16, ge=1, description="Images per decode task call.")
     actor_start_timeout_s: float = Field(1800.0, gt=0.0, description="How long to wait for an actor (a large vLLM engine) to start.")
 
+class ClipFilterConfig(_Strict):
+    """CLIP scores: each box's crop against its expression; the whole image for rows without boxes."""
+
+    enabled: bool = Field(False, description="Score rows with CLIP (open_clip).")
+    model: str = Field("tiny", description="open_clip spec: 'ARCH/TAG' (ViT-B-32/laion2b_s34b_b79k), 'hf-hub:org/repo', a local directory, or 'tiny'.")
+    threshold: float = Field(
+        0.2, ge=-1.0, le=1.0,
+        description="Minimum cosine similarity of L2-normalized features (range -1..1); matched pairs under ViT-B/32 typically score 0.25-0.35.",
+    )
+    task_thresholds: dict[str, float] = Field(default_factory=dict, description="Task id -> threshold overriding `threshold` for that task.")
+    min_box_side: float = Field(
+        0.02, ge=0.0, lt=1.0, description="Boxes narrower or lower than this fraction of the image's side are rejected (box_too_small), not scored."
+    )
+    batch_size: int = Field(64, ge=1, description="Crops per CLIP forward pass.")
+
+    @field_validator("task_thresholds")
+    @classmethod
+    def _known(cls, v: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(v) - set(TASK_IDS))
+        if unknown or any(not -1.0 <= t <= 1.0 for t in v.values()):
+            raise ValueError(f"unknown task(s) {unknown} or a threshold outside [-1, 1]; known: {list(TASK_IDS)}")
+        return v
+
+    def threshold_for(self, task: str | None) -> float:
+        """The threshold a row of ``task`` is judged by."""
+        return self.task_thresholds.get(task or "", self.threshold)
+
+
+class JudgeConfig(_Strict):
+    """A vision-language judge's P(Yes) that the question-answer pair is true for the image."""
+
+    enabled: bool = Field(False, description="Score rows with the judge.")
+    model: str | None = Field(None, description="The judge model (directory, hub id, 'tiny'); unset: the generator itself, on its own engine.")
+    policy: Literal["threshold", "band", "top_fraction"] = Field(
+        "band", description="'threshold': P(Yes) >= threshold; 'band': lo <= P(Yes) <= hi; 'top_fraction': the best fraction per task (within each shard)."
+    )
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    band: tuple[float, float] = Field(PAPER_BAND, description="Genixer's finding: medium-probability samples (0.5-0.7) trained best.")
+    fraction: float = Field(0.5, gt=0.0, le=1.0, description="top_fraction policy: share of each task's scored rows kept.")
+    prompt: str = Field(
+        "{qa}\nIs the answer to the question true for the image? Answer Yes or No.",
+        description="The judge's question; {qa} becomes 'Question: ... Answer: ...' (all turns for dialogues).",
+    )
+
+    @field_validator("band")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError("band must satisfy 0 <= lo <= hi <= 1")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_slot(cls, v: str) -> str:
+        if "{qa}" not in v:
+            raise ValueError("the prompt must contain {qa}, where the question-answer pair goes")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _local_path_exists(cls, v: str | None) -> str | None:
+        return None if v is None else local_model_path(v)
+
+    def rule(self) -> str:
+        """The selection rule as recorded on each row (``band[0.5,0.7]``, ``threshold>=0.5``, ...)."""
+        if self.policy == "band":
+            return f"band[{self.band[0]},{self.band[1]}]"
+        if self.policy == "threshold":
+            return f"threshold>={self.threshold}"
+        return f"top_fraction={self.fraction}"
+
+
+class ConsistencyConfig(_Strict):
+    """Self-consistency: the generated question is answered again and the answers are compared."""
+
+    enabled: bool = Field(False, description="Score rows by self-consistency.")
+    model: str | None = Field(None, description="Who answers again (directory, hub id, 'tiny'); unset: the generator itself.")
+    samples: int = Field(3, ge=1, le=32, description="Answers sampled per question (k).")
+    temperature: float = Field(0.7, ge=0.0, le=5.0, description="Sampling temperature of the re-answers (0: one greedy answer repeated).")
+    max_tokens: int = Field(32, ge=1, le=1024, description="Tokens per re-answer.")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum mean agreement (letter match, box IoU or token F1) over the k answers.")
+
+    @field_validator("model")
+    @classmethod
+    def _local_path_exists(cls, v: str | None) -> str | None:
+        return None if v is None else local_model_path(v)
+
+
+class FiltersConfig(_Strict):
+    """Which filters score the rows, and the actors that run the ones needing their own model.
+
+    Filters whose model is the generator run on the generator's actors (no second engine); CLIP
+    and filters naming another model run on a pool of filter actors.
+    """
+
+    name: str = Field("default", min_length=1, max_length=128, description="A separate filter pass writes to {run}/filtered/{name}.")
+    clip: ClipFilterConfig = Field(default_factory=ClipFilterConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    min_actors: int = Field(1, ge=1)
+    max_actors: int = Field(1, ge=1)
+    cpus_per_actor: float = Field(1.0, gt=0.0)
+    gpus_per_actor: float = Field(0.0, ge=0.0, description="Accelerators per filter actor (CLIP fits beside others: 0.25 is common).")
+    batch_size: int = Field(16, ge=1, description="Rows per filter actor call.")
+
+    _name_is_path_safe = field_validator("name")(_path_safe_name)
+
+    @model_validator(mode="after")
+    def _actor_counts(self) -> "FiltersConfig":
+        if self.min_actors > self.max_actors:
+            raise ValueError(f"filters.min_actors ({self.min_actors}) exceeds filters.max_actors ({self.max_actors})")
+        return self
+
+    @property
+    def any_enabled(self) -> bool:
+        """Whether any filter runs."""
+        return self.clip.enabled or self.judge.enabled or self.consistency.enabled
+
+    @property
+    def needs_filter_actor(self) -> bool:
+        """Whether a filter needs a model other than the generator (and so its own actors)."""
+        return self.clip.enabled or (self.judge.enabled and self.judge.model is not None) or (
+            self.consistency.enabled and self.consistency.model is not None
+        )
+
+
 class RunConfig(_Strict):
     """One generation run."""
 
@@ -136,6 +270,7 @@ class RunConfig(_Strict):
     input: InputConfig = Field(default_factory=InputConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    filters: FiltersConfig = Field(default_factory=FiltersConfig)
 
     @field_validator("task_mix")
     @classmethod
@@ -147,13 +282,7 @@ class RunConfig(_Strict):
             raise ValueError("weights must be >= 0 with at least one > 0")
         return v
 
-    @field_validator("name")
-    @classmethod
-    def _name_is_path_safe(cls, v: str) -> str:
-        # The name becomes a folder on any store: keep it to characters every store accepts.
-        if not all(c.isalnum() or c in "-_." for c in v) or v.startswith("."):
-            raise ValueError("use letters, digits, '-', '_' and '.' only, not starting with '.'")
-        return v
+    _name_is_path_safe = field_validator("name")(_path_safe_name)
 
     @model_validator(mode="after")
     def _fits_engine(self) -> "RunConfig":
@@ -264,7 +393,7 @@ class TrainConfig(_Strict):
     keep_checkpoints: int = Field(2, ge=1)
     export_path: str | None = Field(None, description="Model directory for generation (default: {storage_path}/{name}/model).")
 
-    _name_is_path_safe = field_validator("name")(RunConfig._name_is_path_safe.__func__)
+    _name_is_path_safe = field_validator("name")(_path_safe_name)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

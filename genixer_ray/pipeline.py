@@ -19,10 +19,11 @@ from typing import Any
 
 import polars as pl
 
-from genixer_ray.config import ConfigError, RunConfig, redacted
+from genixer_ray.config import ConfigError, FiltersConfig, RunConfig, redacted
+from genixer_ray.filters.decide import decide, funnel
 from genixer_ray.inputs import iter_inputs
-from genixer_ray.schema import DECODED_SCHEMA, GENERATION_SCHEMA, to_frame
-from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage
+from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA, to_frame
+from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage, drop_image, fail
 from genixer_ray.store import RunStore
 
 
@@ -39,26 +40,81 @@ def decode_batch(table, *, input_cfg_json: str):
     return _to_arrow(stage(table.to_pylist()), DECODED_SCHEMA)
 
 
-class GeneratorActor:
-    """Ray Data actor: one engine per actor, :class:`GenerateStage` then :class:`ParseStage`."""
+def filter_stages(cfg: RunConfig, generator, *, which: str) -> list:
+    """The enabled filter stages of one actor, in the order they run.
 
-    def __init__(self, cfg_json: str):
+    ``which="generator"``: the filters whose ``model`` is unset, run on the generator's own
+    engine (``generator``) in its actor, so no second engine is started. ``which="own"``: CLIP and
+    the filters naming their own model (built here, one engine per model and process).
+    ``which="all"``: both (a separate filter pass).
+    """
+    from genixer_ray.engines.base import get_generator
+    from genixer_ray.filters.clip import ClipStage
+    from genixer_ray.filters.consistency import ConsistencyStage
+    from genixer_ray.filters.judge import JudgeStage
+
+    stages = []
+    for sub, stage in ((cfg.filters.consistency, ConsistencyStage), (cfg.filters.judge, JudgeStage)):
+        on_generator = sub.model is None
+        if not sub.enabled or (which == "generator" and not on_generator) or (which == "own" and on_generator):
+            continue
+        engine = generator if on_generator else get_generator(cfg.generator.model_copy(update={"model": sub.model}))
+        stages.append(stage(sub, engine))
+    if which != "generator" and cfg.filters.clip.enabled:
+        stages.append(ClipStage(cfg.filters.clip))
+    return stages
+
+
+class GeneratorActor:
+    """Ray Data actor: one engine per actor; generate, parse, and the filters that use its engine.
+
+    With ``then_filter_actor`` the rows keep their image for the filter actors that follow.
+    """
+
+    def __init__(self, cfg_json: str, then_filter_actor: bool):
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.generate = GenerateStage(self.cfg)
-        self.parse = ParseStage()
+        self.stages = [self.generate, ParseStage(), *filter_stages(self.cfg, self.generate.generator, which="generator")]
+        self.keep_image = then_filter_actor
 
     def __call__(self, table):
-        """Generate and parse one batch; a dead engine kills the actor so Ray restarts it."""
-        from genixer_ray.engines.base import EngineError
+        """Run the stages over one batch; a dead engine kills the actor so Ray restarts it."""
+        rows = _run_stages(self.stages, table.to_pylist())
+        if self.keep_image:
+            return _to_arrow(rows, SCORING_SCHEMA)
+        return _to_arrow(drop_image(rows), GENERATION_SCHEMA)
 
-        try:
-            rows = self.parse(self.generate(table.to_pylist()))
-        except EngineError as e:
-            # The engine is unusable: let Ray restart the actor and retry the batch
-            # (bounded by max_restarts/max_task_retries); the message lands in the job log.
-            print(f"genixer-ray: generator engine failed, restarting actor: {e}", file=sys.stderr, flush=True)
-            os._exit(1)
-        return _to_arrow(rows, GENERATION_SCHEMA)
+
+class FilterActor:
+    """Ray Data actor: CLIP and the filters with their own models (all filters in a filter pass)."""
+
+    def __init__(self, cfg_json: str, filter_pass: bool):
+        from genixer_ray.engines.base import get_generator
+
+        self.cfg = RunConfig.model_validate_json(cfg_json)
+        if filter_pass:  # no generator actor here: the filters that use the generator run here
+            needs = any(f.enabled and f.model is None for f in (self.cfg.filters.judge, self.cfg.filters.consistency))
+            self.stages = filter_stages(self.cfg, get_generator(self.cfg.generator) if needs else None, which="all")
+        else:
+            self.stages = filter_stages(self.cfg, None, which="own")
+
+    def __call__(self, table):
+        """Score one batch; the image is dropped from the rows that come out."""
+        return _to_arrow(drop_image(_run_stages(self.stages, table.to_pylist())), GENERATION_SCHEMA)
+
+
+def _run_stages(stages: list, rows: list[dict]) -> list[dict]:
+    from genixer_ray.engines.base import EngineError
+
+    try:
+        for stage in stages:
+            rows = stage(rows)
+    except EngineError as e:
+        # The engine is unusable: let Ray restart the actor and retry the batch
+        # (bounded by max_restarts/max_task_retries); the message lands in the job log.
+        print(f"genixer-ray: engine failed, restarting actor: {e}", file=sys.stderr, flush=True)
+        os._exit(1)
+    return rows
 
 
 @dataclass
@@ -72,14 +128,41 @@ class RunSummary:
     by_status: Counter = field(default_factory=Counter)
     by_error: Counter = field(default_factory=Counter)
     by_task: Counter = field(default_factory=Counter)
+    kept: int = 0
+    funnel: dict[str, Counter] = field(default_factory=dict)
+
+    def add_marker(self, m: dict) -> None:
+        """Count one committed shard's marker."""
+        self.rows += m["rows"]
+        self.by_status.update(m["by_status"])
+        self.by_error.update(m["by_error"])
+        self.by_task.update(m["by_task"])
+        self.kept += m.get("kept", 0)
+        for task, steps in m.get("funnel", {}).items():
+            self.funnel.setdefault(task, Counter()).update(steps)
+
+    def counts(self) -> dict:
+        """The counts as JSON-ready data for a manifest."""
+        return {
+            "rows": self.rows,
+            "kept": self.kept,
+            "by_status": dict(self.by_status),
+            "by_error": dict(self.by_error),
+            "by_task": dict(self.by_task),
+            "funnel": {t: dict(c) for t, c in sorted(self.funnel.items())},
+        }
 
 
 class ShardWriter:
     """Collects output rows per shard and commits each shard once all its rows have arrived."""
 
-    def __init__(self, store: RunStore, expected: dict[int, int], *, log=None, every_s: float = 10.0):
+    def __init__(
+        self, store: RunStore, expected: dict[int, int], filters: FiltersConfig, *, label: str = "generate", log=None, every_s: float = 10.0
+    ):
         self.store = store
         self.expected = expected
+        self.filters = filters
+        self.label = label
         self.buffers: dict[int, dict[str, dict]] = {}
         self.log = log or sys.stderr
         self.every_s = every_s
@@ -107,12 +190,15 @@ class ShardWriter:
         self._report()
 
     def _commit(self, k: int) -> None:
-        rows = sorted(self.buffers.pop(k).values(), key=lambda r: r["image_id"])
+        # Decisions need the whole shard (the judge's top fraction ranks rows within it).
+        rows = decide(sorted(self.buffers.pop(k).values(), key=lambda r: r["image_id"]), self.filters)
         df = to_frame(rows)
         counts = {
             "by_status": dict(Counter(df["status"].to_list())),
             "by_error": dict(Counter(c for c in df["error_code"].to_list() if c)),
             "by_task": dict(Counter(t for t in df["parsed_task"].to_list() if t)),
+            "kept": int(df["keep"].sum()),
+            "funnel": funnel(rows, self.filters),
         }
         self.store.commit_shard(k, df, counts)
         self.committed += 1
@@ -126,7 +212,7 @@ class ShardWriter:
         rate = self.rows / max(now - self.start, 1e-9)
         errors = ", ".join(f"{k}={v}" for k, v in sorted(self.by_error.items())) or "none"
         print(
-            f"[generate] {self.rows}/{total} rows, {self.committed}/{len(self.expected)} shards, "
+            f"[{self.label}] {self.rows}/{total} rows, {self.committed}/{len(self.expected)} shards, "
             f"{rate:.2f} rows/s, errors: {errors}",
             file=self.log, flush=True,
         )
@@ -177,11 +263,12 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
         num_cpus=sc.decode_cpus,
         fn_kwargs={"input_cfg_json": cfg.input.model_dump_json()},
     )
-    return ds.map_batches(
+    then_filter = cfg.filters.needs_filter_actor
+    ds = ds.map_batches(
         GeneratorActor,
         batch_format="pyarrow",
         batch_size=cfg.generator.batch_size,
-        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json()},
+        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "then_filter_actor": then_filter},
         compute=ray.data.ActorPoolStrategy(
             min_size=sc.min_actors, max_size=sc.max_actors, max_tasks_in_flight_per_actor=sc.max_tasks_in_flight_per_actor
         ),
@@ -190,6 +277,24 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
         resources=sc.actor_resources or None,
         # A dead engine: restart the actor and retry its batch a few times, then stop the run.
         # (Ray 2.60 warns that these pass-through args are deprecated but offers no named form.)
+        max_restarts=2,
+        max_task_retries=2,
+    )
+    return _with_filter_actors(ds, cfg, filter_pass=False) if then_filter else ds
+
+
+def _with_filter_actors(ds, cfg: RunConfig, *, filter_pass: bool):
+    import ray
+
+    f = cfg.filters
+    return ds.map_batches(
+        FilterActor,
+        batch_format="pyarrow",
+        batch_size=f.batch_size,
+        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "filter_pass": filter_pass},
+        compute=ray.data.ActorPoolStrategy(min_size=f.min_actors, max_size=f.max_actors),
+        num_cpus=f.cpus_per_actor,
+        num_gpus=f.gpus_per_actor,
         max_restarts=2,
         max_task_retries=2,
     )
@@ -206,6 +311,28 @@ def local_ray_cpus(address: str | None, reserved: float) -> dict:
     if address is not None or os.environ.get("RAY_ADDRESS"):  # joining a cluster (or a job's)
         return {}
     return {"num_cpus": max(os.cpu_count() or 1, int(reserved) + 4)}
+
+
+def _ensure_ray(address: str | None, reserved: float) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=address, **local_ray_cpus(address, reserved))
+
+
+def _stream(ds, writer: ShardWriter, what: str) -> None:
+    """Feed a dataset's output rows to ``writer`` until every expected shard is committed."""
+    import ray
+
+    try:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            writer.add(batch.to_pylist())
+    except ray.exceptions.RayError as e:
+        raise RuntimeError(
+            f"{what} stopped: {type(e).__name__}: {e}\n"
+            f"{writer.committed} shard(s) were committed; re-run the same command to resume."
+        ) from e
+    writer.finish()
 
 
 def _versions() -> dict[str, str]:
@@ -232,8 +359,6 @@ def run_generation(cfg: RunConfig, *, log=None) -> RunSummary:
         StorageError: the output store is not writable.
         RuntimeError: the generator failed beyond its retries.
     """
-    import ray
-
     log = log or sys.stderr
     started = datetime.now(timezone.utc)
     store = RunStore(run_url(cfg), cfg.output.storage_options)
@@ -243,25 +368,13 @@ def run_generation(cfg: RunConfig, *, log=None) -> RunSummary:
     expected = {k: n for k, n in enumerate(plan["rows_per_shard"]) if k not in done}
     print(f"[plan] {plan['rows']} images in {plan['shards']} shards; {len(done)} already committed", file=log, flush=True)
     if expected:
-        if not ray.is_initialized():
-            sc = cfg.scaling
-            ray.init(address=sc.ray_address, **local_ray_cpus(sc.ray_address, sc.max_actors * sc.cpus_per_actor))
-        writer = ShardWriter(store, expected, log=log)
-        try:
-            for batch in _dataset(store, sorted(expected), cfg).iter_batches(batch_format="pyarrow", batch_size=None):
-                writer.add(batch.to_pylist())
-        except ray.exceptions.RayError as e:
-            raise RuntimeError(
-                f"run {cfg.name!r} stopped: {type(e).__name__}: {e}\n"
-                f"{writer.committed} shard(s) were committed; re-run the same command to resume."
-            ) from e
-        writer.finish()
+        sc = cfg.scaling
+        _ensure_ray(sc.ray_address, sc.max_actors * sc.cpus_per_actor + cfg.filters.max_actors * cfg.filters.cpus_per_actor)
+        writer = ShardWriter(store, expected, cfg.filters, log=log)
+        _stream(_dataset(store, sorted(expected), cfg), writer, f"run {cfg.name!r}")
     summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))
     for m in store.markers():
-        summary.rows += m["rows"]
-        summary.by_status.update(m["by_status"])
-        summary.by_error.update(m["by_error"])
-        summary.by_task.update(m["by_task"])
+        summary.add_marker(m)
     store.write_json(
         "manifest.json",
         {
@@ -272,10 +385,118 @@ def run_generation(cfg: RunConfig, *, log=None) -> RunSummary:
             "finished_at": datetime.now(timezone.utc).isoformat(),
             "plan": {"rows": plan["rows"], "shards": plan["shards"]},
             "committed_shards": len(store.committed()),
-            "rows": summary.rows,
-            "by_status": dict(summary.by_status),
-            "by_error": dict(summary.by_error),
-            "by_task": dict(summary.by_task),
+            **summary.counts(),
+        },
+    )
+    return summary
+
+
+def load_for_filter(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data task: committed shards of a run, their images decoded again, in blocks of ``chunk``.
+
+    Earlier filter columns are cleared (this pass scores anew). An ``ok`` row whose image can no
+    longer be read becomes an error row with the decode code; its generated text is kept.
+    """
+    from genixer_ray.config import InputConfig
+
+    src = RunStore(run_url, storage_options)
+    decode = DecodeStage(InputConfig.model_validate_json(input_cfg_json))
+    for k in table.column("shard").to_pylist():
+        planned = {r["image_id"]: r for r in src.read_frame(src.plan_name(k)).to_dicts()}
+        rows = src.read_frame(src.shard_name(k)).to_dicts()
+        for start in range(0, len(rows), chunk):
+            out = []
+            for row in rows[start : start + chunk]:
+                row |= dict.fromkeys(FILTER_SCHEMA)
+                if row["status"] == "ok":
+                    p = planned[row["image_id"]]
+                    img = decode([{"shard": k, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
+                    if img["status"] == "ok":
+                        row |= {c: img[c] for c in ("pixels", "height", "width")}
+                    else:
+                        row = fail(row, img["error_stage"], img["error_code"], img["error_message"])
+                out.append(row)
+            yield _to_arrow(out, SCORING_SCHEMA)
+
+
+def filter_url(run: str, cfg: RunConfig) -> str:
+    """Where a filter pass over ``run`` writes: ``{run}/filtered/{filters.name}``."""
+    return f"{run.rstrip('/')}/filtered/{cfg.filters.name}"
+
+
+def run_filter(run: str, cfg: RunConfig, *, log=None) -> RunSummary:
+    """Filter the committed shards of an existing run (or resume doing so); return the summary.
+
+    Every committed shard of ``run`` becomes a shard of ``{run}/filtered/{filters.name}`` with all
+    its rows, their filter scores, decisions and reasons. Shards committed there are skipped, so
+    a re-run resumes; shards the run commits later are picked up by the next filter pass.
+
+    Args:
+        run: the generation run's folder URL (``{output.path}/{name}``).
+        cfg: supplies ``filters``, ``generator`` (for filters whose model is unset), ``input``
+            (storage options and decode limits to read the images again) and ``output.storage_options``.
+
+    Raises:
+        ConfigError: no run at ``run``, no filter enabled, or the pass was begun with other settings.
+        RuntimeError: a filter engine failed beyond its retries.
+    """
+    import ray
+
+    log = log or sys.stderr
+    if not cfg.filters.any_enabled:
+        raise ConfigError("filters: no filter is enabled (set filters.clip.enabled, filters.judge.enabled or filters.consistency.enabled)")
+    started = datetime.now(timezone.utc)
+    src = RunStore(run, cfg.output.storage_options)
+    plan = src.plan()
+    if plan is None:
+        raise ConfigError(f"no generation run at {run} (it has no complete plan)")
+    dst = RunStore(filter_url(src.url, cfg), cfg.output.storage_options)
+    dst.check_writable()
+    wanted = {"filters": redacted(cfg.filters), "generator": redacted(cfg.generator)}
+    recorded = dst.read_json("filter.json")
+    if recorded is None:
+        dst.write_json("filter.json", wanted)
+    elif recorded != wanted:
+        raise ConfigError(
+            f"filter pass {cfg.filters.name!r} of {src.url} was begun with other settings ({recorded}); "
+            "resume with the same settings or choose another filters.name"
+        )
+    source = {m["shard"]: m["rows"] for m in src.markers()}
+    done = dst.committed()
+    expected = {k: n for k, n in source.items() if k not in done}
+    print(
+        f"[filter] {len(source)} of {plan['shards']} shards of {src.url} committed; {len(done)} already filtered",
+        file=log, flush=True,
+    )
+    if expected:
+        f = cfg.filters
+        _ensure_ray(cfg.scaling.ray_address, f.max_actors * f.cpus_per_actor)
+        ds = ray.data.from_items([{"shard": k} for k in sorted(expected)]).map_batches(
+            load_for_filter,
+            batch_format="pyarrow",
+            batch_size=1,
+            num_cpus=cfg.scaling.decode_cpus,
+            fn_kwargs={
+                "run_url": src.url, "storage_options": cfg.output.storage_options,
+                "input_cfg_json": cfg.input.model_dump_json(), "chunk": f.batch_size,
+            },
+        )
+        writer = ShardWriter(dst, expected, f, label="filter", log=log)
+        _stream(_with_filter_actors(ds, cfg, filter_pass=True), writer, f"filter pass {f.name!r} of {src.url}")
+    summary = RunSummary(output=dst.url, shards=len(source), skipped_shards=len(done))
+    for m in dst.markers():
+        summary.add_marker(m)
+    dst.write_json(
+        "manifest.json",
+        {
+            "source_run": src.url,
+            "filters": redacted(cfg.filters),
+            "versions": _versions(),
+            "started_at": started.isoformat(),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "source_shards": {"planned": plan["shards"], "committed": len(source)},
+            "committed_shards": len(dst.committed()),
+            **summary.counts(),
         },
     )
     return summary

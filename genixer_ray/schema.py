@@ -35,6 +35,20 @@ ERROR_CODES = {
     "no_box_in_dialogue": "a referential dialogue without boxes",
 }
 
+# Why a filter rejected a row (an error row's reason is its ``error_code``); see genixer_ray.filters.decide.
+REJECT_REASONS = {
+    "box_outside_image": "a box to crop is not within the image",
+    "box_too_small": "a box is narrower or lower than filters.clip.min_box_side",
+    "clip_below_threshold": "CLIP similarity below the task's threshold",
+    "judge_failed": "the judge could not score the row (prompt too long, rejected)",
+    "judge_below_threshold": "judge P(Yes) below filters.judge.threshold",
+    "judge_outside_band": "judge P(Yes) outside filters.judge.band",
+    "judge_not_top_fraction": "judge P(Yes) not among the task's best filters.judge.fraction in its shard",
+    "answer_not_in_options": "the multi-choice answer's letter is not a listed option",
+    "consistency_failed": "the re-answers could not be generated",
+    "inconsistent": "mean agreement of the re-answers below filters.consistency.threshold",
+}
+
 _BOXES = pl.List(pl.List(pl.Float32))
 
 # What every row carries through every stage: where it belongs and how it stands.
@@ -82,6 +96,32 @@ GENERATION_SCHEMA = {
     "created_at": pl.Datetime("us", "UTC"),
 }
 
+# Filters (genixer_ray.filters): each score, the rule it was judged by, the decision and its
+# reason; null where the filter did not run on the row.
+FILTER_SCHEMA = {
+    "clip_score": pl.Float32,
+    "clip_region_scores": pl.List(pl.Float32),
+    "clip_threshold": pl.Float32,
+    "clip_reason": pl.String,
+    "clip_pass": pl.Boolean,
+    "consistency_score": pl.Float32,
+    "consistency_answers": pl.List(pl.String),
+    "consistency_threshold": pl.Float32,
+    "consistency_reason": pl.String,
+    "consistency_pass": pl.Boolean,
+    "judge_p_yes": pl.Float64,
+    "judge_model": pl.String,
+    "judge_rule": pl.String,
+    "judge_reason": pl.String,
+    "judge_pass": pl.Boolean,
+    "keep": pl.Boolean,
+    "reject_reasons": pl.List(pl.String),
+}
+GENERATION_SCHEMA |= FILTER_SCHEMA
+
+# Between generator actors and filter actors: the rows plus the decoded image they are judged on.
+SCORING_SCHEMA = {**GENERATION_SCHEMA, "pixels": pl.Binary, "height": pl.Int32, "width": pl.Int32}
+
 
 def to_frame(rows: list[dict]) -> pl.DataFrame:
     """Build a frame with exactly :data:`GENERATION_SCHEMA`'s columns and types from row dicts."""
@@ -91,4 +131,6 @@ def to_frame(rows: list[dict]) -> pl.DataFrame:
             raise KeyError(f"row has columns outside the schema: {sorted(unknown)}")
         if r.get("error_code") is not None and r["error_code"] not in ERROR_CODES:
             raise ValueError(f"unknown error code {r['error_code']!r}")
+        if unknown := set(r.get("reject_reasons") or []) - set(REJECT_REASONS) - set(ERROR_CODES):
+            raise ValueError(f"unknown reject reason(s) {sorted(unknown)}")
     return pl.DataFrame(rows, schema=GENERATION_SCHEMA)

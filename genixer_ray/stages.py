@@ -74,6 +74,14 @@ def row_image(row: dict) -> np.ndarray:
     return np.frombuffer(row["pixels"], dtype=np.uint8).reshape(row["height"], row["width"], 3)
 
 
+IMAGE_COLUMNS = ("pixels", "height", "width")
+
+
+def drop_image(batch: list[dict]) -> list[dict]:
+    """The rows without their decoded image (what is written: the source names the image)."""
+    return [{k: v for k, v in r.items() if k not in IMAGE_COLUMNS} for r in batch]
+
+
 class GenerateStage:
     """Choose each row's instruction and run the generator; the engine is built once per process."""
 
@@ -85,7 +93,7 @@ class GenerateStage:
         self.generator_hash = checkpoint_hash(self.generator.model_path)
 
     def __call__(self, batch: list[dict]) -> list[dict]:
-        """Generate for every ``ok`` row; error rows pass through; ``pixels`` is dropped from all."""
+        """Generate for every ``ok`` row; error rows pass through; rows keep their image."""
         s, cfg = self.cfg.sampling, self.cfg
         now = datetime.now(timezone.utc)
         out: list[dict[str, Any]] = []
@@ -93,7 +101,7 @@ class GenerateStage:
         for row in batch:
             choice = choose_prompt(row["image_id"], seed=s.seed, mode=cfg.mode, task_mix=cfg.task_mix)
             seed = derive_seed(s.seed, row["image_id"])
-            new = {k: v for k, v in row.items() if k not in ("pixels", "height", "width")}
+            new = dict(row)
             new.update(
                 run_id=cfg.name, mode=cfg.mode, task=choice.task, template_id=choice.template_id,
                 instruction=choice.instruction, generator=self.generator.model_path,

@@ -116,6 +116,11 @@ class RunStore:
         """Write ``obj`` as indented JSON, whole."""
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
+    def read_frame(self, rel: str) -> pl.DataFrame:
+        """The Parquet object at ``rel`` as a frame."""
+        with self.fs.open(self.path(rel), "rb") as f:
+            return pl.read_parquet(f)
+
     def write_frame(self, rel: str, df: pl.DataFrame) -> None:
         """Write ``df`` as one Parquet object (zstd), then read its footer back to check it."""
         import io

@@ -69,6 +69,9 @@ def _tokenizer_corpus(seed: int) -> list[str]:
         "This is a Multi-choice VQA task. This is a Referring Expression Comprehension (REC) task.",
         "Please provide the coordinates in the answer. Is the answer to the question true for the image?",
     ]
+    # A judge's P(Yes) is read at the first answer position, which needs "Yes" and "No" (with and
+    # without the leading space) to be single tokens, as they are in real vocabularies.
+    lines += ["ASSISTANT: Yes", "ASSISTANT: No", "Yes.", "No."] * 50
     for _ in range(3000):
         a, b = rng.choice(things), rng.choice(things)
         c = rng.choice(colors)
@@ -262,7 +265,7 @@ def make_tiny_models(out_dir: str | Path, *, seed: int = 0) -> TinyModelPaths:
 
 
 # Bump when the tiny models' architecture or files change, so stale caches are not reused.
-TINY_FORMAT = 2
+TINY_FORMAT = 3
 
 
 def tiny_models_home() -> Path:

@@ -44,6 +44,42 @@ def embedded_images() -> dict[str, np.ndarray]:
     return {k: decode_image(p.read_bytes(), max_side=448) for k, p in embedded_image_paths().items()}
 
 
+@pytest.fixture(scope="session")
+def make_row():
+    """Build a parsed ``ok`` row holding its image, as the generator actors hand it to the filters."""
+
+    def build(image: np.ndarray, image_id: str, **fields) -> dict:
+        row = {
+            "shard": 0, "image_id": image_id, "source": f"embedded:{image_id}", "status": "ok", "text": "generated",
+            "task": fields.get("parsed_task"), "question": "What is shown?", "answer": "a photo", "seed": 7,
+            "pixels": image.tobytes(), "height": image.shape[0], "width": image.shape[1],
+        }
+        return row | fields
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def reference_p_yes():
+    """P(Yes) from one plain forward pass of a transformers generator's model (no engine code)."""
+
+    def compute(generator, image: np.ndarray, instruction: str) -> float:
+        import torch
+        from PIL import Image
+
+        from genixer_ray.filters.judge import yes_no_token_ids
+
+        proc, model = generator.processor, generator.model
+        inputs = proc(images=[Image.fromarray(image)], text=[generator.format_prompt(instruction)], return_tensors="pt")
+        with torch.no_grad():
+            logp = torch.log_softmax(model(**inputs).logits[0, -1].float(), dim=-1)
+        yes, no = yes_no_token_ids(proc.tokenizer)
+        py, pn = logp[yes].exp().sum().item(), logp[no].exp().sum().item()
+        return py / (py + pn)
+
+    return compute
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _close_engines():
     """Stop engine subprocesses while pytest still owns its output streams."""

@@ -60,10 +60,20 @@ class Generator(abc.ABC):
 
     backend: str
     model_path: str
+    processor: object  # the model's HF processor; ``processor.tokenizer`` maps text and ids
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Generate for a batch; one result per request, in order."""
+
+    @abc.abstractmethod
+    def next_token_logprobs(self, requests: Sequence[GenerationRequest], token_ids: Sequence[int]) -> list[GenerationResult]:
+        """Score ``token_ids`` as the first token of each request's answer, in one decode step.
+
+        Each result's ``top_logprobs`` is ``[{token_id: logprob}]`` for exactly ``token_ids``, from
+        the model's raw distribution (no temperature): deterministic, nothing is sampled. Requests
+        that cannot be served become error results, as in :meth:`generate`.
+        """
 
     @abc.abstractmethod
     def format_prompt(self, instruction: str) -> str:

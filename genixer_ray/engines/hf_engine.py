@@ -88,6 +88,28 @@ class TransformersGenerator(Generator):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Generate for a batch in one ``generate`` call; over-long prompts become error results."""
+        return self._serve(requests, self._generate)
+
+    def next_token_logprobs(self, requests: Sequence[GenerationRequest], token_ids: Sequence[int]) -> list[GenerationResult]:
+        """One greedy step through the same ``generate`` path; the raw logits give the logprobs."""
+        ids = [int(t) for t in token_ids]
+
+        def score(batch, inputs) -> list[GenerationResult]:
+            import torch
+
+            out = self._run_generate(batch, inputs, max_new=1)
+            lp = torch.log_softmax(out.logits[0].float(), dim=-1)[:, ids].tolist()
+            first = out.sequences[:, inputs["input_ids"].shape[1]].tolist()
+            lens = inputs["attention_mask"].sum(dim=1).tolist()
+            return [
+                GenerationResult(text="", token_ids=[t], top_logprobs=[dict(zip(ids, row))], finish_reason="length", prompt_tokens=int(n))
+                for t, row, n in zip(first, lp, lens)
+            ]
+
+        return self._serve(requests, score)
+
+    def _serve(self, requests: Sequence[GenerationRequest], run) -> list[GenerationResult]:
+        """Encode a batch, turn over-long prompts into error results, ``run`` the rest in one call."""
         import torch
 
         if not requests:
@@ -106,7 +128,7 @@ class TransformersGenerator(Generator):
         if todo:
             try:
                 with torch.inference_mode():
-                    outs = self._generate([requests[i] for i in todo], inputs)
+                    outs = run([requests[i] for i in todo], inputs)
             except Exception as e:
                 raise EngineError(f"transformers generate failed: {type(e).__name__}: {e}") from e
             for i, res in zip(todo, outs):
@@ -123,13 +145,8 @@ class TransformersGenerator(Generator):
             return_tensors="pt",
         ).to(self.device)
 
-    def _generate(self, batch: Sequence[GenerationRequest], inputs) -> list[GenerationResult]:
-        import torch
-
-        prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
-        max_new = max(r.sampling.max_tokens for r in batch)
-        max_new = max(1, min(max_new, self.cfg.max_model_len - max(prompt_lens)))
-        out = self.model.generate(
+    def _run_generate(self, batch: Sequence[GenerationRequest], inputs, *, max_new: int):
+        return self.model.generate(
             **inputs,
             do_sample=False,
             max_new_tokens=max_new,
@@ -138,6 +155,13 @@ class TransformersGenerator(Generator):
             return_dict_in_generate=True,
             pad_token_id=self.processor.tokenizer.pad_token_id,
         )
+
+    def _generate(self, batch: Sequence[GenerationRequest], inputs) -> list[GenerationResult]:
+        import torch
+
+        prompt_lens = inputs["attention_mask"].sum(dim=1).tolist()
+        max_new = max(r.sampling.max_tokens for r in batch)
+        out = self._run_generate(batch, inputs, max_new=max(1, min(max_new, self.cfg.max_model_len - max(prompt_lens))))
         start = inputs["input_ids"].shape[1]
         new_tokens = out.sequences[:, start:]
         logprobs = torch.log_softmax(torch.stack(out.logits, dim=1).float(), dim=-1)  # (B, T, V)

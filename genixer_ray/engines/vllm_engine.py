@@ -70,16 +70,38 @@ class VLLMGenerator(Generator):
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:
         """Generate for a batch; a request vLLM rejects becomes an error result, not an exception."""
+        params = [self._params(r.sampling) for r in requests]
+        return self._run(self._prompts(requests), params, self._result)
+
+    def next_token_logprobs(self, requests: Sequence[GenerationRequest], token_ids: Sequence[int]) -> list[GenerationResult]:
+        """One greedy step per request, asking vLLM for exactly ``token_ids``' raw logprobs."""
+        from vllm import SamplingParams
+
+        ids = [int(t) for t in token_ids]
+        params = SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=ids)
+
+        def scores(out, _k) -> GenerationResult:
+            c = out.outputs[0]
+            first = (c.logprobs or [{}])[0]
+            return GenerationResult(
+                text=c.text,
+                token_ids=[int(t) for t in c.token_ids],
+                top_logprobs=[{t: float(first[t].logprob) for t in ids}],
+                finish_reason=c.finish_reason or "stop",
+                prompt_tokens=len(out.prompt_token_ids or []),
+            )
+
+        return self._run(self._prompts(requests), [params] * len(requests), scores)
+
+    def _prompts(self, requests: Sequence[GenerationRequest]) -> list[dict]:
         from PIL import Image
 
-        prompts = [
+        return [
             {"prompt": self.format_prompt(r.instruction), "multi_modal_data": {"image": Image.fromarray(r.image)}}
             for r in requests
         ]
-        params = [self._params(r.sampling) for r in requests]
-        return self._run(prompts, params)
 
-    def _run(self, prompts: list[dict], params: list) -> list[GenerationResult]:
+    def _run(self, prompts: list[dict], params: list, result) -> list[GenerationResult]:
         from vllm.exceptions import VLLMClientError
 
         if not prompts:
@@ -93,10 +115,10 @@ class VLLMGenerator(Generator):
                 too_long = getattr(e, "parameter", None) == "input_tokens" or "maximum model length" in str(e)
                 code = "prompt_too_long" if too_long else "request_rejected"
                 return [GenerationResult.failed(code, str(e))]
-            return [r for p, sp in zip(prompts, params) for r in self._run([p], [sp])]
+            return [r for p, sp in zip(prompts, params) for r in self._run([p], [sp], result)]
         except Exception as e:  # the engine itself: dead worker, out of memory, ...
             raise EngineError(f"vLLM engine failed: {type(e).__name__}: {e}") from e
-        return [self._result(o, sp.logprobs) for o, sp in zip(outputs, params)]
+        return [result(o, sp.logprobs) for o, sp in zip(outputs, params)]
 
     @staticmethod
     def _result(out, k: int) -> GenerationResult:

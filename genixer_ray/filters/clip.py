@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from genixer_ray.config import ClipFilterConfig
+from genixer_ray.stages import row_image
 
 
 def open_clip_spec(model: str) -> tuple[str, str | None]:
@@ -59,3 +63,100 @@ class ClipScorer:
             img = torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)
             txt = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
         return (img * txt).sum(dim=-1).cpu().numpy()
+
+
+_BRACKET = re.compile(r"\[([^\[\]]*)\]")
+_CLAUSE_END = re.compile(r".*[.!?;:\]]", re.S)
+
+
+def strip_regions(text: str) -> str:
+    """``text`` without its ``[...]`` coordinates, single-spaced."""
+    return " ".join(_BRACKET.sub(" ", text).split())
+
+
+def _phrases_before_boxes(text: str) -> list[str]:
+    """For each box or point written in ``text``, the words of its clause before the bracket."""
+    out, start = [], 0
+    for m in _BRACKET.finditer(text):
+        before = text[start : m.start()]
+        clause = before[e.end() :] if (e := _CLAUSE_END.match(before)) else before
+        out += [" ".join(clause.split())] * len(m.group(1).split(";"))
+        start = m.end()
+    return out
+
+
+def region_texts(row: dict) -> list[tuple[list[float], str]]:
+    """Each box of a row with the text its crop is scored against.
+
+    A box in the answer (REC, Q->CA) is matched with the words before it in its clause, or the
+    question when there are none (an answer that is only a box); a box in the question (REG,
+    PointQA) with the answer, which describes it. Coordinates are removed from every text.
+    """
+    pairs = []
+    q, a = row["question"] or "", row["answer"] or ""
+    a_phrases = _phrases_before_boxes(a)
+    for i, box in enumerate(row.get("answer_boxes") or []):
+        phrase = a_phrases[i] if len(a_phrases) == len(row["answer_boxes"]) else ""
+        pairs.append((box, phrase if re.search(r"[A-Za-z]{2}", phrase) else strip_regions(q)))
+    pairs += [(box, strip_regions(a)) for box in row.get("question_boxes") or []]
+    return pairs
+
+
+def crop_box(image: np.ndarray, box: Sequence[float], min_side: float) -> np.ndarray | str:
+    """The pixels inside a normalized box, or the reason it cannot be scored.
+
+    Returns ``"box_outside_image"`` for a box not within [0, 1] or with no extent, and
+    ``"box_too_small"`` when its width or height is below ``min_side`` of the image's (or 1 px).
+    """
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
+        return "box_outside_image"
+    h, w = image.shape[:2]
+    c1, r1 = int(np.floor(x1 * w)), int(np.floor(y1 * h))
+    c2, r2 = int(np.ceil(x2 * w)), int(np.ceil(y2 * h))
+    if x2 - x1 < min_side or y2 - y1 < min_side or c2 - c1 < 1 or r2 - r1 < 1:
+        return "box_too_small"
+    return np.ascontiguousarray(image[r1:r2, c1:c2])
+
+
+class ClipStage:
+    """Adds CLIP scores to every ``ok`` row: each box's crop against its text, else the whole image.
+
+    ``clip_region_scores`` holds one score per box; ``clip_score`` is the row's score, the lowest
+    region score (every region must match) or the image's score against question and answer for
+    rows without boxes. A box that cannot be scored sets ``clip_reason`` and no score.
+    """
+
+    name = "clip"
+
+    def __init__(self, cfg: ClipFilterConfig):
+        self.cfg = cfg
+        self.scorer = ClipScorer(cfg.model)
+
+    def __call__(self, batch: list[dict]) -> list[dict]:
+        """Score a batch; all crops of the batch go through CLIP in chunks of ``batch_size``."""
+        out = list(batch)
+        pairs: list[tuple[int, np.ndarray, str]] = []
+        for i, row in enumerate(batch):
+            if row["status"] != "ok":
+                continue
+            image = row_image(row)
+            regions = region_texts(row)
+            if not regions:
+                pairs.append((i, image, strip_regions(f"{row['question']} {row['answer']}")))
+                continue
+            crops = [crop_box(image, box, self.cfg.min_box_side) for box, _ in regions]
+            if reason := next((c for c in crops if isinstance(c, str)), None):
+                out[i] = {**row, "clip_score": None, "clip_region_scores": [], "clip_reason": reason}
+                continue
+            pairs += [(i, crop, text) for crop, (_, text) in zip(crops, regions)]
+        scores: dict[int, list[float]] = {}
+        n = self.cfg.batch_size
+        for start in range(0, len(pairs), n):
+            chunk = pairs[start : start + n]
+            sims = self.scorer.similarity([c for _, c, _ in chunk], [t for _, _, t in chunk])
+            for (i, _, _), s in zip(chunk, sims):
+                scores.setdefault(i, []).append(float(s))
+        for i, region_scores in scores.items():
+            out[i] = {**batch[i], "clip_score": min(region_scores), "clip_region_scores": region_scores, "clip_reason": None}
+        return out

@@ -11,6 +11,10 @@ import re
 import string
 from collections import Counter
 
+from genixer_ray.config import ConsistencyConfig, SamplingConfig
+from genixer_ray.engines.base import GenerationRequest, Generator
+from genixer_ray.seeding import derive_seed
+from genixer_ray.stages import row_image
 from genixer_ray.tasks import ParseError, option_letter, parse_regions
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -67,3 +71,73 @@ def agreement(generated: str, again: str, *, task: str | None) -> float:
             return 0.0
         return sum(max(box_iou(g, a) for a in a_boxes) for g in g_boxes) / len(g_boxes)
     return token_f1(generated, again)
+
+
+# Dialogues have no single answer to compare against; they are left to the other filters.
+_NOT_REASKED = ("multi_turn_dialogue", "referential_dialogue")
+
+
+def reask_instruction(row: dict) -> str:
+    """The generated question, with a hint at the answer's expected form."""
+    q = row["question"]
+    if row.get("options"):
+        return f"{q} Answer with the letter of the correct option."
+    if row.get("answer_boxes"):
+        return f"{q} Please provide the coordinates in the answer."
+    return f"{q} Answer briefly."
+
+
+class ConsistencyStage:
+    """Asks each ``ok`` row's question again ``samples`` times and scores agreement with its answer.
+
+    Adds ``consistency_score`` (the mean agreement over the re-answers, see :func:`agreement`) and
+    ``consistency_answers``. A multi-choice answer whose letter is not among the listed options
+    gets ``consistency_reason = "answer_not_in_options"`` without asking. Dialogue rows are not
+    scored (``None``), and do not count against the row.
+    """
+
+    name = "consistency"
+
+    def __init__(self, cfg: ConsistencyConfig, generator: Generator):
+        self.cfg = cfg
+        self.generator = generator
+
+    def _precheck(self, row: dict) -> str | None:
+        if row.get("options"):
+            listed = {option_letter(o) for o in row["options"]}
+            if option_letter(row["answer"]) not in listed:
+                return "answer_not_in_options"
+        return None
+
+    def __call__(self, batch: list[dict]) -> list[dict]:
+        """Score a batch; all re-answers of the batch go to the engine in one call."""
+        out = list(batch)
+        asks: list[tuple[int, GenerationRequest]] = []
+        for i, row in enumerate(batch):
+            task = row.get("parsed_task") or row.get("task")
+            if row["status"] != "ok" or task in _NOT_REASKED:
+                continue
+            if reason := self._precheck(row):
+                out[i] = {**row, "consistency_score": 0.0, "consistency_answers": [], "consistency_reason": reason}
+                continue
+            image, text = row_image(row), reask_instruction(row)
+            for j in range(self.cfg.samples):
+                seed = derive_seed(row.get("seed") or 0, f"consistency:{j}")
+                sampling = SamplingConfig(temperature=self.cfg.temperature, max_tokens=self.cfg.max_tokens, seed=seed)
+                asks.append((i, GenerationRequest(image, text, sampling)))
+        results = self.generator.generate([r for _, r in asks])
+        answers: dict[int, list[str]] = {}
+        failed: set[int] = set()
+        for (i, _), res in zip(asks, results):
+            answers.setdefault(i, []).append(res.text)
+            if res.error_code:
+                failed.add(i)
+        for i, texts in answers.items():
+            row = batch[i]
+            if i in failed:
+                out[i] = {**row, "consistency_score": None, "consistency_answers": texts, "consistency_reason": "consistency_failed"}
+                continue
+            task = row.get("parsed_task") or row.get("task")
+            score = sum(agreement(row["answer"], t, task=task) for t in texts) / len(texts)
+            out[i] = {**row, "consistency_score": score, "consistency_answers": texts, "consistency_reason": None}
+        return out

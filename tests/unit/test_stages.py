@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from genixer_ray.config import InputConfig, load_config
-from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage, row_image
+from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, drop_image, row_image
 
 
 def png(w=40, h=30) -> bytes:
@@ -51,7 +51,8 @@ def test_generate_and_parse_stages_carry_provenance(tiny_models):
     assert a["status"] == "ok" and a["token_ids"] and a["backend"] == "transformers" and a["generator_hash"]
     assert a["task"] in cfg.task_mix and a["template_id"].startswith("g") and a["instruction"].endswith(".")
     assert b["status"] == "error" and b["error_code"] == "empty" and "text" not in b
-    assert "pixels" not in a and "pixels" not in b
+    assert "pixels" in a and "pixels" not in b  # the image stays with the row for the filters
+    assert all(set(r).isdisjoint(IMAGE_COLUMNS) for r in drop_image(out))
     again = gen(decoded)  # same run seed, same image id: same prompt, seed and output
     assert (again[0]["instruction"], again[0]["seed"], again[0]["token_ids"]) == (a["instruction"], a["seed"], a["token_ids"])
     parsed = ParseStage()([{**a, "text": "Question: What is it? Answer: [0.1,0.1,0.5,0.5]", "task": "rec"}, b])

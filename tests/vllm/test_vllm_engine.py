@@ -57,3 +57,23 @@ def test_same_prompt_and_distribution_as_transformers(gen, embedded_images, make
         assert set(v.top_logprobs[0]) == set(h.top_logprobs[0])
         for tok, lp in h.top_logprobs[0].items():
             assert v.top_logprobs[0][tok] == pytest.approx(lp, abs=1e-3)
+
+
+def test_judge_p_yes_matches_transformers(gen, embedded_images, make_row, reference_p_yes):
+    """The judge's P(Yes) on vLLM (one decode step, logprobs of the Yes/No ids) equals a plain
+    transformers forward pass on the same model and prompt."""
+    from genixer_ray.config import JudgeConfig
+    from genixer_ray.filters.judge import JudgeStage, judged_text
+    from genixer_ray.stages import row_image
+
+    hf = get_generator(GeneratorConfig(backend="transformers", **CFG))
+    rows = [
+        make_row(img, k, parsed_task="common_vqa", question=f"What is in the {k} photo?", answer=k)
+        for k, img in list(embedded_images.items())[:4]
+    ]
+    cfg = JudgeConfig(enabled=True)
+    out = JudgeStage(cfg, gen)(rows)
+    for r in out:
+        want = reference_p_yes(hf, row_image(r), cfg.prompt.format(qa=judged_text(r)))
+        assert r["judge_p_yes"] == pytest.approx(want, abs=1e-3)
+    assert len({round(r["judge_p_yes"], 6) for r in out}) > 1  # the score depends on the row

@@ -1,0 +1,104 @@
+"""Decisions from filter scores: each filter's pass/fail, a final ``keep`` and the rejection reasons.
+
+Applied to one shard's rows when the shard is committed, so every decision is stored next to the
+score and the rule it was judged by. Threshold and band decisions depend only on the row; the
+judge's ``top_fraction`` policy ranks rows within each task of the shard (the shard is the unit
+of commit; with shards of a few hundred rows it matches the run-wide fraction closely).
+
+A filter that does not apply to a row (no score and no reason: it was not enabled, or the row is
+a dialogue for self-consistency) leaves its ``*_pass`` null and does not count against the row.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+from genixer_ray.config import FiltersConfig
+from genixer_ray.filters.policies import select_band, select_threshold, select_top_fraction
+
+FILTERS = ("clip", "consistency", "judge")  # funnel order
+
+
+def _task(row: dict) -> str:
+    return row.get("parsed_task") or row.get("task") or "unknown"
+
+
+SCORE_COLUMNS = {"clip": "clip_score", "consistency": "consistency_score", "judge": "judge_p_yes"}
+
+
+def _scored(row: dict, name: str) -> bool:
+    return row["status"] == "ok" and (row.get(SCORE_COLUMNS[name]) is not None or row.get(f"{name}_reason") is not None)
+
+
+def decide(rows: list[dict], cfg: FiltersConfig) -> list[dict]:
+    """Return the rows with ``*_pass``, the rules used, ``keep`` and ``reject_reasons`` set.
+
+    ``rows`` are one shard's rows (error rows included); none is dropped or reordered.
+    """
+    out = [dict(r) for r in rows]
+    if cfg.clip.enabled:
+        for r in out:
+            if not _scored(r, "clip"):
+                continue
+            r["clip_threshold"] = t = cfg.clip.threshold_for(_task(r))
+            if r.get("clip_reason") is None and r["clip_score"] < t:
+                r["clip_reason"] = "clip_below_threshold"
+            r["clip_pass"] = r["clip_reason"] is None
+    if cfg.consistency.enabled:
+        for r in out:
+            if not _scored(r, "consistency"):
+                continue
+            r["consistency_threshold"] = t = cfg.consistency.threshold
+            if r.get("consistency_reason") is None and r["consistency_score"] < t:
+                r["consistency_reason"] = "inconsistent"
+            r["consistency_pass"] = r["consistency_reason"] is None
+    if cfg.judge.enabled:
+        _decide_judge(out, cfg)
+    for r in out:
+        if r["status"] != "ok":
+            r["keep"], r["reject_reasons"] = False, [r.get("error_code") or "error"]
+            continue
+        reasons = [r[f"{f}_reason"] for f in FILTERS if r.get(f"{f}_pass") is False]
+        r["keep"], r["reject_reasons"] = not reasons, reasons
+    return out
+
+
+def _decide_judge(rows: list[dict], cfg: FiltersConfig) -> None:
+    j = cfg.judge
+    scored = [r for r in rows if _scored(r, "judge")]
+    scores = [r["judge_p_yes"] if r.get("judge_reason") is None else None for r in scored]
+    if j.policy == "threshold":
+        passed, reason = select_threshold(scores, j.threshold), "judge_below_threshold"
+    elif j.policy == "band":
+        passed, reason = select_band(scores, *j.band), "judge_outside_band"
+    else:
+        passed, reason = select_top_fraction(scores, [_task(r) for r in scored], j.fraction), "judge_not_top_fraction"
+    for r, ok in zip(scored, passed):
+        r["judge_rule"] = j.rule()
+        if r.get("judge_reason") is None and not ok:
+            r["judge_reason"] = reason
+        r["judge_pass"] = r["judge_reason"] is None
+
+
+def funnel(rows: list[dict], cfg: FiltersConfig) -> dict[str, dict[str, int]]:
+    """Rows per task at each step: generated, parsed, after each enabled filter, kept.
+
+    The filter steps are cumulative in the order CLIP, self-consistency, judge: a row counts at a
+    step when it parsed and no filter up to that step rejected it.
+    """
+    enabled = [f for f in FILTERS if getattr(cfg, f).enabled]
+    out: dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        c = out[_task(r)]
+        if r.get("text") is not None:
+            c["generated"] += 1
+        if r["status"] != "ok":
+            continue
+        c["parsed"] += 1
+        for f in enabled:
+            if r.get(f"{f}_pass") is False:
+                break
+            c[f] += 1
+        if r.get("keep", True):
+            c["kept"] += 1
+    return {t: dict(c) for t, c in sorted(out.items())}
