@@ -157,11 +157,12 @@ class ShardWriter:
     """Collects output rows per shard and commits each shard once all its rows have arrived."""
 
     def __init__(
-        self, store: RunStore, expected: dict[int, int], filters: FiltersConfig, *, label: str = "generate", log=None, every_s: float = 10.0
+        self, store: RunStore, expected: dict[int, int], filters: FiltersConfig | None = None, *,
+        label: str = "generate", log=None, every_s: float = 10.0,
     ):
         self.store = store
         self.expected = expected
-        self.filters = filters
+        self.filters = filters or FiltersConfig()
         self.label = label
         self.buffers: dict[int, dict[str, dict]] = {}
         self.log = log or sys.stderr
