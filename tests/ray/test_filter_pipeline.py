@@ -1,0 +1,124 @@
+"""Filters through Ray Data: as stages of a generation run, and as a separate, resumable pass."""
+
+import os
+from collections import Counter, defaultdict
+
+import pytest
+
+from genixer_ray.config import ConfigError, SamplingConfig, load_config
+from genixer_ray.filters.consistency import reask_instruction
+from genixer_ray.images import decode_image, embedded_image_paths
+from genixer_ray.inputs import iter_inputs
+from genixer_ray.pipeline import filter_url, run_filter, run_generation
+from genixer_ray.schema import to_frame
+from genixer_ray.store import RunStore
+
+pytestmark = pytest.mark.ray
+
+FAST = ["generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=24"]
+FILTERS = [
+    "filters.clip.enabled=true", "filters.clip.threshold=-1", "filters.clip.min_box_side=0.05",
+    "filters.judge.enabled=true", "filters.judge.policy=threshold", "filters.judge.threshold=0",
+    "filters.consistency.enabled=true", "filters.consistency.samples=1", "filters.consistency.temperature=0",
+    "filters.consistency.max_tokens=8", "filters.consistency.threshold=0.99",
+]
+
+
+def test_filters_as_stages_of_a_generation_run(ray_session, tmp_path):
+    cfg = load_config(None, [f"output.path={tmp_path}", "output.shard_size=4", "mode=agnostic", *FAST, *FILTERS])
+    summary = run_generation(cfg)
+    rows = RunStore(summary.output).read_rows().to_dicts()
+    assert len(rows) == 8 and {r["image_id"] for r in rows} == set(embedded_image_paths())
+    for r in rows:
+        if r["status"] != "ok":
+            assert r["keep"] is False and r["reject_reasons"] == [r["error_code"]] and r["judge_p_yes"] is None
+            continue
+        # Scored by all three filters, on the generator's engine (judge, consistency) and CLIP's actor.
+        assert 0 <= r["judge_p_yes"] <= 1 and r["judge_rule"] == "threshold>=0.0" and r["judge_pass"] is True
+        assert r["clip_pass"] is (r["clip_reason"] is None) and r["clip_threshold"] == -1
+        assert r["keep"] is (not r["reject_reasons"])
+        assert set(r["reject_reasons"]) <= {"box_outside_image", "box_too_small", "inconsistent", "answer_not_in_options"}
+    # The manifest's funnel is what the rows say.
+    manifest = RunStore(summary.output).read_json("manifest.json")
+    want: dict[str, Counter] = defaultdict(Counter)
+    for r in rows:
+        task = r["parsed_task"] or r["task"] or "unknown"
+        want[task]["generated"] += r["text"] is not None
+        want[task]["parsed"] += r["status"] == "ok"
+        want[task]["kept"] += r["keep"]
+    for task, steps in manifest["funnel"].items():
+        assert {k: steps.get(k, 0) for k in ("generated", "parsed", "kept")} == dict(want[task])
+        assert steps.get("parsed", 0) >= steps.get("clip", 0) >= steps.get("consistency", 0) >= steps.get("judge", 0) >= steps.get("kept", 0)
+    assert manifest["kept"] == sum(r["keep"] for r in rows)
+
+
+def constructed_run(tmp_path, generator, cfg) -> str:
+    """A generation run written by hand: rows whose filter outcomes are known, over the photos."""
+    store = RunStore(str(tmp_path / "constructed"))
+    store.write_plan(iter_inputs(cfg.input), shard_size=4, meta={"input": "embedded"})
+    plan = {r["image_id"]: r for k in range(2) for r in store.read_frame(store.plan_name(k)).to_dicts()}
+
+    def row(image_id, **fields):
+        p = plan[image_id]
+        base = {"shard": p["shard"], "image_id": image_id, "source": p["source"], "status": "ok", "text": "t", "seed": 3,
+                "question": "What is shown?", "answer": "a photo", "parsed_task": "common_vqa"}
+        return base | fields
+
+    # The exact-match case: the answer is the one the generator gives again (greedy).
+    cat = decode_image(embedded_image_paths()["chelsea"].read_bytes(), max_side=cfg.input.max_side)
+    probe = row("chelsea", question="What animal is this?")
+    from genixer_ray.engines.base import GenerationRequest
+
+    greedy = generator.generate([GenerationRequest(cat, reask_instruction(probe), SamplingConfig(temperature=0, max_tokens=8))])[0].text
+    rows = [
+        row("astronaut", parsed_task="rec", question="Where is the helmet?", answer="[1.1,0.1,1.6,0.4]", answer_boxes=[[1.1, 0.1, 1.6, 0.4]]),
+        row("camera", parsed_task="rec", question="Where is the lens?", answer="[0.50,0.50,0.51,0.70]", answer_boxes=[[0.5, 0.5, 0.51, 0.7]]),
+        row("coffee", parsed_task="multi_choice_vqa", question="What is it? (A) tea (B) coffee (C) milk", answer="(D) juice",
+            options=["(A) tea", "(B) coffee", "(C) milk"]),
+        probe | {"answer": greedy},
+        row("hubble_deep_field", answer="zzzz qqqq"),
+        row("motorcycle", parsed_task="rec", question="Where is the wheel?", answer="[0.1,0.5,0.5,0.9]", answer_boxes=[[0.1, 0.5, 0.5, 0.9]]),
+        {"shard": plan["retina"]["shard"], "image_id": "retina", "source": plan["retina"]["source"], "status": "error",
+         "error_code": "no_question_answer", "error_stage": "parse", "text": "gibberish", "task": "rec"},
+        row("rocket", parsed_task="reg", question="What is at [0.3,0.1,0.7,0.9]?", answer="a rocket", question_boxes=[[0.3, 0.1, 0.7, 0.9]]),
+    ]
+    for k in range(2):
+        shard_rows = sorted((r for r in rows if r["shard"] == k), key=lambda r: r["image_id"])
+        store.commit_shard(k, to_frame(shard_rows), {"by_status": {}, "by_error": {}, "by_task": {}})
+    return store.url
+
+
+def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
+    from genixer_ray.engines.base import get_generator
+
+    cfg = load_config(None, [*FAST, *FILTERS, "filters.name=strict"])
+    run = constructed_run(tmp_path, get_generator(cfg.generator), cfg)
+    summary = run_filter(run, cfg)
+    out = RunStore(summary.output)
+    assert summary.output == filter_url(run, cfg) and out.committed() == {0, 1}
+    rows = {r["image_id"]: r for r in out.read_rows().to_dicts()}
+    reasons = {k: r["reject_reasons"] for k, r in rows.items()}
+    # Each filter's own reason, and the row's list of them (a row may fail several filters).
+    assert rows["astronaut"]["clip_reason"] == "box_outside_image" and "box_outside_image" in reasons["astronaut"]
+    assert rows["camera"]["clip_reason"] == "box_too_small" and "box_too_small" in reasons["camera"]
+    assert rows["coffee"]["consistency_reason"] == "answer_not_in_options" and "answer_not_in_options" in reasons["coffee"]
+    assert rows["chelsea"]["consistency_score"] == 1.0 and reasons["chelsea"] == [] and rows["chelsea"]["keep"] is True
+    assert reasons["hubble_deep_field"] == ["inconsistent"] and rows["hubble_deep_field"]["consistency_score"] == 0.0
+    assert reasons["retina"] == ["no_question_answer"] and rows["retina"]["keep"] is False
+    assert rows["motorcycle"]["clip_score"] is not None and rows["rocket"]["clip_region_scores"]
+    assert all(rows[k]["judge_p_yes"] is not None for k in rows if k != "retina")
+    manifest = out.read_json("manifest.json")
+    assert manifest["kept"] == sum(r["keep"] for r in rows.values()) and manifest["source_run"] == run
+
+    # Resume: a shard whose commit marker is gone is filtered again; the other is left alone.
+    kept_mtime = os.path.getmtime(out.path(out.shard_name(0)))
+    os.remove(out.path(out.marker_name(1)))
+    again = run_filter(run, cfg)
+    assert again.skipped_shards == 1 and out.committed() == {0, 1}
+    assert os.path.getmtime(out.path(out.shard_name(0))) == kept_mtime
+    assert {r["image_id"]: r["reject_reasons"] for r in out.read_rows().to_dicts()} == reasons
+
+    with pytest.raises(ConfigError, match="other settings"):
+        run_filter(run, load_config(None, [*FAST, *FILTERS, "filters.name=strict", "filters.judge.threshold=0.5"]))
+    with pytest.raises(ConfigError, match="no generation run"):
+        run_filter(str(tmp_path / "nothing"), cfg)
