@@ -28,27 +28,47 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_generate(args: argparse.Namespace) -> int:
+def _print_summary(summary, verb: str) -> None:
+    statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_status.items()))
+    errors = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_error.items())) or "none"
+    print(
+        f"{verb} {summary.rows} rows ({statuses}; errors: {errors}; kept: {summary.kept}) in {summary.shards} shards "
+        f"({summary.skipped_shards} already committed) to {summary.output}"
+    )
+    steps = [s for s in ("generated", "parsed", "clip", "consistency", "judge", "kept") if any(s in c for c in summary.funnel.values())]
+    if summary.funnel and len(steps) > 3:  # some filter ran: show where rows were lost, per task
+        print(f"{'task':<22}" + "".join(f"{s:>13}" for s in steps))
+        for task, c in sorted(summary.funnel.items()):
+            print(f"{task:<22}" + "".join(f"{c.get(s, 0):>13}" for s in steps))
+
+
+def _run_job(args: argparse.Namespace, job, verb: str) -> int:
     from genixer_ray.config import load_config
     from genixer_ray.engines.base import shutdown_generators
-    from genixer_ray.pipeline import run_generation
     from genixer_ray.store import StorageError
 
     cfg = load_config(args.config, args.overrides)  # fails here, before any model is loaded
     try:
-        summary = run_generation(cfg)
+        summary = job(cfg)
     except (StorageError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     finally:
         shutdown_generators()
-    statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_status.items()))
-    errors = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_error.items())) or "none"
-    print(
-        f"wrote {summary.rows} rows ({statuses}; errors: {errors}) in {summary.shards} shards "
-        f"({summary.skipped_shards} already committed) to {summary.output}"
-    )
+    _print_summary(summary, verb)
     return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    from genixer_ray.pipeline import run_generation
+
+    return _run_job(args, run_generation, "wrote")
+
+
+def _cmd_filter(args: argparse.Namespace) -> int:
+    from genixer_ray.pipeline import run_filter
+
+    return _run_job(args, lambda cfg: run_filter(args.run, cfg), "filtered")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -87,6 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("config", nargs="?", help="run config YAML (default: the embedded demo run)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. sampling.temperature=0.2")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("filter", help="score and select an existing run's rows (resumable); writes RUN/filtered/NAME")
+    p.add_argument("run", help="the generation run's folder: {output.path}/{name}, local or s3://")
+    p.add_argument("config", nargs="?", help="config YAML whose `filters` section (and generator, input) apply")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. filters.judge.policy=band")
+    p.set_defaults(func=_cmd_filter)
     return parser
 
 

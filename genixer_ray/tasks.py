@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 import re
+import string
 from dataclasses import dataclass, field
 
 from genixer_ray.seeding import derive_seed
@@ -174,6 +175,23 @@ _OPTION = re.compile(r"\(([A-H])\)\s*(.*?)\s*(?=\([A-H]\)|$)", re.S)
 _LETTER = re.compile(r"^\s*\(?([A-H])\)?(?:[\s.:)]|$)")
 
 
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, no punctuation, no articles, single spaces (the usual VQA/SQuAD normalization)."""
+    text = text.lower()
+    text = "".join(c for c in text if c not in string.punctuation)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def _names_option(answer: str, option: str) -> bool:
+    """Whether the words after an answer's letter fit that option's text (none at all do too)."""
+    rest = normalize_answer(_LETTER.sub("", answer, count=1))
+    text = normalize_answer(option)
+    return not rest or text in rest or rest in text
+
+
 def option_letter(answer: str) -> str | None:
     """The option letter a multi-choice answer starts with (``(B) ...``, ``B.``, ``B``), if any."""
     m = _LETTER.match(answer)
@@ -270,6 +288,8 @@ def parse_output(text: str, task: str | None) -> Parsed:
             raise ParseError("too_few_options", f"{len(options)} option(s) in the question")
         if letter not in options:
             raise ParseError("answer_not_in_options", f"answer {answer!r} names none of {sorted(options)}")
+        if not _names_option(answer, options[letter]):
+            raise ParseError("answer_not_in_options", f"answer {answer!r} contradicts option ({letter}) {options[letter]!r}")
         p.answer_letter = letter
     p.task = task or _infer_task(p)
     _check_task(p, task)

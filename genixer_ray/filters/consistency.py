@@ -7,25 +7,13 @@ between boxes for box answers, token F1 of normalized text otherwise. Scores lie
 
 from __future__ import annotations
 
-import re
-import string
 from collections import Counter
 
 from genixer_ray.config import ConsistencyConfig, SamplingConfig
 from genixer_ray.engines.base import GenerationRequest, Generator
 from genixer_ray.seeding import derive_seed
 from genixer_ray.stages import row_image
-from genixer_ray.tasks import ParseError, option_letter, parse_regions
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    """Lower case, no punctuation, no articles, single spaces (the usual VQA/SQuAD normalization)."""
-    text = text.lower()
-    text = "".join(c for c in text if c not in string.punctuation)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
+from genixer_ray.tasks import ParseError, normalize_answer, option_letter, parse_regions
 
 def token_f1(a: str, b: str) -> float:
     """F1 of the normalized tokens of two answers (1.0 for two empty answers)."""

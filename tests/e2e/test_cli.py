@@ -57,6 +57,20 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
     assert sorted(r["image_id"] for r in rows) == sorted(embedded_image_paths())
     assert all(r["backend"] == "vllm" and r["generator"] == str(model) for r in rows)
     parsed = [r for r in rows if r["status"] == "ok"]
-    print(f"demo: {len(parsed)}/{len(rows)} vLLM generations parsed")
-    assert len(parsed) >= 6  # sampled at the demo's temperature; greedy parsing is tested in tests/ray
+    # A multi-choice answer contradicting its option ("(D) blue" with "(D) brown" listed) is in the
+    # format but false: the parser rejects it as content. Format is what training teaches.
+    in_format = [r for r in rows if r["status"] == "ok" or r["error_code"] == "answer_not_in_options"]
+    print(f"demo: {len(parsed)}/{len(rows)} vLLM generations parsed, {len(in_format)} in the format")
+    assert len(in_format) >= 6  # sampled at the demo's temperature; greedy parsing is tested in tests/ray
     assert all(r["question"] and r["answer"] and r["parsed_task"] == r["task"] for r in parsed)
+
+    # The demo filters in the same run: every parsed row is scored, judged and decided.
+    for r in parsed:
+        assert r["clip_score"] is not None and 0 <= r["judge_p_yes"] <= 1 and r["judge_rule"] == "band[0.5,0.7]"
+        assert r["consistency_score"] is not None and len(r["consistency_answers"]) == 2
+        assert r["keep"] is (not r["reject_reasons"])
+    assert all(r["keep"] is False and r["reject_reasons"] == [r["error_code"]] for r in rows if r["status"] != "ok")
+    manifest = json.loads((tmp_path / "out" / "demo" / "manifest.json").read_text())
+    assert sum(c.get("parsed", 0) for c in manifest["funnel"].values()) == len(parsed)
+    assert manifest["kept"] == sum(r["keep"] for r in rows)
+    assert f"kept: {manifest['kept']})" in out.stdout and "consistency" in out.stdout  # the funnel table

@@ -80,3 +80,15 @@ def test_job_submit_runs_generation_on_the_cluster(local_cluster, tmp_path, tiny
     assert sorted(rows["image_id"].to_list()) == sorted(rows["image_id"].unique().to_list()) and rows.height == 3
     manifest = json.loads((out / "job" / "manifest.json").read_text())
     assert manifest["config"]["scaling"]["actor_resources"] == {"gpu_like": 1.0}
+
+    # A separate filter pass over that run, submitted the same way.
+    cmd = [
+        RAY, "job", "submit", "--address", local_cluster["address"], "--working-dir", str(ROOT), "--",
+        sys.executable, "jobs/filter.py", str(out / "job"), "configs/demo.yaml", "scaling.ray_address=auto",
+        "generator.model=tiny", "generator.backend=transformers", "filters.name=again", "filters.judge.policy=threshold",
+    ]
+    res = subprocess.run(cmd, env=local_cluster["env"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    filtered = RunStore(str(out / "job" / "filtered" / "again")).read_rows()
+    assert sorted(filtered["image_id"].to_list()) == sorted(rows["image_id"].to_list())
+    assert set(filtered["judge_rule"].drop_nulls().to_list()) <= {"threshold>=0.5"}

@@ -42,6 +42,12 @@ def test_multi_choice():
     with pytest.raises(ParseError) as e:
         parse_output("Question: Which? (A) x (B) y Answer: (E) z", "multi_choice_vqa")
     assert e.value.code == "answer_not_in_options"
+    # A listed letter with another text contradicts its option (seen from the demo generator).
+    with pytest.raises(ParseError) as e:
+        parse_output("Question: Color? (A) red (B) blue Answer: (B) red", "multi_choice_vqa")
+    assert e.value.code == "answer_not_in_options" and "contradicts" in str(e.value)
+    assert parse_output("Question: Color? (A) red (B) dark blue Answer: B. It is dark blue.", None).answer_letter == "B"
+    assert parse_output("Question: Color? (A) red (B) blue Answer: (A)", None).answer_letter == "A"
     with pytest.raises(ParseError) as e:
         parse_output("Question: Which one? Answer: the left one", "multi_choice_vqa")
     assert e.value.code == "too_few_options"
