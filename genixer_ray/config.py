@@ -344,6 +344,18 @@ class TrainDataConfig(_Strict):
         return v
 
 
+class LoraConfig(_Strict):
+    """LoRA adapters on the language model (peft) instead of training all its weights."""
+
+    r: int = Field(16, ge=1, le=1024, description="Adapter rank.")
+    alpha: int = Field(32, ge=1, description="Scaling numerator: the update is scaled by alpha / r.")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        min_length=1, description="Linear layers of the language model that get adapters (the vision tower never does).",
+    )
+
+
 class TrainModelConfig(_Strict):
     """The model being fine-tuned."""
 
@@ -355,6 +367,9 @@ class TrainModelConfig(_Strict):
         return local_model_path(v)
     freeze_vision: bool = Field(True, description="Keep the vision tower frozen (Genixer trains projector and language model).")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype; bfloat16 on GPUs.")
+    lora: LoraConfig | None = Field(
+        None, description="Train LoRA adapters on the language model (and the projector fully); unset: full fine-tuning. The export is merged."
+    )
 
 
 class OptimConfig(_Strict):

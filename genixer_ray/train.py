@@ -35,6 +35,7 @@ SAMPLE_SCHEMA = {
 }
 _STATE = "trainer_state.json"
 _OPTIM = "optimizer.pt"
+_ADAPTER = "adapter"  # LoRA runs: the peft adapter (and the projector) inside each checkpoint
 
 
 def _source_paths(cfg: TrainConfig):
@@ -115,14 +116,41 @@ def collate(processor, rows: list[dict], *, max_side: int, image_storage_options
     return inputs
 
 
-def _save_checkpoint(model, processor, optimizer, step: int, loss: float, out: Path) -> None:
+def _save_checkpoint(model, processor, optimizer, step: int, loss: float, out: Path, *, final: bool) -> None:
+    """Full fine-tuning: the weights in the llava-hf layout. LoRA: the adapter, and on the final
+    step also the merged weights (what the export copies, and what vLLM loads)."""
     import torch
 
     from genixer_ray.checkpoints import save_llava_hf
 
-    save_llava_hf(model, out, processor=processor)
     torch.save(optimizer.state_dict(), out / _OPTIM)
     (out / _STATE).write_text(json.dumps({"step": step, "loss": loss}))
+    if not hasattr(model, "peft_config"):
+        save_llava_hf(model, out, processor=processor)
+        return
+    model.save_pretrained(out / _ADAPTER)
+    processor.save_pretrained(out)
+    if final:
+        save_llava_hf(model.merge_and_unload(), out, processor=processor)
+
+
+def _with_lora(model, cfg: TrainConfig, adapter: Path | None):
+    """Wrap ``model`` with LoRA adapters on its language model (new, or trained ones to resume)."""
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    lora = cfg.model.lora
+    if adapter is not None:
+        return PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    targets = "|".join(lora.target_modules)
+    return get_peft_model(
+        model,
+        LoraConfig(
+            r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+            # A regex, so that the vision tower's layers of the same names get no adapters.
+            target_modules=rf".*language_model\..*\.({targets})",
+            modules_to_save=["multi_modal_projector"],  # Genixer trains the projector fully
+        ),
+    )
 
 
 def train_loop_per_worker(config: dict) -> None:
@@ -141,20 +169,24 @@ def train_loop_per_worker(config: dict) -> None:
     ckpt = ray.train.get_checkpoint()
     start_step = 0
     with (ckpt.as_directory() if ckpt else tempfile.TemporaryDirectory()) as ckpt_dir:
-        source = ckpt_dir if ckpt else resolve_model(cfg.model.base)
-        processor = AutoProcessor.from_pretrained(source)
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=getattr(torch, cfg.model.dtype))
-        optim_state = torch.load(Path(ckpt_dir) / _OPTIM) if ckpt else None
         if ckpt:
             start_step = json.loads((Path(ckpt_dir) / _STATE).read_text())["step"]
-    if start_step >= cfg.optim.max_steps:  # a finished run started again: nothing left to do
-        ray.train.report({"step": start_step, "loss": float("nan"), "start_step": start_step})
-        return
-    if cfg.model.freeze_vision:
+        if start_step >= cfg.optim.max_steps:  # a finished run started again: nothing left to do
+            ray.train.report({"step": start_step, "loss": float("nan"), "start_step": start_step})
+            return
+        # LoRA checkpoints hold only the adapter: the base weights come from the base model.
+        source = ckpt_dir if ckpt and not cfg.model.lora else resolve_model(cfg.model.base)
+        processor = AutoProcessor.from_pretrained(source)
+        model = AutoModelForImageTextToText.from_pretrained(source, dtype=getattr(torch, cfg.model.dtype))
+        if cfg.model.lora:
+            model = _with_lora(model, cfg, Path(ckpt_dir) / _ADAPTER if ckpt else None)
+        optim_state = torch.load(Path(ckpt_dir) / _OPTIM) if ckpt else None
+    if cfg.model.freeze_vision and not cfg.model.lora:  # under LoRA only adapters and projector train
         for p in model.model.vision_tower.parameters():
             p.requires_grad_(False)
     model = prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in params)
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
     if optim_state is not None:
         optimizer.load_state_dict(optim_state)
@@ -188,13 +220,13 @@ def train_loop_per_worker(config: dict) -> None:
             step += 1
             loss_value = float(loss.detach())
             last = step == cfg.optim.max_steps
-            metrics = {"step": step, "loss": loss_value, "start_step": start_step}
+            metrics = {"step": step, "loss": loss_value, "start_step": start_step, "trainable_params": n_trainable}
             if step % cfg.checkpoint_every == 0 or last:
                 with tempfile.TemporaryDirectory() as tmp:
                     checkpoint = None
                     if rank == 0:  # one copy of the (replicated) weights
                         unwrapped = model.module if hasattr(model, "module") else model
-                        _save_checkpoint(unwrapped, processor, optimizer, step, loss_value, Path(tmp))
+                        _save_checkpoint(unwrapped, processor, optimizer, step, loss_value, Path(tmp), final=last)
                         checkpoint = ray.train.Checkpoint.from_directory(tmp)
                     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{step:06d}")
             if last:
@@ -245,7 +277,8 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
         _export(Path(d), export, cfg.storage_options)
     summary = {
         "name": cfg.name, "export_path": export, "steps": result.metrics["step"], "loss": result.metrics["loss"],
-        "start_step": result.metrics["start_step"], **counts, "config": redacted(cfg),
+        "start_step": result.metrics["start_step"], "trainable_params": result.metrics.get("trainable_params"),
+        **counts, "config": redacted(cfg),
     }
     store.write_json("train_summary.json", summary)
     print(f"[train] {summary['steps']} steps, final loss {summary['loss']:.3f}; model exported to {export}", file=log, flush=True)

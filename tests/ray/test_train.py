@@ -103,3 +103,32 @@ def test_restarted_job_with_the_same_name_continues(ray_session, tmp_path, tiny_
     assert "checkpoint_000060" not in snapshot.read_text(), "the job must be killed before it finished"
     summary = train_generator(load_config(None, args, kind=TrainConfig))
     assert summary["steps"] == 60 and summary["start_step"] >= 20
+
+
+def test_lora_trains_adapters_resumes_and_exports_a_merged_model(ray_session, tmp_path, tiny_models):
+    """LoRA: adapters on the language model plus the projector train; the export is a plain model."""
+    import torch
+    from safetensors.torch import load_file
+
+    args = [f"storage_path={tmp_path}", "data.sources=[{format: vqa, path: fixtures/practice_vqav2.json}]",
+            "model.lora={r: 4, alpha: 8}", "checkpoint_every=10", "name=lora"]
+    first = train_generator(load_config(None, [*args, "optim.max_steps=10"], kind=TrainConfig))
+    full = train_generator(load_config(None, [f"storage_path={tmp_path}", "optim.max_steps=1", "name=full",
+                                              "data.sources=[{format: vqa, path: fixtures/practice_vqav2.json}]"], kind=TrainConfig))
+    assert first["trainable_params"] < full["trainable_params"] / 3
+    # The same command with more steps continues from the adapter checkpoint.
+    resumed = train_generator(load_config(None, [*args, "optim.max_steps=20"], kind=TrainConfig))
+    assert resumed["start_step"] == 10 and resumed["steps"] == 20
+
+    base = load_file(str(Path(tiny_models.generator) / "model.safetensors"))
+    merged = load_file(str(Path(resumed["export_path"]) / "model.safetensors"))
+    assert set(merged) == set(base)  # no adapter weights left: a plain llava-hf checkpoint
+    changed = {k for k in base if not torch.equal(base[k], merged[k])}
+    assert any(".self_attn.q_proj." in k and k.startswith("language_model.") for k in changed)
+    assert any(k.startswith("multi_modal_projector.") for k in changed)
+    assert not any(k.startswith("vision_tower.") for k in changed)
+    assert not any("embed_tokens" in k or "lm_head" in k for k in changed)  # no adapters there
+    gen = get_generator(GeneratorConfig(model=resumed["export_path"], backend="transformers", dtype="float32", max_model_len=512))
+    img = decode_image(embedded_image_paths()["rocket"].read_bytes(), max_side=448)
+    out = gen.generate([GenerationRequest(img, "Ask a question.", SamplingConfig(temperature=0.0, max_tokens=8))])[0]
+    assert out.error_code is None and out.token_ids

@@ -1,0 +1,97 @@
+"""Filter throughput as ratios against a one-row-at-a-time baseline measured in the same run.
+
+The paper's filtering scripts scored one image per forward pass; the filter stages batch. For
+each stage this prints rows/s at batch 1 (the baseline) and at larger batches, on the same rows:
+
+* CLIP: box crops scored against their expressions (``ClipStage``, open_clip);
+* judge: P(Yes) from one decode step (``JudgeStage`` on the transformers backend).
+
+    .venv/bin/python bench/bench_filters.py [--generator tiny | --build 1b] [--clip tiny] [--rows 64]
+
+``--build 1b`` writes a random-weight judge of a real model's shape first (see bench_generate.py);
+``--clip ViT-B-32`` gives open_clip's ViT-B/32 architecture with random weights (no download).
+"""
+
+import argparse
+import tempfile
+import time
+
+from genixer_ray.config import ClipFilterConfig, GeneratorConfig, JudgeConfig
+from genixer_ray.engines.base import get_generator, shutdown_generators
+from genixer_ray.filters.clip import ClipStage
+from genixer_ray.filters.judge import JudgeStage
+from genixer_ray.images import decode_image, embedded_image_paths
+
+
+def sync() -> None:
+    """Wait for queued accelerator work so timings cover it."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def rows_per_s(stage, rows: list[dict], batch: int) -> float:
+    """Rows per second of ``stage`` over ``rows`` in batches of ``batch`` (after a warm-up batch)."""
+    stage(rows[:batch])
+    sync()
+    t = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        stage(rows[i : i + batch])
+    sync()
+    return len(rows) / (time.perf_counter() - t)
+
+
+def bench_rows(n: int) -> list[dict]:
+    """REC-like rows over the bundled photos, two boxes each (crops of different sizes)."""
+    imgs = [decode_image(p.read_bytes(), max_side=672) for p in embedded_image_paths().values()]
+    rows = []
+    for i in range(n):
+        im = imgs[i % len(imgs)]
+        a = 0.05 + 0.01 * (i % 10)
+        rows.append({
+            "shard": 0, "image_id": f"r{i}", "status": "ok", "parsed_task": "q_ca", "question": "What is left of the cup?",
+            "answer": f"The red ball [{a:.3f},0.100,0.600,0.700] is left of the cup [0.500,{a:.3f},0.950,0.900].",
+            "answer_boxes": [[a, 0.1, 0.6, 0.7], [0.5, a, 0.95, 0.9]],
+            "pixels": im.tobytes(), "height": im.shape[0], "width": im.shape[1],
+        })
+    return rows
+
+
+def main() -> None:
+    """Print rows/s and the ratio to batch 1 for each stage and batch size."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--generator", default="tiny")
+    ap.add_argument("--build", choices=["tiny", "1b"], help="build a random judge of this size and use it")
+    ap.add_argument("--clip", default="tiny")
+    ap.add_argument("--rows", type=int, default=64)
+    ap.add_argument("--batches", default="8,32")
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args()
+    model = args.generator
+    if args.build:
+        from genixer_ray.tiny_models import make_tiny_generator
+
+        model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-judge-"), size=args.build))
+    rows = bench_rows(args.rows)
+    batches = [int(b) for b in args.batches.split(",")]
+    import torch
+
+    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}; {args.rows} rows, 2 boxes each")
+    stages = {
+        f"clip {args.clip}": lambda b: ClipStage(ClipFilterConfig(enabled=True, model=args.clip, batch_size=2 * b)),
+        f"judge {args.build or model}": lambda b: JudgeStage(
+            JudgeConfig(enabled=True), get_generator(GeneratorConfig(model=model, backend="transformers", dtype=args.dtype, max_model_len=2048))
+        ),
+    }
+    for name, build in stages.items():
+        base = rows_per_s(build(1), rows, 1)
+        print(f"{name:<22} batch=1   {base:9.2f} rows/s  x1.00 (baseline)")
+        for b in batches:
+            r = rows_per_s(build(b), rows, b)
+            print(f"{name:<22} batch={b:<3} {r:9.2f} rows/s  x{r / base:.2f}")
+    shutdown_generators()
+
+
+if __name__ == "__main__":
+    main()
