@@ -122,9 +122,9 @@ def crop_box(image: np.ndarray, box: Sequence[float], min_side: float) -> np.nda
 class ClipStage:
     """Adds CLIP scores to every ``ok`` row: each box's crop against its text, else the whole image.
 
-    ``clip_region_scores`` holds one score per box; ``clip_score`` is the row's score, the lowest
-    region score (every region must match) or the image's score against question and answer for
-    rows without boxes. A box that cannot be scored sets ``clip_reason`` and no score.
+    ``clip_region_scores`` holds one score per box (for a row without boxes, the one score of the
+    whole image against question and answer); ``clip_score`` is the lowest of them, since every
+    region must match its words. A box that cannot be scored sets ``clip_reason`` and no score.
     """
 
     name = "clip"

@@ -52,9 +52,11 @@ def test_filters_as_stages_of_a_generation_run(ray_session, tmp_path):
     assert manifest["kept"] == sum(r["keep"] for r in rows)
 
 
-def constructed_run(tmp_path, generator, cfg) -> str:
-    """A generation run written by hand: rows whose filter outcomes are known, over the photos."""
-    store = RunStore(str(tmp_path / "constructed"))
+def constructed_run(url: str, generator, cfg, storage_options=None) -> str:
+    """A generation run written by hand: rows whose filter outcomes are known, over the photos.
+
+    With a ``generator``, the chelsea row's answer is the one it gives again (greedy)."""
+    store = RunStore(url, storage_options)
     store.write_plan(iter_inputs(cfg.input), shard_size=4, meta={"input": "embedded"})
     plan = {r["image_id"]: r for k in range(2) for r in store.read_frame(store.plan_name(k)).to_dicts()}
 
@@ -69,7 +71,9 @@ def constructed_run(tmp_path, generator, cfg) -> str:
     probe = row("chelsea", question="What animal is this?")
     from genixer_ray.engines.base import GenerationRequest
 
-    greedy = generator.generate([GenerationRequest(cat, reask_instruction(probe), SamplingConfig(temperature=0, max_tokens=8))])[0].text
+    greedy = "a cat"
+    if generator is not None:
+        greedy = generator.generate([GenerationRequest(cat, reask_instruction(probe), SamplingConfig(temperature=0, max_tokens=8))])[0].text
     rows = [
         row("astronaut", parsed_task="rec", question="Where is the helmet?", answer="[1.1,0.1,1.6,0.4]", answer_boxes=[[1.1, 0.1, 1.6, 0.4]]),
         row("camera", parsed_task="rec", question="Where is the lens?", answer="[0.50,0.50,0.51,0.70]", answer_boxes=[[0.5, 0.5, 0.51, 0.7]]),
@@ -92,7 +96,7 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     from genixer_ray.engines.base import get_generator
 
     cfg = load_config(None, [*FAST, *FILTERS, "filters.name=strict"])
-    run = constructed_run(tmp_path, get_generator(cfg.generator), cfg)
+    run = constructed_run(str(tmp_path / "constructed"), get_generator(cfg.generator), cfg)
     summary = run_filter(run, cfg)
     out = RunStore(summary.output)
     assert summary.output == filter_url(run, cfg) and out.committed() == {0, 1}
@@ -122,3 +126,29 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
         run_filter(run, load_config(None, [*FAST, *FILTERS, "filters.name=strict", "filters.judge.threshold=0.5"]))
     with pytest.raises(ConfigError, match="no generation run"):
         run_filter(str(tmp_path / "nothing"), cfg)
+
+
+def test_clip_filter_pass_on_s3(ray_session, s3):
+    """Runs and filter output on an S3 endpoint; a CLIP-only pass needs no generator engine."""
+    import json
+
+    import fsspec
+    import pyarrow.parquet as pq
+
+    so = s3["storage_options"]
+    cfg = load_config(None, [
+        f"output.storage_options={json.dumps(so)}", "filters.clip.enabled=true", "filters.clip.threshold=-1",
+        "filters.clip.min_box_side=0.05", "filters.name=clip-only",
+    ])
+    run = constructed_run(f"s3://{s3['bucket']}/constructed", None, cfg, so)
+    summary = run_filter(run, cfg)
+    assert summary.output == f"s3://{s3['bucket']}/constructed/filtered/clip-only"
+    out = RunStore(summary.output, so)
+    fs = fsspec.filesystem("s3", **so)
+    rows = {r["image_id"]: r for r in pq.read_table([out.path(out.shard_name(k)) for k in (0, 1)], filesystem=fs).to_pylist()}
+    assert len(rows) == 8
+    assert rows["astronaut"]["reject_reasons"] == ["box_outside_image"]
+    assert rows["camera"]["reject_reasons"] == ["box_too_small"]
+    assert rows["motorcycle"]["keep"] is True and rows["motorcycle"]["clip_score"] is not None
+    assert rows["coffee"]["keep"] is True and rows["coffee"]["judge_p_yes"] is None  # no judge in this pass
+    assert out.read_json("manifest.json")["funnel"]["rec"] == {"generated": 4, "parsed": 3, "clip": 1, "kept": 1}

@@ -33,6 +33,12 @@ def test_yaml_and_overrides(tmp_path):
         ("sampling:\n  temprature: 0.3\n", "sampling.temprature", "0.3"),
         ("name: '../escape'\n", "name", "'../escape'"),
         ("generator:\n  max_model_len: lots\n", "generator.max_model_len", "'lots'"),
+        ("filters:\n  clip:\n    task_thresholds: {recc: 0.3}\n", "filters.clip.task_thresholds", "{'recc': 0.3}"),
+        ("filters:\n  judge:\n    band: [0.8, 0.2]\n", "filters.judge.band", "[0.8, 0.2]"),
+        ("filters:\n  judge:\n    prompt: Is it true?\n", "filters.judge.prompt", "'Is it true?'"),
+        ("filters:\n  judge:\n    policy: best\n", "filters.judge.policy", "'best'"),
+        ("filters:\n  consistency:\n    samples: 0\n", "filters.consistency.samples", "0"),
+        ("filters:\n  judge:\n    model: ./no/such/dir\n", "filters.judge.model", "'./no/such/dir'"),
     ],
 )
 def test_bad_value_names_field_and_value(tmp_path, text, field, value):
