@@ -25,8 +25,11 @@ def llava_hf_key(key: str) -> str:
     raise ValueError(f"unexpected LLaVA weight name {key!r}")
 
 
-def save_llava_hf(model, out_dir: str | Path, *, processor=None) -> Path:
-    """Write ``model`` (config, generation config, safetensors weights) and ``processor`` to ``out_dir``."""
+def save_llava_hf(model, out_dir: str | Path, *, processor=None, state: dict | None = None) -> Path:
+    """Write ``model`` (config, generation config, safetensors weights) and ``processor`` to ``out_dir``.
+
+    ``state`` replaces ``model.state_dict()`` where the weights are gathered elsewhere (FSDP).
+    """
     from safetensors.torch import save_file
 
     out = Path(out_dir)
@@ -34,8 +37,9 @@ def save_llava_hf(model, out_dir: str | Path, *, processor=None) -> Path:
     model.config.architectures = [type(model).__name__]  # vLLM picks its model class by this
     model.config.save_pretrained(out)
     model.generation_config.save_pretrained(out)
-    state = {llava_hf_key(k): v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    state = model.state_dict() if state is None else state
+    tensors = {llava_hf_key(k): v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
     if processor is not None:
         processor.save_pretrained(out)
     return out

@@ -389,6 +389,9 @@ class TrainScalingConfig(_Strict):
     ray_address: str | None = Field(None, description="Ray cluster to join; unset: start or reuse a local one.")
     num_workers: int = Field(2, ge=1, description="Data-parallel workers (DDP).")
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL; otherwise CPU and gloo.")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp", description="'ddp': a full replica per worker; 'fsdp': weights, gradients and optimizer state sharded across workers (models too large to replicate)."
+    )
     cpus_per_worker: float = Field(1.0, gt=0.0)
     max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
 
@@ -409,6 +412,12 @@ class TrainConfig(_Strict):
     export_path: str | None = Field(None, description="Model directory for generation (default: {storage_path}/{name}/model).")
 
     _name_is_path_safe = field_validator("name")(_path_safe_name)
+
+    @model_validator(mode="after")
+    def _supported_combination(self) -> "TrainConfig":
+        if self.model.lora is not None and self.scaling.strategy == "fsdp":
+            raise ValueError("model.lora with scaling.strategy=fsdp is not supported: LoRA trains few weights, use ddp")
+        return self
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

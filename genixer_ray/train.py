@@ -4,10 +4,10 @@
 
 1. converts the configured annotation files into instruction samples and writes them as Parquet
    shards under ``{storage_path}/{name}/data`` (deterministic, so a restarted job rewrites the same);
-2. runs a ``TorchTrainer``: each worker fine-tunes the LLaVA-architecture model with DDP (gloo on
-   CPU, NCCL on GPUs), vision tower frozen by default, loss on the target tokens only; rank 0
-   reports a checkpoint (llava-hf layout + optimizer state + step) every ``checkpoint_every``
-   steps; ``FailureConfig(max_failures)`` restarts the worker group from the last checkpoint, and
+2. runs a ``TorchTrainer``: each worker fine-tunes the LLaVA-architecture model with DDP or FSDP
+   (gloo on CPU, NCCL on GPUs), vision tower frozen by default, optionally LoRA adapters on the
+   language model, loss on the target tokens only; rank 0 reports a checkpoint (llava-hf layout
+   or LoRA adapter, optimizer state, step) every ``checkpoint_every`` steps; ``FailureConfig(max_failures)`` restarts the worker group from the last checkpoint, and
    a new job with the same ``name`` and ``storage_path`` picks the run up where it stopped;
 3. copies the final checkpoint's model to ``export_path``: a directory that vLLM and the
    transformers backend load directly (``generator.model`` of a generation run).
@@ -116,17 +116,33 @@ def collate(processor, rows: list[dict], *, max_side: int, image_storage_options
     return inputs
 
 
-def _save_checkpoint(model, processor, optimizer, step: int, loss: float, out: Path, *, final: bool) -> None:
+def _full_state(model, optimizer, cfg: TrainConfig) -> tuple[dict | None, dict]:
+    """The whole model's and optimizer's state; every rank must call it (FSDP gathers shards).
+
+    DDP and single workers: the replica's own state (``None`` for the model: read it from the
+    module). FSDP: full state dicts gathered from the shards, keyed by parameter names.
+    """
+    if cfg.scaling.strategy != "fsdp":
+        return None, optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+
+    # Offloading the gathered state to host memory crashes torch on CPU-only workers (gloo);
+    # on GPUs it keeps the full weights out of accelerator memory.
+    options = StateDictOptions(full_state_dict=True, cpu_offload=cfg.scaling.use_gpu)
+    return get_state_dict(model, optimizer, options=options)
+
+
+def _save_checkpoint(model, processor, state: dict | None, optim_state: dict, step: int, loss: float, out: Path, *, final: bool) -> None:
     """Full fine-tuning: the weights in the llava-hf layout. LoRA: the adapter, and on the final
     step also the merged weights (what the export copies, and what vLLM loads)."""
     import torch
 
     from genixer_ray.checkpoints import save_llava_hf
 
-    torch.save(optimizer.state_dict(), out / _OPTIM)
+    torch.save(optim_state, out / _OPTIM)
     (out / _STATE).write_text(json.dumps({"step": step, "loss": loss}))
     if not hasattr(model, "peft_config"):
-        save_llava_hf(model, out, processor=processor)
+        save_llava_hf(model, out, processor=processor, state=state)
         return
     model.save_pretrained(out / _ADAPTER)
     processor.save_pretrained(out)
@@ -184,11 +200,25 @@ def train_loop_per_worker(config: dict) -> None:
     if cfg.model.freeze_vision and not cfg.model.lora:  # under LoRA only adapters and projector train
         for p in model.model.vision_tower.parameters():
             p.requires_grad_(False)
-    model = prepare_model(model)
+    fsdp = cfg.scaling.strategy == "fsdp" and ctx.get_world_size() > 1
+    if fsdp:
+        # Ray's prepare_model refuses FSDP without CUDA, but torch's FSDP also runs on CPU (gloo),
+        # which is how the tests exercise this path: move the model with Ray, wrap it here.
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        model = prepare_model(model, parallel_strategy=None)
+        # use_orig_params: the frozen vision tower and the trained weights may share a flat shard.
+        model = FullyShardedDataParallel(model, use_orig_params=True, device_id=next(model.parameters()).device)
+    else:
+        model = prepare_model(model)
     params = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in params)
+    n_trainable = sum(p.numel() for p in params)  # under FSDP: this worker's shard
     optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    if optim_state is not None:
+    if optim_state is not None and fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
+    elif optim_state is not None:
         optimizer.load_state_dict(optim_state)
     warm = max(cfg.optim.warmup_steps, 1)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm), last_epoch=start_step - 1)
@@ -214,7 +244,10 @@ def train_loop_per_worker(config: dict) -> None:
             loss = model(**inputs).loss
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            if fsdp:  # the norm of the whole gradient, not of this worker's shard
+                model.clip_grad_norm_(cfg.optim.grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
             optimizer.step()
             scheduler.step()
             step += 1
@@ -224,9 +257,10 @@ def train_loop_per_worker(config: dict) -> None:
             if step % cfg.checkpoint_every == 0 or last:
                 with tempfile.TemporaryDirectory() as tmp:
                     checkpoint = None
-                    if rank == 0:  # one copy of the (replicated) weights
+                    state, optim_state = _full_state(model, optimizer, cfg)
+                    if rank == 0:  # one copy of the weights
                         unwrapped = model.module if hasattr(model, "module") else model
-                        _save_checkpoint(unwrapped, processor, optimizer, step, loss_value, Path(tmp), final=last)
+                        _save_checkpoint(unwrapped, processor, state, optim_state, step, loss_value, Path(tmp), final=last)
                         checkpoint = ray.train.Checkpoint.from_directory(tmp)
                     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{step:06d}")
             if last:

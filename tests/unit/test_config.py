@@ -79,3 +79,12 @@ def test_engine_and_scaling_checks(tmp_path):
         build_config({"scaling": {"min_actors": 3, "max_actors": 2}})
     with pytest.raises(ConfigError, match="task_mix: unknown task"):
         build_config({"task_mix": {"captioning": 1.0}})
+
+
+def test_training_combinations_checked_before_work():
+    from genixer_ray.config import TrainConfig
+
+    with pytest.raises(ConfigError, match="model.lora with scaling.strategy=fsdp"):
+        load_config(None, ["model.lora={r: 4}", "scaling.strategy=fsdp"], kind=TrainConfig)
+    with pytest.raises(ConfigError, match=r"scaling.strategy: .*'ddp' or 'fsdp'"):
+        load_config(None, ["scaling.strategy=zero3"], kind=TrainConfig)
