@@ -285,7 +285,8 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
         ray.init(address=cfg.scaling.ray_address, **local_ray_cpus(cfg.scaling.ray_address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker))
     fs = store.arrow_filesystem()
     dataset = ray.data.read_parquet(paths, filesystem=fs)
-    storage = cfg.storage_path if "://" in cfg.storage_path else os.path.abspath(cfg.storage_path)
+    # With a storage_filesystem, Ray Train takes paths inside it (no "s3://" prefix).
+    storage = os.path.abspath(cfg.storage_path) if store.is_local else store.root.rsplit("/", 1)[0]
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg_json": cfg.model_dump_json()},
