@@ -88,3 +88,12 @@ def test_training_combinations_checked_before_work():
         load_config(None, ["model.lora={r: 4}", "scaling.strategy=fsdp"], kind=TrainConfig)
     with pytest.raises(ConfigError, match=r"scaling.strategy: .*'ddp' or 'fsdp'"):
         load_config(None, ["scaling.strategy=zero3"], kind=TrainConfig)
+
+
+def test_gpu_filter_config_validates():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[2] / "configs" / "filter-gpu.yaml")
+    f = cfg.filters
+    assert f.clip.enabled and f.judge.enabled and f.consistency.enabled and f.gpus_per_actor == 1
+    assert f.judge.model is None and f.judge.rule() == "band[0.5,0.7]" and f.clip.threshold_for("rec") == 0.22
