@@ -17,6 +17,7 @@ test: setup
 demo: setup
 	$(VENV)/bin/genixer-ray train configs/train.yaml
 	$(VENV)/bin/genixer-ray generate configs/demo.yaml
+	$(VENV)/bin/genixer-ray export runs/demo runs/demo-kept-llava.json
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -71,6 +71,23 @@ def _cmd_filter(args: argparse.Namespace) -> int:
     return _run_job(args, lambda cfg: run_filter(args.run, cfg), "filtered")
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    import json
+
+    from genixer_ray.export import export_llava
+
+    try:
+        options = json.loads(args.storage_options)
+        counts = export_llava(
+            args.run, args.out, storage_options=options, image_root=args.image_root, only_kept=not args.all_parsed
+        )
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"exported {counts['records']} records from {counts['shards']} shards to {counts['output']} (by task: {counts['by_task']})")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from genixer_ray.config import TrainConfig, load_config
     from genixer_ray.train import train_generator
@@ -113,6 +130,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("config", nargs="?", help="config YAML whose `filters` section (and generator, input) apply")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. filters.judge.policy=band")
     p.set_defaults(func=_cmd_filter)
+
+    p = sub.add_parser("export", help="write a run's kept rows as LLaVA conversation JSON (for training)")
+    p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name})")
+    p.add_argument("out", help="the JSON file to write (local or s3://)")
+    p.add_argument("--image-root", help="write image paths under this prefix relative to it")
+    p.add_argument("--all-parsed", action="store_true", help="every parsed row, not only the rows the filters kept")
+    p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
+    p.set_defaults(func=_cmd_export)
     return parser
 
 

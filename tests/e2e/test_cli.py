@@ -74,3 +74,11 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
     assert sum(c.get("parsed", 0) for c in manifest["funnel"].values()) == len(parsed)
     assert manifest["kept"] == sum(r["keep"] for r in rows)
     assert f"kept: {manifest['kept']})" in out.stdout and "consistency" in out.stdout  # the funnel table
+
+    # The kept rows, exported as LLaVA JSON (the demo's last step).
+    export = subprocess.run(
+        CLI + ["export", str(tmp_path / "out" / "demo"), str(tmp_path / "kept.json")], capture_output=True, text=True, timeout=300
+    )
+    assert export.returncode == 0, export.stderr[-3000:]
+    records = json.loads((tmp_path / "kept.json").read_text())
+    assert sorted(r["id"] for r in records) == sorted(r["image_id"] for r in rows if r["keep"])
