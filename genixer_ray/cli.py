@@ -35,8 +35,8 @@ def _print_summary(summary, verb: str) -> None:
         f"{verb} {summary.rows} rows ({statuses}; errors: {errors}; kept: {summary.kept}) in {summary.shards} shards "
         f"({summary.skipped_shards} already committed) to {summary.output}"
     )
-    steps = [s for s in ("generated", "parsed", "clip", "consistency", "judge", "kept") if any(s in c for c in summary.funnel.values())]
-    if summary.funnel and len(steps) > 3:  # some filter ran: show where rows were lost, per task
+    steps = [s for s in ("rows", "generated", "parsed", "clip", "consistency", "judge", "kept") if any(s in c for c in summary.funnel.values())]
+    if summary.funnel and len(steps) > 4:  # some filter ran: show where rows were lost, per task
         print(f"{'task':<22}" + "".join(f"{s:>13}" for s in steps))
         for task, c in sorted(summary.funnel.items()):
             print(f"{task:<22}" + "".join(f"{c.get(s, 0):>13}" for s in steps))

@@ -81,7 +81,7 @@ def _decide_judge(rows: list[dict], cfg: FiltersConfig) -> None:
 
 
 def funnel(rows: list[dict], cfg: FiltersConfig) -> dict[str, dict[str, int]]:
-    """Rows per task at each step: generated, parsed, after each enabled filter, kept.
+    """Rows per task at each step: all rows, generated, parsed, after each enabled filter, kept.
 
     The filter steps are cumulative in the order CLIP, self-consistency, judge: a row counts at a
     step when it parsed and no filter up to that step rejected it.
@@ -90,7 +90,8 @@ def funnel(rows: list[dict], cfg: FiltersConfig) -> dict[str, dict[str, int]]:
     out: dict[str, Counter] = defaultdict(Counter)
     for r in rows:
         c = out[_task(r)]
-        if r.get("text") is not None:
+        c["rows"] += 1
+        if r.get("text") is not None and r.get("error_stage") != "generate":  # the engine gave text
             c["generated"] += 1
         if r["status"] != "ok":
             continue

@@ -151,4 +151,4 @@ def test_clip_filter_pass_on_s3(ray_session, s3):
     assert rows["camera"]["reject_reasons"] == ["box_too_small"]
     assert rows["motorcycle"]["keep"] is True and rows["motorcycle"]["clip_score"] is not None
     assert rows["coffee"]["keep"] is True and rows["coffee"]["judge_p_yes"] is None  # no judge in this pass
-    assert out.read_json("manifest.json")["funnel"]["rec"] == {"generated": 4, "parsed": 3, "clip": 1, "kept": 1}
+    assert out.read_json("manifest.json")["funnel"]["rec"] == {"rows": 4, "generated": 4, "parsed": 3, "clip": 1, "kept": 1}

@@ -129,16 +129,18 @@ def test_band_policy_keeps_exactly_rows_in_band_and_funnel_counts(cfg):
     rows = [{"shard": 0, "image_id": f"r{i}", "status": "ok", "text": "t", "parsed_task": "common_vqa", "judge_p_yes": s,
              "judge_reason": None} for i, s in enumerate(scores)]
     rows.append({"shard": 0, "image_id": "bad", "status": "error", "error_code": "bad_box", "text": "t", "task": "rec"})
+    rows.append({"shard": 0, "image_id": "long", "status": "error", "error_code": "prompt_too_long", "error_stage": "generate",
+                 "text": "", "task": "rec"})
     judge_only = cfg.filters.model_copy(update={
         "clip": cfg.filters.clip.model_copy(update={"enabled": False}),
         "consistency": cfg.filters.consistency.model_copy(update={"enabled": False}),
     })
     out = decide(rows, judge_only)
-    assert [r["keep"] for r in out] == [False, True, True, True, False, False, False]
+    assert [r["keep"] for r in out] == [False, True, True, True, False, False, False, False]
     assert out[0]["reject_reasons"] == ["judge_outside_band"] and out[1]["judge_rule"] == "band[0.5,0.7]"
     assert funnel(out, judge_only) == {
-        "common_vqa": {"generated": 6, "parsed": 6, "judge": 3, "kept": 3},
-        "rec": {"generated": 1},
+        "common_vqa": {"rows": 6, "generated": 6, "parsed": 6, "judge": 3, "kept": 3},
+        "rec": {"rows": 2, "generated": 1},  # the over-long prompt generated nothing
     }
     top = decide(rows, judge_only.model_copy(update={"judge": judge_only.judge.model_copy(update={"policy": "top_fraction", "fraction": 0.4})}))
     assert [r["image_id"] for r in top if r["keep"]] == ["r3", "r4"]  # ceil(0.4 * 5 scored) = 2 best
