@@ -58,6 +58,20 @@ def local_cluster():
             pass
 
 
+def submit(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
+    """Run ``ray job submit``, retrying while the head's job agent is not ready.
+
+    The dashboard agent can refuse jobs for a while on a loaded machine ("No available agent"),
+    at start and again between jobs.
+    """
+    deadline = time.monotonic() + 120
+    while True:
+        res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+        if "No available agent to submit job" not in res.stderr or time.monotonic() > deadline:
+            return res
+        time.sleep(3)
+
+
 def test_job_submit_runs_generation_on_the_cluster(local_cluster, tmp_path, tiny_models):
     out = tmp_path / "out"
     cmd = [
@@ -66,13 +80,7 @@ def test_job_submit_runs_generation_on_the_cluster(local_cluster, tmp_path, tiny
         f"output.path={out}", "input.limit=3", "generator.model=tiny", "generator.backend=transformers", "sampling.max_tokens=8",
         "scaling.actor_resources={gpu_like: 1}",  # the generator actor must land on the worker node
     ]
-    deadline = time.monotonic() + 120
-    while True:
-        res = subprocess.run(cmd, env=local_cluster["env"], capture_output=True, text=True, timeout=600)
-        # The head's dashboard agent can take a while to accept jobs on a loaded machine.
-        if "No available agent to submit job" not in res.stderr or time.monotonic() > deadline:
-            break
-        time.sleep(3)
+    res = submit(cmd, local_cluster["env"])
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     assert "succeeded" in (res.stdout + res.stderr).lower()
     store = RunStore(str(out / "job"))
@@ -87,7 +95,7 @@ def test_job_submit_runs_generation_on_the_cluster(local_cluster, tmp_path, tiny
         sys.executable, "jobs/filter.py", str(out / "job"), "configs/demo.yaml", "scaling.ray_address=auto",
         "generator.model=tiny", "generator.backend=transformers", "filters.name=again", "filters.judge.policy=threshold",
     ]
-    res = subprocess.run(cmd, env=local_cluster["env"], capture_output=True, text=True, timeout=600)
+    res = submit(cmd, local_cluster["env"])
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     filtered = RunStore(str(out / "job" / "filtered" / "again")).read_rows()
     assert sorted(filtered["image_id"].to_list()) == sorted(rows["image_id"].to_list())
