@@ -14,32 +14,14 @@ each stage this prints rows/s at batch 1 (the baseline) and at larger batches, o
 
 import argparse
 import tempfile
-import time
+
+from bench_generate import timed  # bench/ is the script's folder, so its sibling imports
 
 from genixer_ray.config import ClipFilterConfig, GeneratorConfig, JudgeConfig
 from genixer_ray.engines.base import get_generator, shutdown_generators
 from genixer_ray.filters.clip import ClipStage
 from genixer_ray.filters.judge import JudgeStage
 from genixer_ray.images import decode_image, embedded_image_paths
-
-
-def sync() -> None:
-    """Wait for queued accelerator work so timings cover it."""
-    import torch
-
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def rows_per_s(stage, rows: list[dict], batch: int) -> float:
-    """Rows per second of ``stage`` over ``rows`` in batches of ``batch`` (after a warm-up batch)."""
-    stage(rows[:batch])
-    sync()
-    t = time.perf_counter()
-    for i in range(0, len(rows), batch):
-        stage(rows[i : i + batch])
-    sync()
-    return len(rows) / (time.perf_counter() - t)
 
 
 def bench_rows(n: int) -> list[dict]:
@@ -85,10 +67,10 @@ def main() -> None:
         ),
     }
     for name, build in stages.items():
-        base = rows_per_s(build(1), rows, 1)
+        base = timed(build(1), rows, 1)
         print(f"{name:<22} batch=1   {base:9.2f} rows/s  x1.00 (baseline)")
         for b in batches:
-            r = rows_per_s(build(b), rows, b)
+            r = timed(build(b), rows, b)
             print(f"{name:<22} batch={b:<3} {r:9.2f} rows/s  x{r / base:.2f}")
     shutdown_generators()
 

@@ -23,7 +23,7 @@ from genixer_ray.config import ConfigError, FiltersConfig, RunConfig, redacted
 from genixer_ray.filters.decide import decide, funnel
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA, to_frame
-from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage, drop_image, fail
+from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, drop_image, fail
 from genixer_ray.store import RunStore
 
 
@@ -46,7 +46,8 @@ def filter_stages(cfg: RunConfig, generator, *, which: str) -> list:
     ``which="generator"``: the filters whose ``model`` is unset, run on the generator's own
     engine (``generator``) in its actor, so no second engine is started. ``which="own"``: CLIP and
     the filters naming their own model (built here, one engine per model and process).
-    ``which="all"``: both (a separate filter pass).
+    ``which="all"``: both (a separate filter pass); without ``generator``, the generator's engine
+    is built here, only if a filter uses it.
     """
     from genixer_ray.engines.base import get_generator
     from genixer_ray.filters.clip import ClipStage
@@ -58,7 +59,10 @@ def filter_stages(cfg: RunConfig, generator, *, which: str) -> list:
         on_generator = sub.model is None
         if not sub.enabled or (which == "generator" and not on_generator) or (which == "own" and on_generator):
             continue
-        engine = generator if on_generator else get_generator(cfg.generator.model_copy(update={"model": sub.model}))
+        if on_generator:  # the generator's engine: the actor's own, else built here (a filter pass)
+            engine = generator or get_generator(cfg.generator)
+        else:
+            engine = get_generator(cfg.generator.model_copy(update={"model": sub.model}))
         stages.append(stage(sub, engine))
     if which != "generator" and cfg.filters.clip.enabled:
         stages.append(ClipStage(cfg.filters.clip))
@@ -89,14 +93,9 @@ class FilterActor:
     """Ray Data actor: CLIP and the filters with their own models (all filters in a filter pass)."""
 
     def __init__(self, cfg_json: str, filter_pass: bool):
-        from genixer_ray.engines.base import get_generator
-
         self.cfg = RunConfig.model_validate_json(cfg_json)
-        if filter_pass:  # no generator actor here: the filters that use the generator run here
-            needs = any(f.enabled and f.model is None for f in (self.cfg.filters.judge, self.cfg.filters.consistency))
-            self.stages = filter_stages(self.cfg, get_generator(self.cfg.generator) if needs else None, which="all")
-        else:
-            self.stages = filter_stages(self.cfg, None, which="own")
+        # A filter pass has no generator actor: the filters that use the generator run here too.
+        self.stages = filter_stages(self.cfg, None, which="all" if filter_pass else "own")
 
     def __call__(self, table):
         """Score one batch; the image is dropped from the rows that come out."""
@@ -348,6 +347,21 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def _write_manifest(store: RunStore, summary: RunSummary, started: datetime, **what) -> None:
+    """``manifest.json``: what ran (``what``), versions, times and the counts of committed shards."""
+    store.write_json(
+        "manifest.json",
+        {
+            **what,
+            "versions": _versions(),
+            "started_at": started.isoformat(),
+            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "committed_shards": len(store.committed()),
+            **summary.counts(),
+        },
+    )
+
+
 def run_generation(cfg: RunConfig, *, log=None) -> RunSummary:
     """Run (or resume) a generation run and return its summary.
 
@@ -376,19 +390,7 @@ def run_generation(cfg: RunConfig, *, log=None) -> RunSummary:
     summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))
     for m in store.markers():
         summary.add_marker(m)
-    store.write_json(
-        "manifest.json",
-        {
-            "run": cfg.name,
-            "config": redacted(cfg),
-            "versions": _versions(),
-            "started_at": started.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
-            "plan": {"rows": plan["rows"], "shards": plan["shards"]},
-            "committed_shards": len(store.committed()),
-            **summary.counts(),
-        },
-    )
+    _write_manifest(store, summary, started, run=cfg.name, config=redacted(cfg), plan={"rows": plan["rows"], "shards": plan["shards"]})
     return summary
 
 
@@ -413,7 +415,7 @@ def load_for_filter(table, *, run_url: str, storage_options: dict, input_cfg_jso
                     p = planned[row["image_id"]]
                     img = decode([{"shard": k, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
                     if img["status"] == "ok":
-                        row |= {c: img[c] for c in ("pixels", "height", "width")}
+                        row |= {c: img[c] for c in IMAGE_COLUMNS}
                     else:
                         row = fail(row, img["error_stage"], img["error_code"], img["error_message"])
                 out.append(row)
@@ -487,17 +489,8 @@ def run_filter(run: str, cfg: RunConfig, *, log=None) -> RunSummary:
     summary = RunSummary(output=dst.url, shards=len(source), skipped_shards=len(done))
     for m in dst.markers():
         summary.add_marker(m)
-    dst.write_json(
-        "manifest.json",
-        {
-            "source_run": src.url,
-            "filters": redacted(cfg.filters),
-            "versions": _versions(),
-            "started_at": started.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
-            "source_shards": {"planned": plan["shards"], "committed": len(source)},
-            "committed_shards": len(dst.committed()),
-            **summary.counts(),
-        },
+    _write_manifest(
+        dst, summary, started, source_run=src.url, filters=redacted(cfg.filters),
+        source_shards={"planned": plan["shards"], "committed": len(source)},
     )
     return summary

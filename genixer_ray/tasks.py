@@ -167,7 +167,7 @@ class Parsed:
 
 
 _PAIR = re.compile(r"Question:\s*(?P<q>.*?)\s*Answer:\s*(?P<a>.*?)\s*(?=Question:|$)", re.S)
-_BRACKET = re.compile(r"\[([^\[\]]*)\]")
+BRACKET = re.compile(r"\[([^\[\]]*)\]")  # a "[...]" group of boxes or points
 _NUM = r"\s*(-?\d+(?:\.\d+)?)\s*"
 _BOX = re.compile(rf"^{_NUM},{_NUM},{_NUM},{_NUM}$")
 _POINT = re.compile(rf"^{_NUM},{_NUM}$")
@@ -216,7 +216,7 @@ def parse_regions(text: str) -> tuple[list[list[float]], list[list[float]]]:
             ``bad_point`` for a point outside [0, 1].
     """
     boxes, points = [], []
-    for group in _BRACKET.findall(text):
+    for group in BRACKET.findall(text):
         for item in group.split(";"):
             if m := _BOX.match(item):
                 b = [float(v) for v in m.groups()]

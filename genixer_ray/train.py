@@ -7,8 +7,9 @@
 2. runs a ``TorchTrainer``: each worker fine-tunes the LLaVA-architecture model with DDP or FSDP
    (gloo on CPU, NCCL on GPUs), vision tower frozen by default, optionally LoRA adapters on the
    language model, loss on the target tokens only; rank 0 reports a checkpoint (llava-hf layout
-   or LoRA adapter, optimizer state, step) every ``checkpoint_every`` steps; ``FailureConfig(max_failures)`` restarts the worker group from the last checkpoint, and
-   a new job with the same ``name`` and ``storage_path`` picks the run up where it stopped;
+   or LoRA adapter, optimizer state, step) every ``checkpoint_every`` steps;
+   ``FailureConfig(max_failures)`` restarts the worker group from the last checkpoint, and a new
+   job with the same ``name`` and ``storage_path`` picks the run up where it stopped;
 3. copies the final checkpoint's model to ``export_path``: a directory that vLLM and the
    transformers backend load directly (``generator.model`` of a generation run).
 """
@@ -116,19 +117,19 @@ def collate(processor, rows: list[dict], *, max_side: int, image_storage_options
     return inputs
 
 
-def _full_state(model, optimizer, cfg: TrainConfig) -> tuple[dict | None, dict]:
+def _full_state(model, optimizer, *, fsdp: bool, offload: bool) -> tuple[dict | None, dict]:
     """The whole model's and optimizer's state; every rank must call it (FSDP gathers shards).
 
-    DDP and single workers: the replica's own state (``None`` for the model: read it from the
-    module). FSDP: full state dicts gathered from the shards, keyed by parameter names.
+    Not FSDP-wrapped: the replica's own state (``None`` for the model: read it from the module).
+    FSDP: full state dicts gathered from the shards, keyed by parameter names.
     """
-    if cfg.scaling.strategy != "fsdp":
+    if not fsdp:
         return None, optimizer.state_dict()
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
 
     # Offloading the gathered state to host memory crashes torch on CPU-only workers (gloo);
     # on GPUs it keeps the full weights out of accelerator memory.
-    options = StateDictOptions(full_state_dict=True, cpu_offload=cfg.scaling.use_gpu)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=offload)
     return get_state_dict(model, optimizer, options=options)
 
 
@@ -257,7 +258,7 @@ def train_loop_per_worker(config: dict) -> None:
             if step % cfg.checkpoint_every == 0 or last:
                 with tempfile.TemporaryDirectory() as tmp:
                     checkpoint = None
-                    state, optim_state = _full_state(model, optimizer, cfg)
+                    state, optim_state = _full_state(model, optimizer, fsdp=fsdp, offload=cfg.scaling.use_gpu)
                     if rank == 0:  # one copy of the weights
                         unwrapped = model.module if hasattr(model, "module") else model
                         _save_checkpoint(unwrapped, processor, state, optim_state, step, loss_value, Path(tmp), final=last)

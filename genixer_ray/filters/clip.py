@@ -10,6 +10,7 @@ import numpy as np
 
 from genixer_ray.config import ClipFilterConfig
 from genixer_ray.stages import row_image
+from genixer_ray.tasks import BRACKET
 
 
 def open_clip_spec(model: str) -> tuple[str, str | None]:
@@ -65,19 +66,18 @@ class ClipScorer:
         return (img * txt).sum(dim=-1).cpu().numpy()
 
 
-_BRACKET = re.compile(r"\[([^\[\]]*)\]")
 _CLAUSE_END = re.compile(r".*[.!?;:\]]", re.S)
 
 
 def strip_regions(text: str) -> str:
     """``text`` without its ``[...]`` coordinates, single-spaced."""
-    return " ".join(_BRACKET.sub(" ", text).split())
+    return " ".join(BRACKET.sub(" ", text).split())
 
 
 def _phrases_before_boxes(text: str) -> list[str]:
     """For each box or point written in ``text``, the words of its clause before the bracket."""
     out, start = [], 0
-    for m in _BRACKET.finditer(text):
+    for m in BRACKET.finditer(text):
         before = text[start : m.start()]
         clause = before[e.end() :] if (e := _CLAUSE_END.match(before)) else before
         out += [" ".join(clause.split())] * len(m.group(1).split(";"))
