@@ -35,8 +35,11 @@ def _print_summary(summary, verb: str) -> None:
         f"{verb} {summary.rows} rows ({statuses}; errors: {errors}; kept: {summary.kept}) in {summary.shards} shards "
         f"({summary.skipped_shards} already committed) to {summary.output}"
     )
-    steps = [s for s in ("rows", "generated", "parsed", "clip", "consistency", "judge", "kept") if any(s in c for c in summary.funnel.values())]
-    if summary.funnel and len(steps) > 4:  # some filter ran: show where rows were lost, per task
+    from genixer_ray.filters.decide import FILTERS
+
+    order = ("rows", "generated", "parsed", *FILTERS, "kept")
+    steps = [s for s in order if any(s in c for c in summary.funnel.values())]
+    if any(f in steps for f in FILTERS):  # some filter ran: show where rows were lost, per task
         print(f"{'task':<22}" + "".join(f"{s:>13}" for s in steps))
         for task, c in sorted(summary.funnel.items()):
             print(f"{task:<22}" + "".join(f"{c.get(s, 0):>13}" for s in steps))
@@ -89,13 +92,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from genixer_ray.annotations import ConversionError
     from genixer_ray.config import TrainConfig, load_config
     from genixer_ray.train import train_generator
 
     cfg = load_config(args.config, args.overrides, kind=TrainConfig)  # fails here, before Ray starts
     try:
         summary = train_generator(cfg)
-    except RuntimeError as e:
+    except (RuntimeError, ConversionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"trained {summary['steps']} steps (final loss {summary['loss']:.3f}); generator.model={summary['export_path']}")

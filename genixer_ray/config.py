@@ -16,7 +16,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from genixer_ray.annotations import FORMATS
 from genixer_ray.filters.policies import PAPER_BAND
+from genixer_ray.prompts import PROFILES, build_profile
 from genixer_ray.tasks import TASKS
 
 TASK_IDS = tuple(TASKS)
@@ -254,6 +256,55 @@ class FiltersConfig(_Strict):
         )
 
 
+def _pool_file(v: Any, placeholder: str | None = None) -> Any:
+    """A phrasing pool: a list of strings, or the URL of a JSON file holding one (Genixer's shape).
+
+    ``<image>`` markers are removed (the engine places the image); with ``placeholder`` every
+    phrasing must contain it.
+    """
+    if v is None:
+        return None
+    if isinstance(v, str):
+        import json
+
+        import fsspec
+
+        try:
+            with fsspec.open(v, "rt", encoding="utf-8") as f:
+                v = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"cannot read a JSON list of strings from {v}: {e}") from None
+    if not isinstance(v, list) or not v or not all(isinstance(x, str) and x.strip() for x in v):
+        raise ValueError("expected a non-empty JSON list of non-empty strings")
+    pool = [" ".join(x.replace("<image>", " ").split()) for x in v]
+    if placeholder and not all(placeholder in x for x in pool):
+        raise ValueError(f"every phrasing must contain {placeholder}")
+    return pool
+
+
+class PromptsConfig(_Strict):
+    """How instructions are worded: a prompt profile and its phrasing pools (training and generation alike)."""
+
+    profile: Literal[tuple(PROFILES)] = Field(
+        "genixer-ray",
+        description="'genixer-ray': this project's task sentences; 'genixer-l' / 'genixer-s': the exact task sentences, "
+        "separators and fixed dialogue prompt the released Genixer generators were trained with.",
+    )
+    generic_pool: list[str] | None = Field(
+        None, description="Generic instructions (a list, or a JSON file such as Genixer's GenQA_general_instructions.json); unset: this project's 54."
+    )
+    rec_questions: list[str] | None = Field(None, description="REC question phrasings with <expr> (a list or a JSON file such as REC_question.json).")
+    reg_questions: list[str] | None = Field(None, description="REG question phrasings with <objs> (a list or a JSON file such as REG_question.json).")
+
+    _generic = field_validator("generic_pool", mode="before")(lambda v: _pool_file(v))
+    _rec = field_validator("rec_questions", mode="before")(lambda v: _pool_file(v, "<expr>"))
+    _reg = field_validator("reg_questions", mode="before")(lambda v: _pool_file(v, "<objs>"))
+
+    def build(self):
+        """The :class:`~genixer_ray.prompts.PromptProfile` these settings describe."""
+        return build_profile(self.profile, generic=self.generic_pool, rec_questions=self.rec_questions, reg_questions=self.reg_questions)
+
+
 class RunConfig(_Strict):
     """One generation run."""
 
@@ -265,6 +316,7 @@ class RunConfig(_Strict):
         default_factory=lambda: {t: 1.0 for t in TASK_IDS},
         description="Task id -> relative weight for task-specific mode (ids: " + ", ".join(TASK_IDS) + ").",
     )
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     input: InputConfig = Field(default_factory=InputConfig)
@@ -294,6 +346,13 @@ class RunConfig(_Strict):
             )
         if self.scaling.min_actors > self.scaling.max_actors:
             raise ValueError(f"scaling.min_actors ({self.scaling.min_actors}) exceeds scaling.max_actors ({self.scaling.max_actors})")
+        if self.mode == "specific":
+            unnamed = sorted(t for t, w in self.task_mix.items() if w > 0 and t not in PROFILES[self.prompts.profile].tasks)
+            if unnamed:
+                raise ValueError(
+                    f"task_mix: prompt profile {self.prompts.profile!r} has no task sentence for {unnamed} "
+                    f"(it names {sorted(PROFILES[self.prompts.profile].tasks)})"
+                )
         if self.sampling.max_tokens >= self.generator.max_model_len:
             raise ValueError(
                 f"sampling.max_tokens ({self.sampling.max_tokens}) must be below "
@@ -306,25 +365,67 @@ class RunConfig(_Strict):
 
 
 class DataSource(_Strict):
-    """One annotation file in a public format, converted into generator training samples."""
+    """One annotation source in a published format, converted into generator training samples."""
 
-    format: Literal["llava", "vqa", "aokvqa", "refcoco", "pointqa", "flickr30k", "gpt4gen"] = Field(
-        description="The file's format (see genixer_ray.instruct)."
+    format: Literal[tuple(FORMATS)] = Field(description="The release's format (see the README's table and genixer_ray.annotations).")
+    path: str | None = Field(None, description="The file of a one-file format (llava, gqa, aokvqa, rec_jsonl, pointqa, gpt4gen_*).")
+    files: dict[str, str] = Field(
+        default_factory=dict,
+        description="The files of a several-file format by role: vqav2 {questions, annotations}; refer {refs, instances}; "
+        "flickr30k {sentences, annotations (folders), index (optional: train.txt)}.",
     )
-    path: str = Field(description="The annotation file (any fsspec URL); 'fixtures/NAME' means a bundled fixture file.")
-    image_root: str = Field("embedded", description="Folder the records' image names are relative to; 'embedded': the bundled photos.")
-    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for the file and its images.")
+    image_root: str = Field(description="Folder the records' image names are relative to (any fsspec URL; 'fixtures/images/...': the bundled tree).")
+    splits: list[str] = Field(default_factory=list, description="refer only: the splits to read (train, val, testA, ...); empty: all.")
+    storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for the files and their images.")
+
+    @model_validator(mode="after")
+    def _files_of_the_format(self) -> "DataSource":
+        spec = FORMATS[self.format]
+        roles = self.file_roles()
+        missing = [r for r in spec.files if r not in roles]
+        unknown = sorted(set(roles) - set(spec.files) - set(spec.optional))
+        if missing or unknown:
+            wanted = "path" if spec.files == ("path",) else "files: {" + ", ".join(spec.files + tuple(f"{o} (optional)" for o in spec.optional)) + "}"
+            raise ValueError(f"format {self.format!r} takes {wanted}; missing {missing}, unknown {unknown}")
+        if self.splits and self.format != "refer":
+            raise ValueError(f"splits apply to the refer format only, not {self.format!r}")
+        return self
+
+    def file_roles(self) -> dict[str, str]:
+        """The source's files by role (``path`` counts as the role ``path``)."""
+        return ({"path": self.path} if self.path else {}) | self.files
 
 
 def _fixture_sources() -> list[DataSource]:
-    return [
-        DataSource(format=f, path=f"fixtures/{name}")
-        for f, name in (
-            ("llava", "llava.json"), ("vqa", "vqav2.json"), ("vqa", "gqa.json"), ("aokvqa", "aokvqa.json"),
-            ("refcoco", "refcoco.json"), ("pointqa", "pointqa.json"), ("flickr30k", "flickr30k.json"), ("gpt4gen", "gpt4gen.json"),
-            ("vqa", "practice_vqav2.json"), ("refcoco", "practice_refcoco.json"), ("aokvqa", "practice_aokvqa.json"),
-        )
-    ]
+    # The bundled fixtures, one per published format, and the practice set (see fixtures/README.md).
+    return [DataSource.model_validate(s) for s in FIXTURE_SOURCES + PRACTICE_SOURCES]
+
+
+FIXTURE_SOURCES = [
+    {"format": "llava", "path": "fixtures/llava/llava_v1_5_mix665k_sample.json", "image_root": "fixtures/images"},
+    {"format": "vqav2", "files": {"questions": "fixtures/vqav2/v2_OpenEnded_mscoco_train2014_questions.json",
+                                  "annotations": "fixtures/vqav2/v2_mscoco_train2014_annotations.json"},
+     "image_root": "fixtures/images/coco/train2014"},
+    {"format": "gqa", "path": "fixtures/gqa/train_balanced_questions.json", "image_root": "fixtures/images/gqa/images"},
+    {"format": "aokvqa", "path": "fixtures/aokvqa/aokvqa_v1p0_train.json", "image_root": "fixtures/images/coco"},
+    {"format": "refer", "files": {"refs": "fixtures/refcoco/refs(unc).p", "instances": "fixtures/refcoco/instances.json"},
+     "image_root": "fixtures/images/coco/train2014"},
+    {"format": "rec_jsonl", "path": "fixtures/shikra/REC_ref3_train.jsonl", "image_root": "fixtures/images/coco/train2014"},
+    {"format": "pointqa", "path": "fixtures/shikra/pointQA_local_train.jsonl", "image_root": "fixtures/images/vg"},
+    {"format": "flickr30k", "files": {"sentences": "fixtures/flickr30k_entities/Sentences",
+                                      "annotations": "fixtures/flickr30k_entities/Annotations",
+                                      "index": "fixtures/flickr30k_entities/train.txt"},
+     "image_root": "fixtures/images/flickr30k"},
+    {"format": "gpt4gen_qca", "path": "fixtures/shikra/GPT4GEN_BoxCoT_train.jsonl", "image_root": "fixtures/images/flickr30k"},
+    {"format": "gpt4gen_rd", "path": "fixtures/shikra/GPT4GEN_RD_BoxCoT_train.jsonl", "image_root": "fixtures/images/flickr30k"},
+]
+# Answers not true for the images: it teaches the tiny generator the output format (Common VQA,
+# Multi-choice VQA, REC, REG) in a couple of minutes on a CPU.
+PRACTICE_SOURCES = [
+    {"format": "gqa", "path": "fixtures/practice/gqa_practice_questions.json", "image_root": "fixtures/images/gqa/images"},
+    {"format": "rec_jsonl", "path": "fixtures/practice/REC_practice.jsonl", "image_root": "fixtures/images/coco/train2014"},
+    {"format": "aokvqa", "path": "fixtures/practice/aokvqa_practice.json", "image_root": "fixtures/images/coco"},
+]
 
 
 class TrainDataConfig(_Strict):
@@ -402,6 +503,7 @@ class TrainConfig(_Strict):
     name: str = Field("genixer-tiny", min_length=1, max_length=128, description="Run name: with storage_path, what resume finds.")
     seed: int = Field(0, ge=0)
     data: TrainDataConfig = Field(default_factory=TrainDataConfig)
+    prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     model: TrainModelConfig = Field(default_factory=TrainModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     scaling: TrainScalingConfig = Field(default_factory=TrainScalingConfig)

@@ -22,6 +22,7 @@ import fsspec
 
 from genixer_ray.config import InputConfig
 from genixer_ray.images import IMAGE_EXTENSIONS, embedded_image_paths
+from genixer_ray.paths import resolve_under_root
 from genixer_ray.store import is_local_fs
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -129,16 +130,3 @@ def _manifest_row(rec: dict[str, Any], n: int, root: str) -> dict[str, Any]:
     else:
         row["source"] = resolved
     return row
-
-
-def resolve_under_root(ref: str, root: str) -> str | None:
-    """Resolve a manifest path: URLs and absolute paths stay; relative ones join ``root``.
-
-    Returns ``None`` when a relative path climbs out of ``root`` (``../secret``).
-    """
-    if "://" in ref or ref.startswith("/"):
-        return ref
-    norm = posixpath.normpath(ref)
-    if norm == ".." or norm.startswith("../"):
-        return None
-    return f"{root.rstrip('/')}/{norm}"

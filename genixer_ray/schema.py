@@ -70,6 +70,7 @@ GENERATION_SCHEMA = {
     **ROW_COLUMNS,
     "mode": pl.String,
     "task": pl.String,  # requested task (task-specific mode), else null
+    "prompt_profile": pl.String,  # genixer_ray.prompts: whose task sentences and separators
     "template_id": pl.String,
     "instruction": pl.String,
     "text": pl.String,

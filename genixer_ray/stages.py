@@ -19,7 +19,8 @@ from genixer_ray.config import InputConfig, RunConfig
 from genixer_ray.engines.base import GenerationRequest, checkpoint_hash, get_generator
 from genixer_ray.images import DecodeError, decode_image
 from genixer_ray.seeding import derive_seed
-from genixer_ray.tasks import ParseError, choose_prompt, parse_output
+from genixer_ray.prompts import choose_prompt
+from genixer_ray.tasks import ParseError, parse_output
 
 
 def fail(row: dict, stage: str, code: str, message: str) -> dict:
@@ -91,6 +92,7 @@ class GenerateStage:
         self.cfg = cfg
         self.generator = get_generator(cfg.generator)
         self.generator_hash = checkpoint_hash(self.generator.model_path)
+        self.profile = cfg.prompts.build()
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Generate for every ``ok`` row; error rows pass through; rows keep their image."""
@@ -99,11 +101,11 @@ class GenerateStage:
         out: list[dict[str, Any]] = []
         todo: list[tuple[int, GenerationRequest]] = []
         for row in batch:
-            choice = choose_prompt(row["image_id"], seed=s.seed, mode=cfg.mode, task_mix=cfg.task_mix)
+            choice = choose_prompt(row["image_id"], seed=s.seed, mode=cfg.mode, task_mix=cfg.task_mix, profile=self.profile)
             seed = derive_seed(s.seed, row["image_id"])
             new = dict(row)
             new.update(
-                run_id=cfg.name, mode=cfg.mode, task=choice.task, template_id=choice.template_id,
+                run_id=cfg.name, mode=cfg.mode, task=choice.task, prompt_profile=self.profile.name, template_id=choice.template_id,
                 instruction=choice.instruction, generator=self.generator.model_path,
                 generator_hash=self.generator_hash, backend=self.generator.backend, seed=seed,
                 temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, created_at=now,

@@ -1,8 +1,7 @@
-"""The nine Genixer tasks: task sentences, the generic instruction pool, prompt choice and parsers.
+"""The nine Genixer tasks (ids, groups, this project's task sentences) and the output parsers.
 
-Two-level instructions (Genixer, step 2): a *generic* instruction asks for a question and its
-answer about the image; in task-specific mode a *task sentence* naming the task is appended.
-Generic alone drives task-agnostic generation (the model picks a task that fits the image).
+How instructions are built from generic phrasings and task sentences is in
+:mod:`genixer_ray.prompts`.
 
 The generator writes ``Question: <q> Answer: <a>``; the dialogue tasks write several such pairs.
 Boxes are ``[x1,y1,x2,y2]`` normalized to [0, 1] (three decimals), several in one bracket joined
@@ -12,12 +11,9 @@ with a stable code; the raw text is always kept by the caller.
 
 from __future__ import annotations
 
-import random
 import re
 import string
 from dataclasses import dataclass, field
-
-from genixer_ray.seeding import derive_seed
 
 
 @dataclass(frozen=True)
@@ -52,95 +48,6 @@ TASKS: dict[str, Task] = {
              "This is a Q->CA task: answer the question with a chain of reasoning that cites the coordinates of the objects it uses."),
     )
 }
-
-# Our own phrasings of "look at the image, write a question and its answer" (step 2's generic level).
-GENERIC_INSTRUCTIONS: tuple[str, ...] = (
-    "Look at the image and write one question about it together with its answer.",
-    "Study this picture, then pose a question about it and answer that question.",
-    "Write a question that this image can answer, followed by the answer.",
-    "Examine the image carefully and produce a question-answer pair about its content.",
-    "Create a question about the picture and give the correct answer.",
-    "Based on what you see, compose a question and provide its answer.",
-    "Generate a question grounded in this image, then answer it.",
-    "Observe the photo and write a question someone might ask about it, with the answer.",
-    "Come up with a question about the visual content and reply to it accurately.",
-    "Inspect the image, formulate a question on it, and state the answer.",
-    "Think of something worth asking about this image; write the question and its answer.",
-    "Write a question whose answer can be found in the image, and give that answer.",
-    "Produce one question and one answer that are both about this picture.",
-    "Describe the image through a question and its answer.",
-    "From the image, draft a question and answer it correctly.",
-    "Ask a question about this image and then answer it yourself.",
-    "Please read the image and write a question about it with the matching answer.",
-    "Design a question that tests understanding of this image, and provide the answer.",
-    "Look closely at the picture; write a question on a detail and answer it.",
-    "Formulate a question about the scene in the image and give a truthful answer.",
-    "Use the image to write a question and a correct answer to it.",
-    "Write an instruction-style question about the image along with its response.",
-    "Create a visual question about this picture and supply its answer.",
-    "Given this image, produce a question and the answer to that question.",
-    "Compose a question about the objects or events in the image and answer it.",
-    "Pose a question that requires looking at the image, then answer it.",
-    "Write down a question about this photograph and its answer.",
-    "Make up a question about what is visible here and answer it precisely.",
-    "Generate a question-and-answer pair that is faithful to the image.",
-    "Write a question a curious viewer could ask about this image, and answer it.",
-    "Look at the visual content and create a question plus its answer.",
-    "Invent a question about the picture that has a clear answer, and give the answer.",
-    "Analyze the image, then write a relevant question and its answer.",
-    "Provide a question about the image and the answer, in that order.",
-    "Write a question about the main subject of the image and answer it.",
-    "Craft a question from the image's content and reply with the answer.",
-    "Create one question that the image answers, and write that answer.",
-    "Glance over the image, then write a question and an accurate answer.",
-    "Produce a question referring to the image and answer it concisely.",
-    "Write a question and answer that someone could verify by looking at the image.",
-    "Turn what you see in the picture into a question with its answer.",
-    "Generate a question about this image that a person could answer by looking, and answer it.",
-    "Ask about something in the picture and provide the right answer.",
-    "Write a question that is specific to this image and give its answer.",
-    "Consider the image and write a question-answer pair about it.",
-    "Look at the picture and produce a question followed by a correct reply.",
-    "Create a question about the image's content and state the correct answer.",
-    "Read the scene in the image, write a question about it, and answer.",
-    "Write a question on the visual details of this image and answer it.",
-    "Think about the image and produce a question together with the correct answer.",
-    "Prepare a question about this image for a visual quiz, including the answer.",
-    "Write a question that draws on the image and answer it faithfully.",
-    "Generate one question about the picture and provide a correct, short answer.",
-    "Formulate a question using information in the image and answer it.",
-)
-
-
-@dataclass(frozen=True)
-class PromptChoice:
-    """The instruction chosen for one image, and what produced it (recorded as provenance)."""
-
-    instruction: str
-    template_id: str  # "g<index>" of the generic instruction
-    task: str | None  # the task id in task-specific mode, None in task-agnostic mode
-    mode: str  # "agnostic" or "specific"
-
-
-def choose_prompt(image_id: str, *, seed: int, mode: str, task_mix: dict[str, float]) -> PromptChoice:
-    """Pick the generic instruction (and, in task-specific mode, the task) for one image.
-
-    The choice depends only on ``(seed, image_id)``, so re-runs and resumed runs repeat it.
-
-    Args:
-        image_id: the image's stable id.
-        seed: the run seed.
-        mode: ``"agnostic"`` (generic instruction only) or ``"specific"`` (plus a task sentence).
-        task_mix: task id -> relative weight, used in task-specific mode.
-    """
-    rng = random.Random(derive_seed(seed, f"prompt:{image_id}"))
-    idx = rng.randrange(len(GENERIC_INSTRUCTIONS))
-    generic = GENERIC_INSTRUCTIONS[idx]
-    if mode == "agnostic":
-        return PromptChoice(generic, f"g{idx:02d}", None, mode)
-    tasks = sorted(t for t, w in task_mix.items() if w > 0)
-    task = rng.choices(tasks, weights=[task_mix[t] for t in tasks])[0]
-    return PromptChoice(f"{generic} {TASKS[task].sentence}", f"g{idx:02d}", task, mode)
 
 
 class ParseError(ValueError):

@@ -17,14 +17,12 @@ models: the engines and filters load these directories exactly as they load real
 from __future__ import annotations
 
 import json
-import os
 import random
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from genixer_ray.checkpoints import save_llava_hf
+from genixer_ray.paths import build_once, genixer_home
 
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
@@ -270,24 +268,12 @@ TINY_FORMAT = 3
 
 def tiny_models_home() -> Path:
     """Where ``tiny`` model specs are built on first use (``$GENIXER_RAY_HOME`` or ~/.cache)."""
-    root = os.environ.get("GENIXER_RAY_HOME") or Path.home() / ".cache" / "genixer-ray"
-    return Path(root) / f"tiny-models-v{TINY_FORMAT}"
+    return genixer_home() / f"tiny-models-v{TINY_FORMAT}"
 
 
 def ensure_tiny_models(seed: int = 0) -> TinyModelPaths:
     """Build the tiny models once per machine (atomically, safe against concurrent builders)."""
-    final = tiny_models_home() / f"seed{seed}"
-    if not final.is_dir():
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=final.parent))
-        try:
-            make_tiny_models(tmp, seed=seed)
-            os.rename(tmp, final)  # atomic; fails if another process finished first
-        except OSError:
-            if not final.is_dir():
-                raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    final = build_once(tiny_models_home() / f"seed{seed}", lambda tmp: make_tiny_models(tmp, seed=seed))
     return TinyModelPaths(generator=final / "generator", clip=final / "clip")
 
 

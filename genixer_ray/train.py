@@ -31,7 +31,7 @@ from genixer_ray.pipeline import local_ray_cpus
 from genixer_ray.store import RunStore
 
 SAMPLE_SCHEMA = {
-    "sample_id": pl.String, "image": pl.String, "task": pl.String, "mode": pl.String,
+    "sample_id": pl.String, "image": pl.String, "task": pl.String, "mode": pl.String, "prompt_profile": pl.String,
     "template_id": pl.String, "instruction": pl.String, "target": pl.String,
 }
 _STATE = "trainer_state.json"
@@ -39,32 +39,39 @@ _OPTIM = "optimizer.pt"
 _ADAPTER = "adapter"  # LoRA runs: the peft adapter (and the projector) inside each checkpoint
 
 
-def _source_paths(cfg: TrainConfig):
-    from genixer_ray.images import embedded_image_paths
-
-    fixtures = Path(__file__).parent / "fixtures"
-    embedded = str(next(iter(embedded_image_paths().values())).parent)
-    for src in cfg.data.sources:
-        path = str(fixtures / src.path.removeprefix("fixtures/")) if src.path.startswith("fixtures/") else src.path
-        root = embedded if src.image_root == "embedded" else src.image_root
-        yield src, path, root
-
-
-def prepare_data(cfg: TrainConfig, *, shard_size: int = 4096) -> tuple[RunStore, list[str], dict]:
+def prepare_data(cfg: TrainConfig, *, shard_size: int = 4096, log=None) -> tuple[RunStore, list[str], dict]:
     """Convert the sources into instruction samples; write them as Parquet shards.
 
-    Returns the run's store, the shards' store paths and counts by task and mode.
+    Each source's counts (records, samples, skipped records by reason with examples) are printed
+    to ``log`` and returned under ``sources``.
+
+    Returns the run's store, the shards' store paths and counts by task, mode and source.
+
+    Raises:
+        ConversionError: a source's required file is missing or unreadable, or nothing in it converts.
     """
-    from genixer_ray.instruct import build_instruction_set, convert
+    from genixer_ray.annotations import SourceStats, convert_source
+    from genixer_ray.fixtures import resolve_fixture
+    from genixer_ray.instruct import build_instruction_set
 
     store = RunStore(f"{cfg.storage_path.rstrip('/')}/{cfg.name}", cfg.storage_options)
     store.check_writable()
+    stats: list[SourceStats] = []
 
     def samples():
-        for src, path, root in _source_paths(cfg):
-            yield from convert(src.format, path, image_root=root, storage_options=src.storage_options)
+        for n, src in enumerate(cfg.data.sources):
+            files = {role: resolve_fixture(url) for role, url in src.file_roles().items()}
+            st = SourceStats(f"data.sources[{n}] {src.format} ({src.path or next(iter(src.files.values()))})")
+            stats.append(st)
+            yield from convert_source(
+                src.format, files, image_root=resolve_fixture(src.image_root), storage_options=src.storage_options,
+                splits=tuple(src.splits), stats=st,
+            )
+            print(f"[data] {st.line()}", file=log or sys.stderr, flush=True)
 
-    rows = list(build_instruction_set(samples(), seed=cfg.seed, specific_share=cfg.data.specific_share, task_weights=cfg.data.task_weights))
+    rows = list(build_instruction_set(
+        samples(), seed=cfg.seed, specific_share=cfg.data.specific_share, task_weights=cfg.data.task_weights, profile=cfg.prompts.build(),
+    ))
     if not rows:
         raise ValueError("data: the sources hold no samples")
     paths = []
@@ -77,6 +84,7 @@ def prepare_data(cfg: TrainConfig, *, shard_size: int = 4096) -> tuple[RunStore,
         "samples": df.height,
         "by_task": dict(df.group_by("task").len().sort("task").iter_rows()),
         "by_mode": dict(df.group_by("mode").len().sort("mode").iter_rows()),
+        "sources": [st.as_dict() for st in stats],
     }
     return store, paths, counts
 
@@ -280,7 +288,7 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
     from ray.train.torch import TorchConfig, TorchTrainer
 
     log = log or sys.stderr
-    store, paths, counts = prepare_data(cfg)
+    store, paths, counts = prepare_data(cfg, log=log)
     print(f"[train] {counts['samples']} samples by task {counts['by_task']}, by mode {counts['by_mode']}", file=log, flush=True)
     if not ray.is_initialized():
         ray.init(address=cfg.scaling.ray_address, **local_ray_cpus(cfg.scaling.ray_address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker))

@@ -11,12 +11,16 @@ a dialogue for self-consistency) leaves its ``*_pass`` null and does not count a
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
 
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.policies import select_band, select_threshold, select_top_fraction
 
 FILTERS = ("clip", "consistency", "judge")  # funnel order
+
+
+def funnel_steps(cfg: FiltersConfig) -> list[str]:
+    """The funnel's steps in order: rows, generated, parsed, each enabled filter, kept."""
+    return ["rows", "generated", "parsed", *(f for f in FILTERS if getattr(cfg, f).enabled), "kept"]
 
 
 def _task(row: dict) -> str:
@@ -83,23 +87,26 @@ def _decide_judge(rows: list[dict], cfg: FiltersConfig) -> None:
 def funnel(rows: list[dict], cfg: FiltersConfig) -> dict[str, dict[str, int]]:
     """Rows per task at each step: all rows, generated, parsed, after each enabled filter, kept.
 
-    The filter steps are cumulative in the order CLIP, self-consistency, judge: a row counts at a
-    step when it parsed and no filter up to that step rejected it.
+    Every task seen in ``rows`` has every step of :func:`funnel_steps`, zeros included, so a step
+    that rejected everything still shows. The filter steps are cumulative in the order CLIP,
+    self-consistency, judge: a row counts at a step when it parsed and no filter up to that step
+    rejected it.
     """
-    enabled = [f for f in FILTERS if getattr(cfg, f).enabled]
-    out: dict[str, Counter] = defaultdict(Counter)
+    steps = funnel_steps(cfg)
+    filters = steps[3:-1]
+    out: dict[str, dict[str, int]] = {}
     for r in rows:
-        c = out[_task(r)]
+        c = out.setdefault(_task(r), dict.fromkeys(steps, 0))
         c["rows"] += 1
         if r.get("text") is not None and r.get("error_stage") != "generate":  # the engine gave text
             c["generated"] += 1
         if r["status"] != "ok":
             continue
         c["parsed"] += 1
-        for f in enabled:
+        for f in filters:
             if r.get(f"{f}_pass") is False:
                 break
             c[f] += 1
         if r.get("keep", True):
             c["kept"] += 1
-    return {t: dict(c) for t, c in sorted(out.items())}
+    return dict(sorted(out.items()))

@@ -57,11 +57,8 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
     assert sorted(r["image_id"] for r in rows) == sorted(embedded_image_paths())
     assert all(r["backend"] == "vllm" and r["generator"] == str(model) for r in rows)
     parsed = [r for r in rows if r["status"] == "ok"]
-    # A multi-choice answer contradicting its option ("(D) blue" with "(D) brown" listed) is in the
-    # format but false: the parser rejects it as content. Format is what training teaches.
-    in_format = [r for r in rows if r["status"] == "ok" or r["error_code"] == "answer_not_in_options"]
-    print(f"demo: {len(parsed)}/{len(rows)} vLLM generations parsed, {len(in_format)} in the format")
-    assert len(in_format) >= 6  # sampled at the demo's temperature; greedy parsing is tested in tests/ray
+    # Sampled outputs of a tiny model differ between machines, so how many parse is not asserted
+    # here (greedy parsing after training is, with a margin, in tests/ray/test_train.py).
     assert all(r["question"] and r["answer"] and r["parsed_task"] == r["task"] for r in parsed)
 
     # The demo filters in the same run: every parsed row is scored, judged and decided.
@@ -71,9 +68,15 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
         assert r["keep"] is (not r["reject_reasons"])
     assert all(r["keep"] is False and r["reject_reasons"] == [r["error_code"]] for r in rows if r["status"] != "ok")
     manifest = json.loads((tmp_path / "out" / "demo" / "manifest.json").read_text())
-    assert sum(c.get("parsed", 0) for c in manifest["funnel"].values()) == len(parsed)
-    assert manifest["kept"] == sum(r["keep"] for r in rows)
-    assert f"kept: {manifest['kept']})" in out.stdout and "consistency" in out.stdout  # the funnel table
+    steps = ["rows", "generated", "parsed", "clip", "consistency", "judge", "kept"]
+    assert all(list(c) == steps for c in manifest["funnel"].values())  # every step, zeros included
+    assert sum(c["rows"] for c in manifest["funnel"].values()) == len(rows)
+    assert sum(c["parsed"] for c in manifest["funnel"].values()) == len(parsed)
+    assert sum(c["kept"] for c in manifest["funnel"].values()) == manifest["kept"] == sum(r["keep"] for r in rows)
+    # The funnel table prints whenever a filter ran, also when every row was rejected.
+    header = next(line for line in out.stdout.splitlines() if line.startswith("task"))
+    assert header.split() == ["task", *steps]
+    assert f"kept: {manifest['kept']})" in out.stdout
 
     # The kept rows, exported as LLaVA JSON (the demo's last step).
     export = subprocess.run(

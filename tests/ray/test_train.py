@@ -1,5 +1,6 @@
 """Fine-tuning the tiny generator with Ray Train: it learns the format; a killed worker resumes."""
 
+import json
 import os
 import threading
 import time
@@ -8,16 +9,19 @@ from pathlib import Path
 import psutil
 import pytest
 
-from genixer_ray.config import GeneratorConfig, SamplingConfig, TrainConfig, load_config
+from genixer_ray.config import PRACTICE_SOURCES, GeneratorConfig, SamplingConfig, TrainConfig, load_config
 from genixer_ray.engines.base import GenerationRequest, get_generator
 from genixer_ray.images import decode_image, embedded_image_paths
-from genixer_ray.tasks import ParseError, choose_prompt, parse_output
+from genixer_ray.prompts import PROFILES, choose_prompt
+from genixer_ray.tasks import ParseError, parse_output
 from genixer_ray.train import train_generator
 
 pytestmark = pytest.mark.ray
 
 TRAINED = {"common_vqa": 1.0, "multi_choice_vqa": 1.0, "rec": 1.0, "reg": 1.0}
-PRACTICE = "[{format: vqa, path: fixtures/practice_vqav2.json}, {format: refcoco, path: fixtures/practice_refcoco.json}, {format: aokvqa, path: fixtures/practice_aokvqa.json}]"
+PRACTICE = json.dumps(PRACTICE_SOURCES)  # GQA questions, Shikra's REC JSON Lines, A-OKVQA: answers untrue, format right
+PRACTICE_VQA = json.dumps(PRACTICE_SOURCES[:1])
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def parse_rate(model: str) -> float:
@@ -25,7 +29,7 @@ def parse_rate(model: str) -> float:
     paths = embedded_image_paths()
     held_out = [decode_image(paths[k].read_bytes(), max_side=448) for k in ("hubble_deep_field", "retina")]
     gen = get_generator(GeneratorConfig(model=model, backend="transformers", dtype="float32", max_model_len=512))
-    choices = [choose_prompt(f"held-out-{i}", seed=3, mode="specific", task_mix=TRAINED) for i in range(24)]
+    choices = [choose_prompt(f"held-out-{i}", seed=3, mode="specific", task_mix=TRAINED, profile=PROFILES["genixer-ray"]) for i in range(24)]
     reqs = [GenerationRequest(held_out[i % 2], c.instruction, SamplingConfig(temperature=0.0, max_tokens=96)) for i, c in enumerate(choices)]
     ok = 0
     for res, c in zip(gen.generate(reqs), choices):
@@ -39,7 +43,10 @@ def parse_rate(model: str) -> float:
 
 def test_fine_tuning_learns_the_output_format(ray_session, tmp_path, tiny_models):
     before = parse_rate("tiny")
-    cfg = load_config(None, [f"storage_path={tmp_path}", f"data.sources={PRACTICE}", "optim.max_steps=200"], kind=TrainConfig)
+    # configs/train.yaml (the demo's) with the practice set: one REC and one REG phrasing, which a
+    # tiny model learns in 200 steps.
+    cfg = load_config(CONFIGS / "train.yaml", [f"storage_path={tmp_path}", f"data.sources={PRACTICE}"], kind=TrainConfig)
+    assert cfg.optim.max_steps == 200 and cfg.prompts.rec_questions == ["Where is <expr>?"]
     summary = train_generator(cfg)
     assert summary["steps"] == 200 and summary["start_step"] == 0
     assert set(summary["by_task"]) == set(TRAINED)
@@ -64,7 +71,7 @@ def kill_a_worker_after(run_dir: Path, checkpoint: str, done: threading.Event, k
 def test_killed_worker_resumes_from_the_last_checkpoint(ray_session, tmp_path, tiny_models):
     cfg = load_config(
         None,
-        [f"storage_path={tmp_path}", "data.sources=[{format: vqa, path: fixtures/practice_vqav2.json}]",
+        [f"storage_path={tmp_path}", f"data.sources={PRACTICE_VQA}",
          "optim.max_steps=60", "checkpoint_every=20", "scaling.max_failures=2", "name=killed"],
         kind=TrainConfig,
     )
@@ -87,7 +94,7 @@ def test_restarted_job_with_the_same_name_continues(ray_session, tmp_path, tiny_
     import subprocess
     import sys
 
-    args = [f"storage_path={tmp_path}", "data.sources=[{format: vqa, path: fixtures/practice_vqav2.json}]",
+    args = [f"storage_path={tmp_path}", f"data.sources={PRACTICE_VQA}",
             "optim.max_steps=60", "checkpoint_every=20", "name=restarted"]
     address = ray_session.get_runtime_context().gcs_address
     proc = subprocess.Popen(
@@ -118,7 +125,7 @@ def test_lora_trains_adapters_resumes_and_exports_a_merged_model(ray_session, tm
     import torch
     from safetensors.torch import load_file
 
-    args = [f"storage_path={tmp_path}", "data.sources=[{format: vqa, path: fixtures/practice_vqav2.json}]",
+    args = [f"storage_path={tmp_path}", f"data.sources={PRACTICE_VQA}",
             "model.lora={r: 4, alpha: 8}", "checkpoint_every=10", "name=lora"]
     first = train_generator(load_config(None, [*args, "optim.max_steps=10"], kind=TrainConfig))
     assert first["trainable_params"] < full_fine_tuning_params(tiny_models.generator) / 3
@@ -144,7 +151,7 @@ def test_fsdp_shards_the_weights_resumes_and_exports(ray_session, tmp_path, tiny
     """FSDP over gloo: each worker holds a shard; checkpoints gather the whole model; resume works."""
     from safetensors.torch import load_file
 
-    args = [f"storage_path={tmp_path}", "data.sources=[{format: vqa, path: fixtures/practice_vqav2.json}]",
+    args = [f"storage_path={tmp_path}", f"data.sources={PRACTICE_VQA}",
             "checkpoint_every=5", "name=fsdp", "scaling.strategy=fsdp"]
     first = train_generator(load_config(None, [*args, "optim.max_steps=5"], kind=TrainConfig))
     # Rank 0 holds about half of the trained weights (2 workers), not a full replica.
@@ -169,7 +176,7 @@ def test_training_storage_on_s3_checkpoints_resumes_and_exports(ray_session, s3,
 
     so = json.dumps(s3["storage_options"])
     args = [f"storage_path=s3://{s3['bucket']}/train", f"storage_options={so}", "checkpoint_every=5", "name=on-s3",
-            "data.sources=[{format: vqa, path: fixtures/practice_vqav2.json}]"]
+            f"data.sources={PRACTICE_VQA}"]
     first = train_generator(load_config(None, [*args, "optim.max_steps=5"], kind=TrainConfig))
     resumed = train_generator(load_config(None, [*args, "optim.max_steps=10"], kind=TrainConfig))
     assert resumed["start_step"] == 5 and resumed["steps"] == 10

@@ -4,7 +4,7 @@ import json
 
 from genixer_ray.cli import main
 from genixer_ray.export import export_llava
-from genixer_ray.instruct import convert
+from genixer_ray.annotations import convert_source
 from genixer_ray.schema import to_frame
 from genixer_ray.store import RunStore
 
@@ -43,7 +43,7 @@ def test_kept_rows_become_llava_records_that_convert_back(tmp_path):
     assert records[0]["genixer"]["generator_hash"] == "abc"
 
     # The export is training data for the next generator (or any LLaVA trainer).
-    samples = list(convert("llava", str(out), image_root=images))
+    samples = list(convert_source("llava", {"path": str(out)}, image_root=images))
     assert [s["turns"] for s in samples] == [[("Where is the dog?", "[0.100,0.200,0.500,0.900]")],
                                              [("Who?", "a man"), ("Where?", "in space")]]
     assert samples[1]["image"].endswith("images/sub/b.jpg")

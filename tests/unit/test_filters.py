@@ -140,7 +140,8 @@ def test_band_policy_keeps_exactly_rows_in_band_and_funnel_counts(cfg):
     assert out[0]["reject_reasons"] == ["judge_outside_band"] and out[1]["judge_rule"] == "band[0.5,0.7]"
     assert funnel(out, judge_only) == {
         "common_vqa": {"rows": 6, "generated": 6, "parsed": 6, "judge": 3, "kept": 3},
-        "rec": {"rows": 2, "generated": 1},  # the over-long prompt generated nothing
+        # Every step for every task, zeros included: the over-long prompt generated nothing.
+        "rec": {"rows": 2, "generated": 1, "parsed": 0, "judge": 0, "kept": 0},
     }
     top = decide(rows, judge_only.model_copy(update={"judge": judge_only.judge.model_copy(update={"policy": "top_fraction", "fraction": 0.4})}))
     assert [r["image_id"] for r in top if r["keep"]] == ["r3", "r4"]  # ceil(0.4 * 5 scored) = 2 best

@@ -6,7 +6,8 @@ import polars as pl
 import pytest
 
 from genixer_ray.config import InputConfig
-from genixer_ray.inputs import InputError, iter_inputs, resolve_under_root
+from genixer_ray.inputs import InputError, iter_inputs
+from genixer_ray.paths import resolve_under_root
 from genixer_ray.store import RunStore
 
 

@@ -1,32 +1,11 @@
 import pytest
 
-from genixer_ray.tasks import GENERIC_INSTRUCTIONS, TASKS, ParseError, choose_prompt, parse_output, parse_regions
-
-MIX = {t: 1.0 for t in TASKS}
+from genixer_ray.tasks import TASKS, ParseError, parse_output, parse_regions
 
 
-def test_registry_has_the_nine_tasks_and_a_large_pool():
+def test_registry_has_the_nine_tasks():
     assert len(TASKS) == 9
     assert {t.group for t in TASKS.values()} == {"generic", "grounding"}
-    assert len(GENERIC_INSTRUCTIONS) >= 50 and len(set(GENERIC_INSTRUCTIONS)) == len(GENERIC_INSTRUCTIONS)
-
-
-def test_choice_is_reproducible_from_seed_and_image_id():
-    a = [choose_prompt(f"img{i}", seed=3, mode="specific", task_mix=MIX) for i in range(200)]
-    b = [choose_prompt(f"img{i}", seed=3, mode="specific", task_mix=MIX) for i in range(200)]
-    c = [choose_prompt(f"img{i}", seed=4, mode="specific", task_mix=MIX) for i in range(200)]
-    assert a == b and a != c
-    assert {p.task for p in a} == set(TASKS)  # the mix reaches every task
-    for p in a:
-        assert p.instruction.endswith(TASKS[p.task].sentence)
-        assert p.instruction.startswith(GENERIC_INSTRUCTIONS[int(p.template_id[1:])])
-
-
-def test_agnostic_mode_has_no_task_sentence_and_mix_weights_apply():
-    p = choose_prompt("x", seed=0, mode="agnostic", task_mix=MIX)
-    assert p.task is None and p.instruction in GENERIC_INSTRUCTIONS
-    only = [choose_prompt(f"i{i}", seed=0, mode="specific", task_mix={"rec": 1.0, "reg": 0.0}) for i in range(50)]
-    assert {p.task for p in only} == {"rec"}
 
 
 def test_common_vqa():
