@@ -10,14 +10,17 @@ $(STAMP): pyproject.toml requirements/cpu.lock tools/setup.sh tools/torchvision_
 	bash tools/setup.sh
 
 test: setup
+	bash tools/setup_browser.sh
 	$(VENV)/bin/python -m pytest -q
 
 # The Genixer loop on one small machine: fine-tune the tiny generator (Ray Train), then generate
-# with it over the bundled photos (Ray Data + vLLM). Outputs under runs/.
+# with it over the bundled photos (Ray Data + vLLM), filter, export the kept rows, write the report.
+# Outputs under runs/.
 demo: setup
-	$(VENV)/bin/genixer-ray train configs/train.yaml
-	$(VENV)/bin/genixer-ray generate configs/demo.yaml
-	$(VENV)/bin/genixer-ray export runs/demo runs/demo-kept-llava.json
+	@$(VENV)/bin/genixer-ray train configs/train.yaml
+	@$(VENV)/bin/genixer-ray generate configs/demo.yaml
+	@$(VENV)/bin/genixer-ray export runs/demo runs/demo-kept-llava.json
+	@$(VENV)/bin/genixer-ray report runs/demo
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

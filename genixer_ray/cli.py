@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
+from contextlib import contextmanager
 
 
 def _cmd_make_tiny_models(args: argparse.Namespace) -> int:
@@ -28,21 +30,50 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_summary(summary, verb: str) -> None:
+def _print_summary(summary, verb: str, out) -> None:
     statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_status.items()))
     errors = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_error.items())) or "none"
     print(
         f"{verb} {summary.rows} rows ({statuses}; errors: {errors}; kept: {summary.kept}) in {summary.shards} shards "
-        f"({summary.skipped_shards} already committed) to {summary.output}"
+        f"({summary.skipped_shards} already committed) to {summary.output}",
+        file=out,
     )
     from genixer_ray.filters.decide import FILTERS
 
     order = ("rows", "generated", "parsed", *FILTERS, "kept")
     steps = [s for s in order if any(s in c for c in summary.funnel.values())]
     if any(f in steps for f in FILTERS):  # some filter ran: show where rows were lost, per task
-        print(f"{'task':<22}" + "".join(f"{s:>13}" for s in steps))
+        print(f"{'task':<22}" + "".join(f"{s:>13}" for s in steps), file=out)
         for task, c in sorted(summary.funnel.items()):
-            print(f"{task:<22}" + "".join(f"{c.get(s, 0):>13}" for s in steps))
+            print(f"{task:<22}" + "".join(f"{c.get(s, 0):>13}" for s in steps), file=out)
+
+
+@contextmanager
+def _framework_console(args: argparse.Namespace):
+    """The command's console (framework output to a log file unless --verbose); unexpected errors
+    are reported in one line there, their traceback in the log."""
+    from genixer_ray.console import console
+
+    with console(args.command, verbose=args.verbose) as con:
+        if con.log_path:
+            print(f"[logs] Ray, vLLM and framework output: {con.log_path} (--verbose shows it here)", file=con.err, flush=True)
+        try:
+            yield con
+        except _Failed:
+            raise
+        except Exception as e:
+            from genixer_ray.config import ConfigError
+
+            if isinstance(e, ConfigError):
+                raise
+            traceback.print_exc()  # into the log file (or the terminal under --verbose)
+            where = f"; traceback in {con.log_path}" if con.log_path else ""
+            print(f"error: {type(e).__name__}: {e}{where}", file=con.err)
+            raise _Failed() from None
+
+
+class _Failed(Exception):
+    """A command failed and has said why on its console."""
 
 
 def _run_job(args: argparse.Namespace, job, verb: str) -> int:
@@ -51,14 +82,15 @@ def _run_job(args: argparse.Namespace, job, verb: str) -> int:
     from genixer_ray.store import StorageError
 
     cfg = load_config(args.config, args.overrides)  # fails here, before any model is loaded
-    try:
-        summary = job(cfg)
-    except (StorageError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    finally:
-        shutdown_generators()
-    _print_summary(summary, verb)
+    with _framework_console(args) as con:
+        try:
+            summary = job(cfg, log=con.err)
+        except (StorageError, RuntimeError) as e:
+            print(f"error: {e}", file=con.err)
+            raise _Failed() from None
+        finally:
+            shutdown_generators()
+        _print_summary(summary, verb, con.out)
     return 0
 
 
@@ -71,7 +103,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _cmd_filter(args: argparse.Namespace) -> int:
     from genixer_ray.pipeline import run_filter
 
-    return _run_job(args, lambda cfg: run_filter(args.run, cfg), "filtered")
+    return _run_job(args, lambda cfg, log: run_filter(args.run, cfg, log=log), "filtered")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -91,19 +123,54 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+
+    from genixer_ray.report import write_report
+
+    out = args.out or f"{args.run.rstrip('/')}/report.html"
+    try:
+        r = write_report(args.run, out, storage_options=json.loads(args.storage_options))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"report of {r['rows']} rows ({r['kept_shown']} kept and {r['rejected_shown']} rejected samples shown): {r['output']}")
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    import json
+
+    from genixer_ray.inspection import format_inspection, inspect_run
+
+    try:
+        info = inspect_run(args.run, storage_options=json.loads(args.storage_options))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(info, indent=2, sort_keys=True) if args.json else format_inspection(info))
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from genixer_ray.annotations import ConversionError
     from genixer_ray.config import TrainConfig, load_config
     from genixer_ray.train import train_generator
 
     cfg = load_config(args.config, args.overrides, kind=TrainConfig)  # fails here, before Ray starts
-    try:
-        summary = train_generator(cfg)
-    except (RuntimeError, ConversionError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(f"trained {summary['steps']} steps (final loss {summary['loss']:.3f}); generator.model={summary['export_path']}")
+    with _framework_console(args) as con:
+        try:
+            summary = train_generator(cfg, log=con.err)
+        except (RuntimeError, ConversionError) as e:
+            print(f"error: {e}", file=con.err)
+            raise _Failed() from None
+        print(f"trained {summary['steps']} steps (final loss {summary['loss']:.3f}); generator.model={summary['export_path']}", file=con.out)
     return 0
+
+
+def _verbose_flag(p: argparse.ArgumentParser) -> None:
+    # Also after the subcommand; SUPPRESS keeps the global flag's value when this one is absent.
+    p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show framework output on the console")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -111,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="genixer-ray",
         description="Generate visual instruction-tuning data with multimodal LLMs on Ray (the Genixer method).",
+    )
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Ray, vLLM and framework output on the console instead of in a log file"
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -125,11 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         ("show-config", _cmd_show_config, "print the validated run configuration"),
     ):
         p = sub.add_parser(name, help=help_text)
+        _verbose_flag(p)
         p.add_argument("config", nargs="?", help="run config YAML (default: the embedded demo run)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. sampling.temperature=0.2")
         p.set_defaults(func=func)
 
     p = sub.add_parser("filter", help="score and select an existing run's rows (resumable); writes RUN/filtered/NAME")
+    _verbose_flag(p)
     p.add_argument("run", help="the generation run's folder: {output.path}/{name}, local or s3://")
     p.add_argument("config", nargs="?", help="config YAML whose `filters` section (and generator, input) apply")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. filters.judge.policy=band")
@@ -142,6 +214,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-parsed", action="store_true", help="every parsed row, not only the rows the filters kept")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("report", help="write one self-contained HTML page about a run or a filter pass")
+    p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name}); local or s3://")
+    p.add_argument("--out", help="the HTML file to write (default: RUN/report.html)")
+    p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run, its images and the output")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("inspect", help="rows, errors, tasks, shards and filter pass rates of a run or a filter pass")
+    p.add_argument("run", help="a run's folder, or a filter pass's; local or s3://")
+    p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    p.add_argument("--storage-options", default="{}", help="fsspec options as JSON")
+    p.set_defaults(func=_cmd_inspect)
     return parser
 
 
@@ -159,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except _Failed:
+        return 1
 
 
 if __name__ == "__main__":

@@ -170,7 +170,9 @@ class ShardWriter:
         self.by_error: Counter = Counter()
         self.committed = 0
         self.start = time.monotonic()
+        self.first_row: float | None = None  # the rate counts from the first row (engines start before)
         self.last_report = 0.0
+        self.reported_rows = -1
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         """Take output rows (any shards, any order, possibly repeated) and commit full shards."""
@@ -183,6 +185,7 @@ class ShardWriter:
                 continue  # at-least-once delivery: a retried batch came back twice
             buf[r["image_id"]] = r
             self.rows += 1
+            self.first_row = self.first_row or time.monotonic()
             if r.get("error_code"):
                 self.by_error[r["error_code"]] += 1
             if len(buf) == self.expected[k]:
@@ -205,15 +208,18 @@ class ShardWriter:
 
     def _report(self, *, force: bool = False) -> None:
         now = time.monotonic()
-        if not force and now - self.last_report < self.every_s:
+        if (not force and now - self.last_report < self.every_s) or self.rows == self.reported_rows:
             return
-        self.last_report = now
+        self.last_report, self.reported_rows = now, self.rows
         total = sum(self.expected.values())
-        rate = self.rows / max(now - self.start, 1e-9)
+        # Steady rate once rows flow (engine start-up excluded), else since the start.
+        since = self.first_row if self.first_row and now - self.first_row >= 1.0 else self.start
+        rate = self.rows / max(now - since, 1e-9)
         errors = ", ".join(f"{k}={v}" for k, v in sorted(self.by_error.items())) or "none"
+        eta = f", ETA {format_duration((total - self.rows) / rate)}" if 0 < self.rows < total else ""
         print(
             f"[{self.label}] {self.rows}/{total} rows, {self.committed}/{len(self.expected)} shards, "
-            f"{rate:.2f} rows/s, errors: {errors}",
+            f"{rate:.2f} rows/s{eta}, errors: {errors}",
             file=self.log, flush=True,
         )
 
@@ -223,6 +229,14 @@ class ShardWriter:
         if self.buffers:
             missing = {k: self.expected[k] - len(v) for k, v in self.buffers.items()}
             raise RuntimeError(f"shards left incomplete (shard: rows missing): {missing}")
+
+
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``42s``: an ETA a person reads at a glance."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
 def run_url(cfg: RunConfig) -> str:
@@ -386,6 +400,11 @@ def run_generation(cfg: RunConfig, *, log=None) -> RunSummary:
         sc = cfg.scaling
         _ensure_ray(sc.ray_address, sc.max_actors * sc.cpus_per_actor + cfg.filters.max_actors * cfg.filters.cpus_per_actor)
         writer = ShardWriter(store, expected, cfg.filters, log=log)
+        print(
+            f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {sc.min_actors}-{sc.max_actors} "
+            f"{cfg.generator.backend} generator actor(s) with {cfg.generator.model}",
+            file=log, flush=True,
+        )
         _stream(_dataset(store, sorted(expected), cfg), writer, f"run {cfg.name!r}")
     summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))
     for m in store.markers():

@@ -22,6 +22,8 @@ import os
 import random
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
@@ -241,6 +243,8 @@ def train_loop_per_worker(config: dict) -> None:
     bs = cfg.optim.batch_size
     batches_per_epoch = max(1, len(rows_all) // bs)
     step, loss_value = start_step, float("nan")
+    progress = config.get("progress") if rank == 0 else None
+    started, last_sent = time.monotonic(), 0.0
     model.train()
     while step < cfg.optim.max_steps:
         epoch, offset = divmod(step, batches_per_epoch)
@@ -263,6 +267,12 @@ def train_loop_per_worker(config: dict) -> None:
             loss_value = float(loss.detach())
             last = step == cfg.optim.max_steps
             metrics = {"step": step, "loss": loss_value, "start_step": start_step, "trainable_params": n_trainable}
+            now = time.monotonic()
+            if progress is not None and (now - last_sent >= PROGRESS_EVERY_S or last):
+                last_sent = now
+                rate = (step - start_step) / max(now - started, 1e-9)
+                _send_progress(progress, step=step, max_steps=cfg.optim.max_steps, loss=loss_value,
+                               steps_per_s=rate, samples_per_s=rate * bs * ctx.get_world_size())
             if step % cfg.checkpoint_every == 0 or last:
                 with tempfile.TemporaryDirectory() as tmp:
                     checkpoint = None
@@ -274,6 +284,38 @@ def train_loop_per_worker(config: dict) -> None:
                     ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{step:06d}")
             if last:
                 break
+
+
+PROGRESS_EVERY_S = 10.0
+
+
+def _send_progress(queue, **fields) -> None:
+    # Never block or fail training for a progress line: the driver may be gone (a killed job).
+    try:
+        queue.put_nowait(fields)
+    except Exception:  # noqa: BLE001 - a full queue or a dead queue actor costs one line
+        pass
+
+
+def _print_progress(queue, done: threading.Event, log) -> None:
+    """Driver thread: print rank 0's progress reports until training ends."""
+    from ray.util.queue import Empty
+
+    from genixer_ray.pipeline import format_duration
+
+    while not done.is_set():
+        try:
+            p = queue.get(timeout=1.0)
+        except Empty:
+            continue
+        except Exception:  # noqa: BLE001 - the queue actor went away with the cluster
+            return
+        left = (p["max_steps"] - p["step"]) / p["steps_per_s"] if p["steps_per_s"] > 0 else 0.0
+        print(
+            f"[train] step {p['step']}/{p['max_steps']}, loss {p['loss']:.3f}, {p['samples_per_s']:.1f} samples/s, "
+            f"ETA {format_duration(left)}",
+            file=log, flush=True,
+        )
 
 
 def train_generator(cfg: TrainConfig, *, log=None) -> dict:
@@ -296,9 +338,13 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
     dataset = ray.data.read_parquet(paths, filesystem=fs)
     # With a storage_filesystem, Ray Train takes paths inside it (no "s3://" prefix).
     storage = os.path.abspath(cfg.storage_path) if store.is_local else store.root.rsplit("/", 1)[0]
+    from ray.util.queue import Queue
+
+    # Rank 0 reports step, loss and speed through a queue; a driver thread prints them.
+    progress = Queue(maxsize=100, actor_options={"num_cpus": 0})
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg_json": cfg.model_dump_json()},
+        train_loop_config={"cfg_json": cfg.model_dump_json(), "progress": progress},
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
@@ -313,7 +359,15 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
         ),
         datasets={"train": dataset},
     )
-    result = trainer.fit()
+    done = threading.Event()
+    printer = threading.Thread(target=_print_progress, args=(progress, done, log), daemon=True)
+    printer.start()
+    try:
+        result = trainer.fit()
+    finally:
+        done.set()
+        printer.join()
+        progress.shutdown()
     if result.error:
         raise RuntimeError(f"training run {cfg.name!r} failed: {result.error}")
     export = cfg.export_path or (store.path("model") if store.is_local else store.uri("model"))

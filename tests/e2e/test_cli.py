@@ -9,8 +9,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from genixer_ray.images import embedded_image_paths
+from genixer_ray.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[2]
+# How every console line of the CLI starts (or a task id: the funnel table's rows).
+OWN_LINES = ("[logs]", "[data]", "[train]", "[plan]", "[generate]", "trained ", "wrote ", "task ")
 CLI = [sys.executable, "-m", "genixer_ray.cli"]
 
 
@@ -47,12 +50,19 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
     assert train.returncode == 0, train.stderr[-3000:]
     model = tmp_path / "train" / "genixer-tiny" / "model"
     assert f"generator.model={model}" in train.stdout
+    assert "[data] data.sources[0] llava" in train.stderr and "skipped: text_only=1" in train.stderr
+    assert "[train] step 200/200, loss" in train.stderr  # periodic progress, the last step included
     out = subprocess.run(
         CLI + ["generate", str(ROOT / "configs/demo.yaml"), f"generator.model={model}", f"output.path={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "[generate] 8/8 rows" in out.stderr
+    # The console holds the project's own lines only; Ray, vLLM and warnings went to the log file.
+    for line in (train.stdout + train.stderr + out.stdout + out.stderr).splitlines():
+        assert line.startswith(OWN_LINES) or line.split(" ", 1)[0] in TASKS, line
+    log = next(line for line in out.stderr.splitlines() if line.startswith("[logs]")).split(": ", 1)[1].split(" (")[0]
+    assert "vLLM" in open(log).read() or "vllm" in open(log).read()
     rows = pq.read_table(tmp_path / "out" / "demo" / "data").to_pylist()  # only shards live there
     assert sorted(r["image_id"] for r in rows) == sorted(embedded_image_paths())
     assert all(r["backend"] == "vllm" and r["generator"] == str(model) for r in rows)
@@ -63,13 +73,13 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
 
     # The demo filters in the same run: every parsed row is scored, judged and decided.
     for r in parsed:
-        assert r["clip_score"] is not None and 0 <= r["judge_p_yes"] <= 1 and r["judge_rule"] == "band[0.5,0.7]"
+        assert r["clip_score"] is not None and 0 <= r["judge_p_yes"] <= 1 and r["judge_rule"] == "threshold>=0.7"
         assert r["consistency_score"] is not None and len(r["consistency_answers"]) == 2
         assert r["keep"] is (not r["reject_reasons"])
     assert all(r["keep"] is False and r["reject_reasons"] == [r["error_code"]] for r in rows if r["status"] != "ok")
     manifest = json.loads((tmp_path / "out" / "demo" / "manifest.json").read_text())
     steps = ["rows", "generated", "parsed", "clip", "consistency", "judge", "kept"]
-    assert all(list(c) == steps for c in manifest["funnel"].values())  # every step, zeros included
+    assert all(set(c) == set(steps) for c in manifest["funnel"].values())  # every step, zeros included
     assert sum(c["rows"] for c in manifest["funnel"].values()) == len(rows)
     assert sum(c["parsed"] for c in manifest["funnel"].values()) == len(parsed)
     assert sum(c["kept"] for c in manifest["funnel"].values()) == manifest["kept"] == sum(r["keep"] for r in rows)
@@ -85,3 +95,8 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
     assert export.returncode == 0, export.stderr[-3000:]
     records = json.loads((tmp_path / "kept.json").read_text())
     assert sorted(r["id"] for r in records) == sorted(r["image_id"] for r in rows if r["keep"])
+
+    # ... and the report (the demo's last step), one self-contained page.
+    report = subprocess.run(CLI + ["report", str(tmp_path / "out" / "demo")], capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0 and report.stdout.startswith("report of 8 rows"), report.stderr[-3000:]
+    assert "Funnel per task" in (tmp_path / "out" / "demo" / "report.html").read_text()

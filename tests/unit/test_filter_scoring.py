@@ -48,3 +48,12 @@ def test_box_agreement_by_iou():
     assert agreement("[0.1,0.1,0.5,0.5]", "It is at [0.1,0.1,0.5,0.5].", task="rec") == 1.0
     assert agreement("[0.1,0.1,0.5,0.5]", "somewhere", task="rec") == 0.0
     assert agreement("[0.1,0.1,0.5,0.5]", "[0.9,0.1,0.5,0.5]", task="rec") == 0.0  # malformed re-answer box
+
+
+def test_a_reanswer_in_the_generators_format_is_compared_by_its_answer():
+    # A Genixer generator asked its own question writes a whole pair: only the answer counts,
+    # and a box in the re-asked question is not an answer box.
+    assert agreement("a red bus", "Question: What is parked? Answer: The red bus.", task="common_vqa") == 1.0
+    again = "Question: What is in the region [0.1,0.2,0.5,0.9]? Answer: a dog"
+    assert agreement("[0.100,0.200,0.500,0.900]", again, task="rec") == 0.0
+    assert agreement("[0.100,0.200,0.500,0.900]", "Answer: [0.1,0.2,0.5,0.9]", task="rec") == 1.0

@@ -1,0 +1,65 @@
+"""What a person sees: the project's own lines on the console, framework chatter in a log file.
+
+Ray, Ray Data, Ray Train, vLLM and transformers write to the process's stdout and stderr, from
+Python and from native code (the raylet's C++ messages among them), so Python's logging alone
+cannot route them. For the commands that start those frameworks, :func:`console` points file
+descriptors 1 and 2 at a log file and gives the command streams on duplicates of the original
+descriptors for its own lines. ``--verbose`` leaves the descriptors alone.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator, TextIO
+
+from genixer_ray.paths import genixer_home
+
+
+@dataclass(frozen=True)
+class Console:
+    """Where the command's own lines go (``out``: results, ``err``: progress and errors), and the log."""
+
+    out: TextIO
+    err: TextIO
+    log_path: str | None  # None when nothing is redirected (--verbose)
+
+
+@contextmanager
+def console(command: str, *, verbose: bool) -> Iterator[Console]:
+    """Run a command with framework output in ``$GENIXER_RAY_HOME/logs/{command}-{time}-{pid}.log``.
+
+    Ray Data's progress bars are turned off (the command prints plain progress lines that read the
+    same in a terminal and in ``ray job logs``). On leaving, the descriptors are restored.
+    """
+    if verbose:
+        yield Console(sys.stdout, sys.stderr, None)
+        return
+    logs = genixer_home() / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    path = logs / f"{command}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    out, err = (os.fdopen(os.dup(s), "w", buffering=1) for s in saved)
+    try:
+        yield Console(out, err, str(path))
+    finally:
+        # Ray prints its workers' last lines while it shuts down: let that happen into the log.
+        if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+            sys.modules["ray"].shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for target, s in zip((1, 2), saved):
+            os.dup2(s, target)
+            os.close(s)
+        out.close()
+        err.close()

@@ -1,0 +1,81 @@
+"""``genixer-ray inspect RUN``: what a run or a filter pass holds, from its markers and manifest.
+
+Reads only the small files (commit markers, plan summary, manifest, ``filter.json``), never the
+shards, so it answers at once for a run of any size, finished or still running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from genixer_ray.filters.decide import FILTERS
+from genixer_ray.store import RunStore
+
+
+def _digest(obj) -> str | None:
+    if obj is None:
+        return None
+    return "sha256:" + hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
+    """A JSON-ready summary of the run (or filter pass) at ``url``.
+
+    Keys: ``url``, ``name``, ``kind`` (``generation run`` or ``filter pass``), ``rows``,
+    ``by_status``, ``by_error``, ``by_task``, ``kept``, ``shards`` (``planned``, ``committed``,
+    ``pending``), ``funnel`` (per task), ``pass_rates`` (per filter: rows passing / rows reaching
+    it, all tasks), ``config_digest`` (of the recorded, credential-masked config) and ``finished_at``.
+
+    Raises:
+        ValueError: nothing at ``url`` looks like a run or a filter pass.
+    """
+    from genixer_ray.pipeline import RunSummary
+
+    store = RunStore(url, storage_options)
+    manifest = store.read_json("manifest.json") or {}
+    settings = store.read_json("filter.json")
+    summary = RunSummary(output=store.url)
+    for m in store.markers():
+        summary.add_marker(m)
+    committed = len(store.committed())
+    if settings is not None:  # a filter pass: its shards are the source run's committed ones
+        kind, config = "filter pass", settings
+        planned = len(RunStore(url.rsplit("/filtered/", 1)[0], storage_options).committed())
+    else:
+        plan = store.plan()
+        if plan is None:
+            raise ValueError(f"no run at {url} (no plan and no filter settings)")
+        kind, config, planned = "generation run", manifest.get("config") or {"input": plan.get("input")}, plan["shards"]
+    totals = {step: sum(c.get(step, 0) for c in summary.funnel.values()) for step in ("parsed", *FILTERS)}
+    rates, reaching = {}, totals["parsed"]
+    for f in FILTERS:
+        if any(f in c for c in summary.funnel.values()):
+            rates[f] = round(totals[f] / reaching, 4) if reaching else None
+            reaching = totals[f]
+    counts = summary.counts()
+    return {
+        "url": store.url, "name": store.url.rsplit("/", 1)[-1], "kind": kind,
+        "rows": counts["rows"], "by_status": counts["by_status"], "by_error": counts["by_error"], "by_task": counts["by_task"],
+        "kept": counts["kept"], "shards": {"planned": planned, "committed": committed, "pending": max(planned - committed, 0)},
+        "funnel": counts["funnel"], "pass_rates": rates, "config_digest": _digest(config),
+        "finished_at": manifest.get("finished_at"),
+    }
+
+
+def format_inspection(info: dict) -> str:
+    """The summary as lines a person reads."""
+    def kv(d: dict) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(d.items())) or "none"
+
+    s = info["shards"]
+    lines = [
+        f"{info['kind']} {info['name']} at {info['url']}",
+        f"  rows: {info['rows']} ({kv(info['by_status'])}); kept: {info['kept']}",
+        f"  errors by code: {kv(info['by_error'])}",
+        f"  rows per task: {kv(info['by_task'])}",
+        f"  shards: {s['committed']} of {s['planned']} committed, {s['pending']} pending",
+        "  filter pass rates: " + (", ".join(f"{f} {r:.1%}" if r is not None else f"{f} -" for f, r in info["pass_rates"].items()) or "no filter ran"),
+        f"  config digest: {info['config_digest']}; finished: {info['finished_at'] or 'not yet (no manifest)'}",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,268 @@
+"""``genixer-ray report RUN``: one self-contained HTML page about a run or a filter pass.
+
+The page holds the per-task funnel, histograms of the filter scores with their thresholds or band
+marked, thumbnails of kept and rejected samples (boxes drawn, question and answer, reasons) and
+error counts by code with examples. It needs no network (styles inline, charts as SVG, images as
+data URIs) and no script. Generated text is untrusted: every string is HTML-escaped.
+
+Shards are read one at a time; the scores kept for the histograms are a bounded sample.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from genixer_ray.filters.decide import FILTERS
+from genixer_ray.inspection import inspect_run
+from genixer_ray.store import RunStore
+
+SCORES = {"clip": "clip_score", "consistency": "consistency_score", "judge": "judge_p_yes"}
+MAX_SCORES = 50_000  # per filter, for the histograms (a uniform sample beyond that)
+THUMB = 256
+
+
+@dataclass
+class _Collected:
+    scores: dict[str, list[float]] = field(default_factory=lambda: {f: [] for f in SCORES})
+    seen: Counter = field(default_factory=Counter)
+    rules: dict[str, Counter] = field(default_factory=lambda: {f: Counter() for f in SCORES})
+    kept: list[dict] = field(default_factory=list)
+    rejected: list[dict] = field(default_factory=list)
+    errors: dict[str, list[dict]] = field(default_factory=dict)
+
+
+def _rule_text(row: dict, f: str) -> str | None:
+    if f == "judge":
+        return row.get("judge_rule")
+    t = row.get(f"{f}_threshold")
+    return None if t is None else f">={t:g}"
+
+
+def _collect(store: RunStore, per_column: int, rng: random.Random) -> tuple[_Collected, dict[int, list[dict]]]:
+    """Scores, rules and the sample rows, reading one shard at a time; rows to show by shard."""
+    c = _Collected()
+    show: dict[int, list[dict]] = {}
+    for k in sorted(store.committed()):
+        for row in store.read_frame(store.shard_name(k)).to_dicts():
+            for f, col in SCORES.items():
+                v = row.get(col)
+                if v is None or v != v:  # unscored or NaN
+                    continue
+                c.seen[f] += 1
+                if len(c.scores[f]) < MAX_SCORES:
+                    c.scores[f].append(float(v))
+                elif (j := rng.randrange(c.seen[f])) < MAX_SCORES:
+                    c.scores[f][j] = float(v)
+                if rule := _rule_text(row, f):
+                    c.rules[f][rule] += 1
+            if row["status"] != "ok":
+                shown = c.errors.setdefault(row.get("error_code") or "error", [])
+                if len(shown) < 3:
+                    shown.append(row)
+                continue
+            bucket = c.kept if row.get("keep") else c.rejected
+            if len(bucket) < per_column:
+                bucket.append(row)
+                show.setdefault(k, []).append(row)
+    return c, show
+
+
+def _attach_images(store: RunStore, show: dict[int, list[dict]], storage_options: dict) -> None:
+    """Read the planned image of each shown row (its source, or the plan's inline bytes)."""
+    import fsspec
+
+    plan_store = RunStore(_source_run(store.url), storage_options)
+    for k, rows in show.items():
+        try:
+            planned = {r["image_id"]: r for r in plan_store.read_frame(plan_store.plan_name(k)).to_dicts()}
+        except FileNotFoundError:
+            planned = {}
+        for row in rows:
+            p = planned.get(row["image_id"], {})
+            try:
+                data = p.get("data")
+                if data is None:
+                    with fsspec.open(row["source"], "rb", **storage_options) as f:
+                        data = f.read()
+                row["_thumb"] = _thumbnail(data, row)
+            except Exception as e:  # the image moved or cannot be read: the card says so
+                row["_thumb_error"] = f"{type(e).__name__}: {e}"
+
+
+def _source_run(url: str) -> str:
+    # A filter pass lives at {run}/filtered/{name}; its images are planned in the run.
+    return url.rsplit("/filtered/", 1)[0] if "/filtered/" in url else url
+
+
+def _thumbnail(data: bytes, row: dict) -> str:
+    """A JPEG data URI of the image, boxes drawn (question boxes orange, answer boxes green)."""
+    from PIL import Image, ImageDraw
+
+    from genixer_ray.images import decode_image
+
+    img = Image.fromarray(decode_image(data, max_side=THUMB))
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    for col, color in (("question_boxes", (255, 140, 0)), ("answer_boxes", (40, 200, 90))):
+        for b in row.get(col) or []:
+            draw.rectangle([b[0] * w, b[1] * h, b[2] * w, b[3] * h], outline=color, width=3)
+    for x, y in row.get("points") or []:
+        draw.ellipse([x * w - 5, y * h - 5, x * w + 5, y * h + 5], outline=(0, 160, 255), width=3)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def _marks(rules: Counter) -> list[float]:
+    """The x positions of thresholds and band edges named by the rules seen."""
+    out: set[float] = set()
+    for rule in rules:
+        if rule.startswith(">="):
+            out.add(float(rule[2:]))
+        elif rule.startswith("threshold>="):
+            out.add(float(rule[len("threshold>=") :]))
+        elif rule.startswith("band["):
+            out.update(float(v) for v in rule[5:-1].split(","))
+    return sorted(out)
+
+
+def _histogram_svg(values: list[float], marks: list[float], *, bins: int = 30) -> str:
+    """An SVG bar chart of ``values`` with dashed red lines at ``marks``."""
+    if not values:
+        return "<p class='muted'>no scores</p>"
+    lo, hi = min(values + marks), max(values + marks)
+    if hi - lo < 1e-9:
+        lo, hi = lo - 0.5, hi + 0.5
+    counts = [0] * bins
+    for v in values:
+        counts[min(int((v - lo) / (hi - lo) * bins), bins - 1)] += 1
+    width, height, pad = 480, 160, 24
+    bw = (width - 2 * pad) / bins
+    top = max(counts)
+    parts = [f"<svg viewBox='0 0 {width} {height + 20}' width='{width}' height='{height + 20}' role='img'>"]
+    for i, n in enumerate(counts):
+        bh = (height - pad) * n / top
+        parts.append(f"<rect x='{pad + i * bw:.1f}' y='{height - bh:.1f}' width='{bw - 1:.1f}' height='{bh:.1f}' fill='#4a7bd0'/>")
+    for m in marks:
+        x = pad + (m - lo) / (hi - lo) * (width - 2 * pad)
+        parts.append(f"<line x1='{x:.1f}' y1='4' x2='{x:.1f}' y2='{height}' stroke='#d33' stroke-width='2' stroke-dasharray='5,3'/>")
+        parts.append(f"<text x='{x + 3:.1f}' y='14' fill='#d33' font-size='11'>{m:g}</text>")
+    parts.append(f"<text x='{pad}' y='{height + 16}' font-size='11'>{lo:.2f}</text>")
+    parts.append(f"<text x='{width - pad}' y='{height + 16}' font-size='11' text-anchor='end'>{hi:.2f}</text>")
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_CONTROL = {c: "\ufffd" for c in range(32) if c not in (9, 10)} | {127: "\ufffd"}
+
+
+def _e(v) -> str:
+    """Untrusted text as HTML text: escaped, control characters shown as U+FFFD."""
+    return html.escape("" if v is None else str(v).translate(_CONTROL), quote=True)
+
+
+def _card(row: dict) -> str:
+    scores = " · ".join(f"{f} {row[c]:.3f}" for f, c in SCORES.items() if row.get(c) is not None and row[c] == row[c])
+    reasons = ", ".join(row.get("reject_reasons") or [])
+    turns = row.get("turns") or [{"question": row.get("question"), "answer": row.get("answer")}]
+    qa = "".join(f"<p><b>Q</b> {_e(t['question'])}<br><b>A</b> {_e(t['answer'])}</p>" for t in turns)
+    if "_thumb" in row:
+        img = f"<img src='{row['_thumb']}' alt='{_e(row['image_id'])}'>"
+    else:
+        img = f"<div class='noimg'>image not readable: {_e(row.get('_thumb_error'))}</div>"
+    return (
+        f"<div class='card'>{img}<div class='meta'><code>{_e(row['image_id'])}</code> "
+        f"<span class='task'>{_e(row.get('parsed_task') or row.get('task'))}</span></div>{qa}"
+        f"<div class='scores'>{_e(scores)}</div>"
+        + (f"<div class='reasons'>rejected: {_e(reasons)}</div>" if reasons else "")
+        + "</div>"
+    )
+
+
+def _funnel_table(funnel: dict) -> str:
+    order = ["rows", "generated", "parsed", *FILTERS, "kept"]
+    steps = [s for s in order if any(s in c for c in funnel.values())]
+    head = "".join(f"<th>{_e(s)}</th>" for s in steps)
+    body = "".join(
+        f"<tr><td>{_e(t)}</td>" + "".join(f"<td>{c.get(s, 0)}</td>" for s in steps) + "</tr>" for t, c in sorted(funnel.items())
+    )
+    return f"<table><tr><th>task</th>{head}</tr>{body}</table>"
+
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
+h1{font-size:22px} h2{font-size:18px;margin-top:28px}
+table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ddd;padding:4px 10px;text-align:right}
+td:first-child,th:first-child{text-align:left}
+.cols{display:flex;gap:24px;align-items:flex-start} .col{flex:1}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;font-size:13px;overflow-wrap:anywhere}
+.card img{width:100%;border-radius:4px} .noimg{padding:20px;background:#eee}
+.task{background:#eef;border-radius:3px;padding:1px 5px} .reasons{color:#b00} .scores,.muted{color:#666}
+.hists{display:flex;flex-wrap:wrap;gap:24px}
+"""
+
+
+def write_report(run: str, out: str, *, storage_options: dict | None = None, per_column: int = 12, seed: int = 0) -> dict:
+    """Write the HTML report of a run or a filter pass to ``out`` (any fsspec URL); return counts.
+
+    Args:
+        run: a run folder (``{output.path}/{name}``) or a filter pass's (``.../filtered/{name}``).
+        out: the HTML file to write.
+        storage_options: fsspec options for the run, its images and ``out``.
+        per_column: how many kept and how many rejected samples to show.
+        seed: for the uniform sample of scores kept beyond :data:`MAX_SCORES`.
+
+    Raises:
+        ValueError: ``run`` has no committed shard.
+    """
+    import fsspec
+
+    so = storage_options or {}
+    info = inspect_run(run, storage_options=so)
+    if not info["shards"]["committed"]:
+        raise ValueError(f"no committed shards under {run}")
+    store = RunStore(run, so)
+    c, show = _collect(store, per_column, random.Random(seed))
+    _attach_images(store, show, so)
+    hists = "".join(
+        f"<div><h3>{_e(f)} ({c.seen[f]} scored; rule: {_e(', '.join(sorted(c.rules[f])) or 'none')})</h3>"
+        f"{_histogram_svg(c.scores[f], _marks(c.rules[f]))}</div>"
+        for f in SCORES
+        if c.seen[f]
+    )
+    errors = "".join(
+        f"<tr><td><code>{_e(code)}</code></td><td>{info['by_error'].get(code, len(rows))}</td><td>"
+        + "<br>".join(f"{_e(r['image_id'])} ({_e(r.get('error_stage'))}): {_e(r.get('error_message'))}"
+                      + (f" <span class='muted'>text: {_e((r.get('text') or '')[:200])}</span>" if r.get("text") else "")
+                      for r in rows)
+        + "</td></tr>"
+        for code, rows in sorted(c.errors.items())
+    )
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>genixer-ray report: {_e(info['name'])}</title>
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
+<style>{STYLE}</style></head><body>
+<h1>genixer-ray report: {_e(info['name'])}</h1>
+<p>{_e(info['kind'])} at <code>{_e(info['url'])}</code> · {info['rows']} rows · ok {info['by_status'].get('ok', 0)} ·
+errors {sum(info['by_error'].values())} · kept {info['kept']} · shards {info['shards']['committed']} committed,
+{info['shards']['pending']} pending · config {_e(info['config_digest'])} · written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>
+<h2>Funnel per task</h2>{_funnel_table(info['funnel'])}
+<h2>Filter scores</h2><p class="muted">Dashed red lines: the thresholds or band edges the rows were judged by.</p>
+<div class="hists">{hists or "<p class='muted'>no filter scored this run</p>"}</div>
+<h2>Samples</h2><p class="muted">Question boxes orange, answer boxes green, points blue.</p>
+<div class="cols"><div class="col"><h3>kept ({info['kept']})</h3><div class="grid">{''.join(map(_card, c.kept)) or "<p class='muted'>none</p>"}</div></div>
+<div class="col"><h3>rejected</h3><div class="grid">{''.join(map(_card, c.rejected)) or "<p class='muted'>none</p>"}</div></div></div>
+<h2>Errors by code</h2>{f"<table><tr><th>code</th><th>rows</th><th>examples</th></tr>{errors}</table>" if errors else "<p class='muted'>none</p>"}
+</body></html>
+"""
+    with fsspec.open(out, "w", encoding="utf-8", **so) as f:
+        f.write(page)
+    return {"output": out, "rows": info["rows"], "kept_shown": len(c.kept), "rejected_shown": len(c.rejected),
+            "error_codes": len(c.errors)}
