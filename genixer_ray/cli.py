@@ -152,6 +152,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_convert_checkpoint(args: argparse.Namespace) -> int:
+    from genixer_ray.convert_checkpoint import CheckpointLayoutError, convert_original_llava
+
+    try:
+        out = convert_original_llava(args.src, args.dst, vision_tower=args.vision_tower)
+    except (CheckpointLayoutError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"llava-hf checkpoint written to {out}; use generator.model={out} (with prompts.profile=genixer-l for Genixer-L)")
+    return 0
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from genixer_ray.annotations import ConversionError
     from genixer_ray.config import TrainConfig, load_config
@@ -214,6 +226,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-parsed", action="store_true", help="every parsed row, not only the rows the filters kept")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
     p.set_defaults(func=_cmd_export)
+
+    p = sub.add_parser("convert-checkpoint", help="convert an original-LLaVA checkpoint (e.g. Genixer-L) to the llava-hf layout vLLM loads")
+    p.add_argument("src", help="the original checkpoint's directory (LlavaLlamaForCausalLM: config.json, weights, tokenizer)")
+    p.add_argument("dst", help="the llava-hf directory to write")
+    p.add_argument("--vision-tower", help="CLIP vision model directory or hub id (default: the config's mm_vision_tower)")
+    p.set_defaults(func=_cmd_convert_checkpoint)
 
     p = sub.add_parser("report", help="write one self-contained HTML page about a run or a filter pass")
     p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name}); local or s3://")
