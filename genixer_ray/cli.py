@@ -114,12 +114,18 @@ def _cmd_export(args: argparse.Namespace) -> int:
     try:
         options = json.loads(args.storage_options)
         counts = export_llava(
-            args.run, args.out, storage_options=options, image_root=args.image_root, only_kept=not args.all_parsed
+            args.run, args.out, storage_options=options, image_root=args.image_root, only_kept=not args.all_parsed,
+            copy_images=args.copy_images,
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"exported {counts['records']} records from {counts['shards']} shards to {counts['output']} (by task: {counts['by_task']})")
+    print(
+        f"exported {counts['records']} records from {counts['shards']} shards to {counts['output']} "
+        f"(by task: {counts['by_task']}; {counts['images_copied']} images copied beside it)"
+    )
+    if counts["skipped_missing_image"]:
+        print(f"left out {counts['skipped_missing_image']} rows whose image could not be read, e.g. {counts['missing_examples']}")
     return 0
 
 
@@ -221,8 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a run's kept rows as LLaVA conversation JSON (for training)")
     p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name})")
-    p.add_argument("out", help="the JSON file to write (local or s3://)")
-    p.add_argument("--image-root", help="write image paths under this prefix relative to it")
+    p.add_argument("out", help="the file to write: .json (one array) or .jsonl (one record per line); local or s3://")
+    p.add_argument("--image-root", help="the trainer's image folder: local images under it are written relative to it")
+    p.add_argument("--copy-images", action="store_true",
+                   help="copy every image beside the output (always done for remote and inline images)")
     p.add_argument("--all-parsed", action="store_true", help="every parsed row, not only the rows the filters kept")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
     p.set_defaults(func=_cmd_export)

@@ -8,14 +8,19 @@ One record per kept row (or per parsed row with ``only_kept=False``)::
      "genixer": {"run_id": ..., "generator_hash": ..., "seed": ..., "clip_score": ..., ...}}
 
 Boxes stay in the text, normalized to [0, 1] (Shikra's convention, which the generator was
-trained on). Dialogues become several turns. The ``genixer`` key keeps each record's provenance
+trained on). Every record's image opens as LLaVA's loader opens it,
+``os.path.join(image_folder, record["image"])`` (see :func:`export_llava`). Dialogues become several turns. The ``genixer`` key keeps each record's provenance
 and filter scores; trainers ignore keys they do not know. Shards are read one at a time and the
-JSON array is written as a stream, so memory stays bounded by one shard.
+JSON array (or JSON Lines) is written as a stream, so memory stays bounded by one shard.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import math
+import os
 from collections import Counter
 
 from genixer_ray.store import RunStore
@@ -35,49 +40,110 @@ def llava_record(row: dict, image: str) -> dict:
         "image": image,
         "task": row.get("parsed_task"),
         "conversations": conversations,
-        "genixer": {k: row.get(k) for k in PROVENANCE},
+        "genixer": {k: _finite(row.get(k)) for k in PROVENANCE},
     }
 
 
-def _image_name(source: str, image_root: str | None) -> str:
-    if image_root:
-        root = image_root.rstrip("/") + "/"
-        if source.startswith(root):
-            return source[len(root) :]
-    return source
+def _finite(v):
+    # Strict JSON has no NaN or Infinity: a missing score is null.
+    return None if isinstance(v, float) and not math.isfinite(v) else v
+
+
+def _relative_under(source: str, image_root: str | None) -> str | None:
+    """``source`` relative to ``image_root`` when it is a local file under it, else ``None``."""
+    if not image_root or "://" in source or source.startswith("inline:"):
+        return None
+    root = os.path.abspath(image_root).rstrip("/") + "/"
+    path = os.path.abspath(source)
+    return path[len(root) :] if path.startswith(root) else None
+
+
+class _ImageCopier:
+    """Writes each exported image once into a folder beside the JSON, under a stable name.
+
+    The name is a digest of the image's bytes with the extension of its format, so the same
+    image exported twice (or by two runs) lands in one file, and a record's path never changes.
+    """
+
+    def __init__(self, out: str, storage_options: dict):
+        import fsspec
+
+        base = out.rsplit("/", 1)
+        self.folder_name = f"{base[-1].rsplit('.', 1)[0]}_images"
+        self.folder = f"{base[0]}/{self.folder_name}" if len(base) == 2 else self.folder_name
+        self.fs, self.root = fsspec.core.url_to_fs(self.folder, **storage_options)
+        self.storage_options = storage_options
+        self.written: set[str] = set()
+
+    def copy(self, source: str, data: bytes | None) -> str:
+        """The record's image path (relative to the JSON's folder) after writing the image."""
+        import fsspec
+        from PIL import Image
+
+        if data is None:
+            with fsspec.open(source, "rb", **self.storage_options) as f:
+                data = f.read()
+        fmt = (Image.open(io.BytesIO(data)).format or "bin").lower()
+        name = f"{hashlib.sha256(data).hexdigest()[:24]}.{'jpg' if fmt == 'jpeg' else fmt}"
+        if name not in self.written:
+            self.fs.makedirs(self.root, exist_ok=True)
+            self.fs.pipe_file(f"{self.root}/{name}", data)
+            self.written.add(name)
+        return f"{self.folder_name}/{name}"
 
 
 def export_llava(
-    run: str, out: str, *, storage_options: dict | None = None, image_root: str | None = None, only_kept: bool = True
+    run: str, out: str, *, storage_options: dict | None = None, image_root: str | None = None, only_kept: bool = True,
+    copy_images: bool = False,
 ) -> dict:
-    """Write the run's rows as one LLaVA JSON file at ``out`` (any fsspec URL); return counts.
+    """Write the run's rows as LLaVA conversation JSON (``.json``) or JSON Lines (``.jsonl``); return counts.
+
+    A record's ``image`` is what LLaVA's loader joins to its ``image_folder``: the path relative to
+    ``image_root`` for a local file under it; otherwise (an ``s3://`` or other remote source, bytes
+    inline in the manifest, a local file elsewhere, or ``copy_images``) the image is written once
+    into ``{out stem}_images/`` beside the file and the record names it relative to the file's
+    folder, so ``image_folder`` is that folder. Scores that are missing are ``null``, never NaN. A
+    row whose image cannot be read any more is left out and counted (``skipped_missing_image``).
 
     Args:
         run: a run folder (``{output.path}/{name}``) or a filter pass's (``.../filtered/{name}``);
-            only committed shards are read.
-        out: the JSON file to write.
-        storage_options: fsspec options for ``run`` and ``out``.
-        image_root: image paths under this prefix are written relative to it (trainers join them
-            with their own image folder); others are written as they are.
+            only committed shards are read, one at a time.
+        out: the file to write (any fsspec URL); ``.jsonl`` writes one record per line.
+        storage_options: fsspec options for ``run``, its images and ``out``.
+        image_root: a local folder the trainer's ``image_folder`` will be (relative paths allowed).
         only_kept: export rows with ``keep`` (the filters' decision); ``False``: every parsed row.
+        copy_images: copy every image, also local ones under ``image_root``.
     """
     import fsspec
 
-    store = RunStore(run, storage_options)
+    so = storage_options or {}
+    store = RunStore(run, so)
     shards = sorted(store.committed())
     if not shards:
         raise ValueError(f"no committed shards under {run}")
+    jsonl = out.endswith(".jsonl")
+    copier = _ImageCopier(out, so)
     n = 0
     by_task: Counter = Counter()
-    with fsspec.open(out, "w", **(storage_options or {})) as f:
-        f.write("[")
+    missing: dict[str, str] = {}
+    with fsspec.open(out, "w", **so) as f:
+        f.write("" if jsonl else "[")
         for k in shards:
-            for row in store.read_frame(store.shard_name(k)).to_dicts():
-                if row["status"] != "ok" or (only_kept and not row.get("keep")):
+            rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if r["status"] == "ok" and (r.get("keep") or not only_kept)]
+            planned = store.planned_images(k) if rows else {}
+            for row in rows:
+                rel = None if copy_images else _relative_under(row["source"], image_root)
+                try:
+                    image = rel or copier.copy(row["source"], planned.get(row["image_id"], {}).get("data"))
+                except (OSError, ValueError) as e:  # the image is gone or unreadable: say so, go on
+                    missing[row["image_id"]] = f"{type(e).__name__}: {e}"
                     continue
-                f.write(",\n" if n else "\n")
-                f.write(json.dumps(llava_record(row, _image_name(row["source"], image_root))))
+                text = json.dumps(llava_record(row, image), allow_nan=False)
+                f.write(f"{text}\n" if jsonl else (",\n" if n else "\n") + text)
                 n += 1
                 by_task[row.get("parsed_task") or "unknown"] += 1
-        f.write("\n]\n")
-    return {"records": n, "shards": len(shards), "by_task": dict(by_task), "output": out}
+        f.write("" if jsonl else "\n]\n")
+    return {
+        "records": n, "shards": len(shards), "by_task": dict(by_task), "output": out, "images_copied": len(copier.written),
+        "skipped_missing_image": len(missing), "missing_examples": dict(list(missing.items())[:3]),
+    }

@@ -10,7 +10,7 @@ import hashlib
 import json
 
 from genixer_ray.filters.decide import FILTERS
-from genixer_ray.store import RunStore
+from genixer_ray.store import RunStore, source_run
 
 
 def _digest(obj) -> str | None:
@@ -41,7 +41,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
     committed = len(store.committed())
     if settings is not None:  # a filter pass: its shards are the source run's committed ones
         kind, config = "filter pass", settings
-        planned = len(RunStore(url.rsplit("/filtered/", 1)[0], storage_options).committed())
+        planned = len(RunStore(source_run(store.url), storage_options).committed())
     else:
         plan = store.plan()
         if plan is None:

@@ -77,27 +77,17 @@ def _attach_images(store: RunStore, show: dict[int, list[dict]], storage_options
     """Read the planned image of each shown row (its source, or the plan's inline bytes)."""
     import fsspec
 
-    plan_store = RunStore(_source_run(store.url), storage_options)
     for k, rows in show.items():
-        try:
-            planned = {r["image_id"]: r for r in plan_store.read_frame(plan_store.plan_name(k)).to_dicts()}
-        except FileNotFoundError:
-            planned = {}
+        planned = store.planned_images(k)
         for row in rows:
-            p = planned.get(row["image_id"], {})
             try:
-                data = p.get("data")
+                data = planned.get(row["image_id"], {}).get("data")
                 if data is None:
                     with fsspec.open(row["source"], "rb", **storage_options) as f:
                         data = f.read()
                 row["_thumb"] = _thumbnail(data, row)
             except Exception as e:  # the image moved or cannot be read: the card says so
                 row["_thumb_error"] = f"{type(e).__name__}: {e}"
-
-
-def _source_run(url: str) -> str:
-    # A filter pass lives at {run}/filtered/{name}; its images are planned in the run.
-    return url.rsplit("/filtered/", 1)[0] if "/filtered/" in url else url
 
 
 def _thumbnail(data: bytes, row: dict) -> str:

@@ -41,6 +41,11 @@ class StorageError(RuntimeError):
     """The output store cannot be used (unreachable, no permission): the run cannot start."""
 
 
+def source_run(url: str) -> str:
+    """The generation run a folder belongs to: a filter pass lives at ``{run}/filtered/{name}``."""
+    return url.rsplit("/filtered/", 1)[0] if "/filtered/" in url else url
+
+
 class RunStore:
     """Reads and writes one run's files under ``url`` through fsspec."""
 
@@ -230,6 +235,18 @@ class RunStore:
             m = self.read_json(self.marker_name(k))
             if m is not None:
                 yield m
+
+    def planned_images(self, shard: int) -> dict[str, dict]:
+        """``{image_id: {"source", "data"}}`` of a shard's plan (``data``: inline bytes, else None).
+
+        A filter pass (``{run}/filtered/{name}``) reads its run's plan; an unknown shard gives ``{}``.
+        """
+        plan = RunStore(source_run(self.url), self.storage_options)
+        try:
+            frame = plan.read_frame(plan.plan_name(shard))
+        except FileNotFoundError:
+            return {}
+        return {r["image_id"]: {"source": r.get("source"), "data": r.get("data")} for r in frame.to_dicts()}
 
     def read_rows(self) -> pl.DataFrame:
         """All committed rows (only shards with markers), as one frame."""
