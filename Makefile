@@ -2,12 +2,15 @@
 VENV := .venv
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup test demo bench clean
+.PHONY: setup lint test demo clean
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/cpu.lock tools/setup.sh tools/torchvision_cpu_shim.py
 	bash tools/setup.sh
+
+lint: setup
+	$(VENV)/bin/ruff check genixer_ray tests bench jobs
 
 test: setup
 	bash tools/setup_browser.sh

@@ -238,7 +238,7 @@ class FiltersConfig(_Strict):
     _name_is_path_safe = field_validator("name")(_path_safe_name)
 
     @model_validator(mode="after")
-    def _actor_counts(self) -> "FiltersConfig":
+    def _actor_counts(self) -> FiltersConfig:
         if self.min_actors > self.max_actors:
             raise ValueError(f"filters.min_actors ({self.min_actors}) exceeds filters.max_actors ({self.max_actors})")
         return self
@@ -337,7 +337,7 @@ class RunConfig(_Strict):
     _name_is_path_safe = field_validator("name")(_path_safe_name)
 
     @model_validator(mode="after")
-    def _fits_engine(self) -> "RunConfig":
+    def _fits_engine(self) -> RunConfig:
         g, sc = self.generator, self.scaling
         if g.backend == "vllm" and sc.gpus_per_actor and sc.gpus_per_actor < g.tensor_parallel_size:
             raise ValueError(
@@ -379,7 +379,7 @@ class DataSource(_Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for the files and their images.")
 
     @model_validator(mode="after")
-    def _files_of_the_format(self) -> "DataSource":
+    def _files_of_the_format(self) -> DataSource:
         spec = FORMATS[self.format]
         roles = self.file_roles()
         missing = [r for r in spec.files if r not in roles]
@@ -516,7 +516,7 @@ class TrainConfig(_Strict):
     _name_is_path_safe = field_validator("name")(_path_safe_name)
 
     @model_validator(mode="after")
-    def _supported_combination(self) -> "TrainConfig":
+    def _supported_combination(self) -> TrainConfig:
         if self.model.lora is not None and self.scaling.strategy == "fsdp":
             raise ValueError("model.lora with scaling.strategy=fsdp is not supported: LoRA trains few weights, use ddp")
         return self

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Iterator, TextIO
+from datetime import UTC, datetime
+from typing import TextIO
 
 from genixer_ray.paths import genixer_home
 
@@ -40,7 +41,7 @@ def console(command: str, *, verbose: bool) -> Iterator[Console]:
         return
     logs = genixer_home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    path = logs / f"{command}-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{os.getpid()}.log"
+    path = logs / f"{command}-{datetime.now(UTC):%Y%m%dT%H%M%S}-{os.getpid()}.log"
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     sys.stdout.flush()
     sys.stderr.flush()

@@ -92,7 +92,13 @@ def convert_original_llava(src: str | Path, dst: str | Path, *, vision_tower: st
     import torch
     from safetensors.torch import save_file
     from transformers import (
-        AutoTokenizer, CLIPImageProcessor, CLIPVisionModel, LlamaConfig, LlavaConfig, LlavaImageProcessor, LlavaProcessor,
+        AutoTokenizer,
+        CLIPImageProcessor,
+        CLIPVisionModel,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaImageProcessor,
+        LlavaProcessor,
     )
 
     src, dst = Path(src), Path(dst)

@@ -8,7 +8,7 @@ The target is the ``Question: ... Answer: ...`` text the generator learns to wri
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 from genixer_ray.prompts import PromptProfile, referring_question
 from genixer_ray.seeding import derive_seed

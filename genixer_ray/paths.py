@@ -6,8 +6,8 @@ import os
 import posixpath
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def genixer_home() -> Path:

@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import polars as pl
@@ -369,7 +369,7 @@ def _write_manifest(store: RunStore, summary: RunSummary, started: datetime, **w
             **what,
             "versions": _versions(),
             "started_at": started.isoformat(),
-            "finished_at": datetime.now(timezone.utc).isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
             "committed_shards": len(store.committed()),
             **summary.counts(),
         },
@@ -389,7 +389,7 @@ def run_generation(cfg: RunConfig, *, log=None) -> RunSummary:
         RuntimeError: the generator failed beyond its retries.
     """
     log = log or sys.stderr
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     store = RunStore(run_url(cfg), cfg.output.storage_options)
     store.check_writable()
     plan = _ensure_plan(store, cfg, log)
@@ -467,7 +467,7 @@ def run_filter(run: str, cfg: RunConfig, *, log=None) -> RunSummary:
     log = log or sys.stderr
     if not cfg.filters.any_enabled:
         raise ConfigError("filters: no filter is enabled (set filters.clip.enabled, filters.judge.enabled or filters.consistency.enabled)")
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     src = RunStore(run, cfg.output.storage_options)
     plan = src.plan()
     if plan is None:

@@ -16,7 +16,7 @@ import io
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from genixer_ray.filters.decide import FILTERS
 from genixer_ray.inspection import inspect_run
@@ -242,7 +242,7 @@ def write_report(run: str, out: str, *, storage_options: dict | None = None, per
 <h1>genixer-ray report: {_e(info['name'])}</h1>
 <p>{_e(info['kind'])} at <code>{_e(info['url'])}</code> · {info['rows']} rows · ok {info['by_status'].get('ok', 0)} ·
 errors {sum(info['by_error'].values())} · kept {info['kept']} · shards {info['shards']['committed']} committed,
-{info['shards']['pending']} pending · config {_e(info['config_digest'])} · written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC</p>
+{info['shards']['pending']} pending · config {_e(info['config_digest'])} · written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>
 <h2>Funnel per task</h2>{_funnel_table(info['funnel'])}
 <h2>Filter scores</h2><p class="muted">Dashed red lines: the thresholds or band edges the rows were judged by.</p>
 <div class="hists">{hists or "<p class='muted'>no filter scored this run</p>"}</div>

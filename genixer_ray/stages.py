@@ -10,7 +10,7 @@ stage's own counters would stay in whichever Ray worker ran it.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -18,8 +18,8 @@ import numpy as np
 from genixer_ray.config import InputConfig, RunConfig
 from genixer_ray.engines.base import GenerationRequest, checkpoint_hash, get_generator
 from genixer_ray.images import DecodeError, decode_image
-from genixer_ray.seeding import derive_seed
 from genixer_ray.prompts import choose_prompt
+from genixer_ray.seeding import derive_seed
 from genixer_ray.tasks import ParseError, parse_output
 
 
@@ -97,7 +97,7 @@ class GenerateStage:
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Generate for every ``ok`` row; error rows pass through; rows keep their image."""
         s, cfg = self.cfg.sampling, self.cfg
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         out: list[dict[str, Any]] = []
         todo: list[tuple[int, GenerationRequest]] = []
         for row in batch:

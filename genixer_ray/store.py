@@ -16,7 +16,8 @@ instead of writing a second copy beside it.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 import fsspec
 import polars as pl

@@ -12,8 +12,9 @@ file is missing or unreadable, or when nothing in it converts.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from genixer_ray.annotations import generic, grounding
 from genixer_ray.annotations.base import ConversionError, Skip, SourceStats

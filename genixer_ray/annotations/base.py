@@ -12,8 +12,9 @@ import json
 import math
 import pickle
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any
 
 import fsspec
 

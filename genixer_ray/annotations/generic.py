@@ -7,7 +7,8 @@ publish them, and ``samples(record, ctx)`` turns one record into canonical sampl
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from genixer_ray.annotations.base import ConversionError, Skip, image_url, iter_json_records, load_json, text
 

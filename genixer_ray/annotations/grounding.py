@@ -11,13 +11,24 @@ from __future__ import annotations
 import posixpath
 import re
 import xml.etree.ElementTree as ET
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import fsspec
 
 from genixer_ray.annotations.base import (
-    ConversionError, Skip, image_size, image_url, iter_json_records, load_json, load_plain_pickle, norm_point,
-    norm_xywh, norm_xyxy, open_binary, text,
+    ConversionError,
+    Skip,
+    image_size,
+    image_url,
+    iter_json_records,
+    load_json,
+    load_plain_pickle,
+    norm_point,
+    norm_xywh,
+    norm_xyxy,
+    open_binary,
+    text,
 )
 from genixer_ray.tasks import format_boxes
 

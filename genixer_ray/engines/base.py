@@ -9,8 +9,8 @@ a failure of the engine itself raises.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -46,7 +46,7 @@ class GenerationResult:
     prompt_tokens: int = 0
 
     @classmethod
-    def failed(cls, code: str, message: str) -> "GenerationResult":
+    def failed(cls, code: str, message: str) -> GenerationResult:
         """A result that stands for a request the engine could not serve."""
         return cls(text="", finish_reason="error", error_code=code, error=message)
 

@@ -8,7 +8,7 @@ it depends only on the row, which is what a resumable, re-runnable pipeline need
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from genixer_ray.config import GeneratorConfig
 from genixer_ray.engines.base import (

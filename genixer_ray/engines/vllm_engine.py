@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from genixer_ray.config import GeneratorConfig, SamplingConfig
 from genixer_ray.engines.base import (

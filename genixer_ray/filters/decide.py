@@ -11,7 +11,6 @@ a dialogue for self-consistency) leaves its ``*_pass`` null and does not count a
 
 from __future__ import annotations
 
-
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.policies import select_band, select_threshold, select_top_fraction
 

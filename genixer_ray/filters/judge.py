@@ -11,7 +11,7 @@ scripts read it from sampled tokens).
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from genixer_ray.config import JudgeConfig, SamplingConfig
 from genixer_ray.engines.base import GenerationRequest, Generator

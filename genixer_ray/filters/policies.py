@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Sequence
+from collections.abc import Sequence
 
 # Genixer found that judge P(Yes) in the middle band trained downstream models best: samples the
 # judge is sure of are too easy to teach much.
