@@ -110,16 +110,22 @@ def _cmd_export(args: argparse.Namespace) -> int:
     import json
 
     from genixer_ray.export import export_llava
+    from genixer_ray.export_shikra import export_shikra
 
     try:
         options = json.loads(args.storage_options)
-        counts = export_llava(
+        export = export_shikra if args.format == "shikra" else export_llava
+        counts = export(
             args.run, args.out, storage_options=options, image_root=args.image_root, only_kept=not args.all_parsed,
             copy_images=args.copy_images,
         )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if args.format == "shikra":
+        files = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k not in ("output", "shards", "images_copied"))
+        print(f"exported to {counts['output']} from {counts['shards']} shards ({files}; {counts['images_copied']} images copied)")
+        return 0
     print(
         f"exported {counts['records']} records from {counts['shards']} shards to {counts['output']} "
         f"(by task: {counts['by_task']}; {counts['images_copied']} images copied beside it)"
@@ -225,9 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. filters.judge.policy=band")
     p.set_defaults(func=_cmd_filter)
 
-    p = sub.add_parser("export", help="write a run's kept rows as LLaVA conversation JSON (for training)")
+    p = sub.add_parser("export", help="write a run's kept rows as LLaVA conversation JSON or Shikra's JSON Lines (for training)")
     p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name})")
-    p.add_argument("out", help="the file to write: .json (one array) or .jsonl (one record per line); local or s3://")
+    p.add_argument("out", help="llava: the file to write, .json (one array) or .jsonl (one record per line); shikra: a folder; local or s3://")
+    p.add_argument("--format", choices=("llava", "shikra"), default="llava",
+                   help="llava: conversation JSON; shikra: the JSON Lines of Shikra's REC, GPT4Gen and PointQA datasets")
     p.add_argument("--image-root", help="the trainer's image folder: local images under it are written relative to it")
     p.add_argument("--copy-images", action="store_true",
                    help="copy every image beside the output (always done for remote and inline images)")

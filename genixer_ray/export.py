@@ -40,16 +40,16 @@ def llava_record(row: dict, image: str) -> dict:
         "image": image,
         "task": row.get("parsed_task"),
         "conversations": conversations,
-        "genixer": {k: _finite(row.get(k)) for k in PROVENANCE},
+        "genixer": {k: finite(row.get(k)) for k in PROVENANCE},
     }
 
 
-def _finite(v):
-    # Strict JSON has no NaN or Infinity: a missing score is null.
+def finite(v):
+    """``v``, or ``None`` for a NaN or infinite float (strict JSON has neither)."""
     return None if isinstance(v, float) and not math.isfinite(v) else v
 
 
-def _relative_under(source: str, image_root: str | None) -> str | None:
+def relative_under(source: str, image_root: str | None) -> str | None:
     """``source`` relative to ``image_root`` when it is a local file under it, else ``None``."""
     if not image_root or "://" in source or source.startswith("inline:"):
         return None
@@ -58,20 +58,19 @@ def _relative_under(source: str, image_root: str | None) -> str | None:
     return path[len(root) :] if path.startswith(root) else None
 
 
-class _ImageCopier:
-    """Writes each exported image once into a folder beside the JSON, under a stable name.
+class ImageCopier:
+    """Writes each exported image once into ``folder``, under a stable name.
 
     The name is a digest of the image's bytes with the extension of its format, so the same
     image exported twice (or by two runs) lands in one file, and a record's path never changes.
+    Records name it ``{prefix}/{name}``: relative to the folder the trainer joins paths to.
     """
 
-    def __init__(self, out: str, storage_options: dict):
+    def __init__(self, folder: str, prefix: str, storage_options: dict):
         import fsspec
 
-        base = out.rsplit("/", 1)
-        self.folder_name = f"{base[-1].rsplit('.', 1)[0]}_images"
-        self.folder = f"{base[0]}/{self.folder_name}" if len(base) == 2 else self.folder_name
-        self.fs, self.root = fsspec.core.url_to_fs(self.folder, **storage_options)
+        self.prefix = prefix
+        self.fs, self.root = fsspec.core.url_to_fs(folder, **storage_options)
         self.storage_options = storage_options
         self.written: set[str] = set()
 
@@ -89,7 +88,7 @@ class _ImageCopier:
             self.fs.makedirs(self.root, exist_ok=True)
             self.fs.pipe_file(f"{self.root}/{name}", data)
             self.written.add(name)
-        return f"{self.folder_name}/{name}"
+        return f"{self.prefix}/{name}"
 
 
 def export_llava(
@@ -122,7 +121,9 @@ def export_llava(
     if not shards:
         raise ValueError(f"no committed shards under {run}")
     jsonl = out.endswith(".jsonl")
-    copier = _ImageCopier(out, so)
+    head, _, name = out.rpartition("/")
+    stem = name.rsplit(".", 1)[0]
+    copier = ImageCopier(f"{head}/{stem}_images" if head else f"{stem}_images", f"{stem}_images", so)
     n = 0
     by_task: Counter = Counter()
     missing: dict[str, str] = {}
@@ -132,7 +133,7 @@ def export_llava(
             rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if r["status"] == "ok" and (r.get("keep") or not only_kept)]
             planned = store.planned_images(k) if rows else {}
             for row in rows:
-                rel = None if copy_images else _relative_under(row["source"], image_root)
+                rel = None if copy_images else relative_under(row["source"], image_root)
                 try:
                     image = rel or copier.copy(row["source"], planned.get(row["image_id"], {}).get("data"))
                 except (OSError, ValueError) as e:  # the image is gone or unreadable: say so, go on

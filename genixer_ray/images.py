@@ -49,7 +49,13 @@ class DecodeError(Exception):
 
 
 def decode_image(data: bytes, *, max_pixels: int = 64_000_000, max_side: int | None = None) -> np.ndarray:
-    """Decode image bytes into an RGB ``uint8`` array, fully and with EXIF orientation applied.
+    """Decode image bytes into an RGB ``uint8`` array (see :func:`decode_image_sized`)."""
+    return decode_image_sized(data, max_pixels=max_pixels, max_side=max_side)[0]
+
+
+def decode_image_sized(data: bytes, *, max_pixels: int = 64_000_000, max_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode image bytes into an RGB ``uint8`` array, fully and with EXIF orientation applied,
+    and the image's ``(width, height)`` before any downscale (after the orientation).
 
     Args:
         data: the encoded file's bytes.
@@ -84,9 +90,10 @@ def decode_image(data: bytes, *, max_pixels: int = 64_000_000, max_side: int | N
             img = _to_rgb(img)
         except (OSError, SyntaxError, ValueError) as e:
             raise DecodeError("truncated", f"cannot decode pixels: {e}") from None
+    size = img.size
     if max_side is not None and max(img.size) > max_side:
         img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
-    return np.asarray(img, dtype=np.uint8)
+    return np.asarray(img, dtype=np.uint8), size
 
 
 def _to_rgb(img):

@@ -56,6 +56,10 @@ ROW_COLUMNS = {
     "shard": pl.Int32,
     "image_id": pl.String,
     "source": pl.String,
+    # The image's size before any downscale (after EXIF orientation): boxes, normalized to it,
+    # become pixels again without reopening the image (Shikra's export).
+    "image_width": pl.Int32,
+    "image_height": pl.Int32,
     "status": pl.String,
     "error_code": pl.String,
     "error_stage": pl.String,

@@ -17,7 +17,7 @@ import numpy as np
 
 from genixer_ray.config import InputConfig, RunConfig
 from genixer_ray.engines.base import GenerationRequest, checkpoint_hash, get_generator
-from genixer_ray.images import DecodeError, decode_image
+from genixer_ray.images import DecodeError, decode_image_sized
 from genixer_ray.prompts import choose_prompt
 from genixer_ray.seeding import derive_seed
 from genixer_ray.tasks import ParseError, parse_output
@@ -31,7 +31,8 @@ def fail(row: dict, stage: str, code: str, message: str) -> dict:
 class DecodeStage:
     """Read each row's bytes (inline ``data`` or ``source`` through fsspec) and decode them.
 
-    Output rows hold ``pixels`` (RGB bytes), ``height`` and ``width``, or an error row with code
+    Output rows hold ``pixels`` (RGB bytes), ``height`` and ``width`` (decoded), ``image_width`` and
+    ``image_height`` (the original, before any downscale), or an error row with code
     ``missing``, ``read_failed``, ``empty``, ``not_an_image``, ``truncated`` or ``too_large``.
     Rows already failed at listing (``error_code`` set) become error rows of stage ``input``.
     """
@@ -60,10 +61,10 @@ class DecodeStage:
         except Exception as e:  # permissions, network, a directory where a file was expected, ...
             return fail(row, self.name, "read_failed", f"{type(e).__name__}: {e}")
         try:
-            image = decode_image(data, max_pixels=self.cfg.max_pixels, max_side=self.cfg.max_side)
+            image, (w, h) = decode_image_sized(data, max_pixels=self.cfg.max_pixels, max_side=self.cfg.max_side)
         except DecodeError as e:
             return fail(row, self.name, e.code, e.message)
-        return row | {"pixels": image.tobytes(), "height": image.shape[0], "width": image.shape[1]}
+        return row | {"pixels": image.tobytes(), "height": image.shape[0], "width": image.shape[1], "image_width": w, "image_height": h}
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Decode a batch; every failure becomes an error row, the batch never raises for a row."""

@@ -136,3 +136,54 @@ def test_no_non_finite_number_reaches_the_file(tmp_path, bad):
     store.write_frame(store.shard_name(0), to_frame(rows))
     export_llava(run, str(tmp_path / "k.json"), image_root=images)
     assert strict_json((tmp_path / "k.json").read_text())[1]["genixer"]["clip_score"] is None
+
+
+def shikra_frame(box_px: list[float], w: int, h: int) -> list[float]:
+    """A pixel box as Shikra's pipeline sees it: Expand2square shifts it into the padded square,
+    BoxFormatProcess normalizes by the square's side (mllm/dataset/utils/transform.py)."""
+    x1, y1, x2, y2 = box_px
+    side = max(w, h)
+    if w > h:
+        y1, y2 = y1 + (w - h) // 2, y2 + (w - h) // 2
+    elif h > w:
+        x1, x2 = x1 + (h - w) // 2, x2 + (h - w) // 2
+    return [round(min(max(v / side, 0.0), 1.0), 3) for v in (x1, y1, x2, y2)]
+
+
+def test_shikra_export_writes_pixel_boxes_that_land_in_shikras_frame(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "wide.jpg").write_bytes(png("white", (640, 480)))
+    store = RunStore(str(tmp_path / "runs" / "g"))
+    store.write_plan(iter([{"image_id": i, "source": f"{images}/wide.jpg", "data": None} for i in "abcd"]), shard_size=10, meta={})
+    base = {"shard": 0, "status": "ok", "text": "t", "source": f"{images}/wide.jpg", "image_width": 640, "image_height": 480, "keep": True}
+    box, box2 = [0.12, 0.30, 0.45, 0.80], [0.5, 0.1, 0.9, 0.4]
+    rows = [
+        base | {"image_id": "a", "parsed_task": "rec", "question": "Where is the red car?", "answer": "[0.120,0.300,0.450,0.800]",
+                "answer_boxes": [box]},
+        base | {"image_id": "b", "parsed_task": "referential_dialogue", "question": "What is [0.120,0.300,0.450,0.800] doing?",
+                "answer": "Sitting.", "turns": [
+                    {"question": "What is [0.120,0.300,0.450,0.800] doing?", "answer": "Sitting."},
+                    {"question": "And the other one?", "answer": "A dog [0.500,0.100,0.900,0.400] stands."}]},
+        base | {"image_id": "c", "parsed_task": "pointqa", "question": "What is at [0.250,0.500]?", "answer": "a wheel",
+                "points": [[0.25, 0.5]]},
+        base | {"image_id": "d", "parsed_task": "common_vqa", "question": "What color?", "answer": "white"},
+    ]
+    store.commit_shard(0, to_frame(rows), {"by_status": {}, "by_error": {}, "by_task": {}})
+    assert main(["export", store.url, str(tmp_path / "shikra"), "--format", "shikra", "--image-root", str(images)]) == 0
+    read = {n: [strict_json(line) for line in (tmp_path / "shikra" / n).read_text().splitlines()]
+            for n in ("REC_genixer.jsonl", "GPT4GEN_RD_genixer.jsonl", "pointQA_genixer.jsonl", "GPT4GEN_genixer.jsonl")}
+    rec = read["REC_genixer.jsonl"][0]
+    assert {k: rec[k] for k in ("img_path", "expression", "height", "width")} == {"img_path": "wide.jpg", "expression": "the red car",
+                                                                                 "height": 480, "width": 640}
+    # 640 x 480: [0.12, 0.30, 0.45, 0.80] is [76.8, 144, 288, 384] pixels; in Shikra's padded
+    # 640 x 640 frame (80 pixels above) that is [0.12, 0.35, 0.45, 0.725], computed by hand.
+    assert rec["bbox"] == [76.8, 144.0, 288.0, 384.0]
+    assert shikra_frame(rec["bbox"], 640, 480) == [0.12, 0.35, 0.45, 0.725]
+    rd = read["GPT4GEN_RD_genixer.jsonl"]
+    assert [r["question"] for r in rd] == ["What is<ph_st><ph_ed> doing?", "And the other one?"]
+    assert rd[0]["question_boxes_seq"] == [[0]] and rd[1]["answer_boxes_seq"] == [[1]] and rd[1]["cot_with_ans"] == "A dog<ph_st><ph_ed> stands."
+    assert rd[1]["boxes"][1] == [320.0, 48.0, 576.0, 192.0] and shikra_frame(rd[1]["boxes"][1], 640, 480) == [0.5, 0.2, 0.9, 0.425]
+    pq = read["pointQA_genixer.jsonl"][0]
+    assert pq["point"] == [160.0, 240.0] and pq["bbox"] is None and pq["question"] == "What is at ?"  # the region is a field
+    assert read["GPT4GEN_genixer.jsonl"] == []  # common VQA is not grounding data

@@ -36,6 +36,8 @@ def test_decode_stage_one_row_per_input_with_codes(tmp_path):
         "esc": ("error", "path_escapes_root", "input"),
     }
     assert row_image(out[0]).shape == (15, 20, 3) and row_image(out[1]).shape == (6, 8, 3)
+    # The size before the downscale is kept: boxes normalized to it become pixels again.
+    assert (out[0]["image_width"], out[0]["image_height"]) == (40, 30) and (out[1]["image_width"], out[1]["image_height"]) == (8, 6)
     assert all("data" not in r for r in out)
 
 
