@@ -157,7 +157,7 @@ def test_shikra_export_writes_pixel_boxes_that_land_in_shikras_frame(tmp_path):
     store = RunStore(str(tmp_path / "runs" / "g"))
     store.write_plan(iter([{"image_id": i, "source": f"{images}/wide.jpg", "data": None} for i in "abcd"]), shard_size=10, meta={})
     base = {"shard": 0, "status": "ok", "text": "t", "source": f"{images}/wide.jpg", "image_width": 640, "image_height": 480, "keep": True}
-    box, box2 = [0.12, 0.30, 0.45, 0.80], [0.5, 0.1, 0.9, 0.4]
+    box = [0.12, 0.30, 0.45, 0.80]
     rows = [
         base | {"image_id": "a", "parsed_task": "rec", "question": "Where is the red car?", "answer": "[0.120,0.300,0.450,0.800]",
                 "answer_boxes": [box]},
