@@ -38,6 +38,7 @@ class SamplingConfig(_Strict):
 
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="0 is greedy; higher gives more varied questions and more parse failures.")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus mass kept before sampling.")
+    top_k: int = Field(0, ge=0, description="Sample among the k likeliest tokens only, before top_p (0: no limit).")
     max_tokens: int = Field(96, ge=1, le=8192, description="Generated tokens per sample; longer dialogues need more.")
     seed: int = Field(0, ge=0, description="Base seed; each row's seed is derived from it and the row so results repeat.")
     logprobs: int = Field(0, ge=0, le=20, description="How many top alternatives to keep per generated token (0: only the chosen token's logprob).")
@@ -135,13 +136,21 @@ class ClipFilterConfig(_Strict):
 
     enabled: bool = Field(False, description="Score rows with CLIP (open_clip).")
     model: str = Field("tiny", description="open_clip spec: 'ARCH/TAG' (ViT-B-32/laion2b_s34b_b79k), 'hf-hub:org/repo', a local directory, or 'tiny'.")
+    score: Literal["cosine", "raw"] = Field(
+        "cosine",
+        description="Which score the threshold applies to: 'cosine' of L2-normalized features (clip_score, -1..1), or "
+        "'raw', the paper's dot product of unnormalized features (clip_raw_score; Genixer kept ViT-L/14 crops above 60).",
+    )
     threshold: float = Field(
-        0.2, ge=-1.0, le=1.0,
-        description="Minimum cosine similarity of L2-normalized features (range -1..1); matched pairs under ViT-B/32 typically score 0.25-0.35.",
+        0.2,
+        description="Minimum score: a cosine (matched pairs under ViT-B/32 typically 0.25-0.35), or with score=raw a dot product (the paper: 60).",
     )
     task_thresholds: dict[str, float] = Field(default_factory=dict, description="Task id -> threshold overriding `threshold` for that task.")
     min_box_side: float = Field(
         0.02, ge=0.0, lt=1.0, description="Boxes narrower or lower than this fraction of the image's side are rejected (box_too_small), not scored."
+    )
+    min_box_pixels: int = Field(
+        0, ge=0, description="Boxes narrower or lower than this many pixels of the original image are rejected (box_too_small); the paper: 50."
     )
     batch_size: int = Field(64, ge=1, description="Crops per CLIP forward pass.")
 
@@ -149,9 +158,20 @@ class ClipFilterConfig(_Strict):
     @classmethod
     def _known(cls, v: dict[str, float]) -> dict[str, float]:
         unknown = sorted(set(v) - set(TASK_IDS))
-        if unknown or any(not -1.0 <= t <= 1.0 for t in v.values()):
-            raise ValueError(f"unknown task(s) {unknown} or a threshold outside [-1, 1]; known: {list(TASK_IDS)}")
+        if unknown:
+            raise ValueError(f"unknown task(s) {unknown}; known: {list(TASK_IDS)}")
         return v
+
+    @model_validator(mode="after")
+    def _cosine_in_range(self) -> ClipFilterConfig:
+        if self.score == "cosine" and not all(-1.0 <= t <= 1.0 for t in (self.threshold, *self.task_thresholds.values())):
+            raise ValueError("filters.clip: a cosine threshold lies in [-1, 1] (set score: raw for the paper's dot product)")
+        return self
+
+    @property
+    def score_column(self) -> str:
+        """The column the threshold applies to."""
+        return "clip_score" if self.score == "cosine" else "clip_raw_score"
 
     def threshold_for(self, task: str | None) -> float:
         """The threshold a row of ``task`` is judged by."""
@@ -173,6 +193,24 @@ class JudgeConfig(_Strict):
         "{qa}\nIs the answer to the question true for the image? Answer Yes or No.",
         description="The judge's question; {qa} becomes 'Question: ... Answer: ...' (all turns for dialogues).",
     )
+    score: Literal["p_yes", "paper"] = Field(
+        "p_yes",
+        description="Which score the policy applies to: 'p_yes' (judge_p_yes, one greedy step) or 'paper' (judge_paper_score, "
+        "the Genixer script's geometric mean of a sampled reply; a reply that does not say Yes is rejected).",
+    )
+    paper_score: bool = Field(
+        False, description="Also compute judge_paper_score and judge_paper_reply (one sampled reply of up to 10 tokens per row); on with score=paper."
+    )
+
+    @property
+    def wants_paper_score(self) -> bool:
+        """Whether the paper's sampled score is computed."""
+        return self.paper_score or self.score == "paper"
+
+    @property
+    def score_column(self) -> str:
+        """The column the policy applies to."""
+        return "judge_p_yes" if self.score == "p_yes" else "judge_paper_score"
 
     @field_validator("band")
     @classmethod
@@ -195,11 +233,12 @@ class JudgeConfig(_Strict):
 
     def rule(self) -> str:
         """The selection rule as recorded on each row (``band[0.5,0.7]``, ``threshold>=0.5``, ...)."""
+        prefix = "paper " if self.score == "paper" else ""  # the paper's sampled score, not P(Yes)
         if self.policy == "band":
-            return f"band[{self.band[0]},{self.band[1]}]"
+            return f"{prefix}band[{self.band[0]},{self.band[1]}]"
         if self.policy == "threshold":
-            return f"threshold>={self.threshold}"
-        return f"top_fraction={self.fraction}"
+            return f"{prefix}threshold>={self.threshold}"
+        return f"{prefix}top_fraction={self.fraction}"
 
 
 class ConsistencyConfig(_Strict):

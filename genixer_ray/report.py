@@ -22,7 +22,15 @@ from genixer_ray.filters.decide import FILTERS
 from genixer_ray.inspection import inspect_run
 from genixer_ray.store import RunStore
 
-SCORES = {"clip": "clip_score", "consistency": "consistency_score", "judge": "judge_p_yes"}
+SCORES = {
+    "clip": "clip_score", "clip (paper's raw dot product)": "clip_raw_score", "consistency": "consistency_score",
+    "judge P(Yes)": "judge_p_yes", "judge (paper's sampled score)": "judge_paper_score",
+}
+# Which recorded rule belongs to which score: (rule column, prefix the rule starts with).
+_RULES = {
+    "clip": ("clip_rule", "cosine"), "clip (paper's raw dot product)": ("clip_rule", "raw"),
+    "consistency": ("consistency_threshold", None), "judge P(Yes)": ("judge_rule", ""), "judge (paper's sampled score)": ("judge_rule", "paper "),
+}
 MAX_SCORES = 50_000  # per filter, for the histograms (a uniform sample beyond that)
 THUMB = 256
 
@@ -38,10 +46,18 @@ class _Collected:
 
 
 def _rule_text(row: dict, f: str) -> str | None:
-    if f == "judge":
-        return row.get("judge_rule")
-    t = row.get(f"{f}_threshold")
-    return None if t is None else f">={t:g}"
+    """The rule ``row`` was judged by for the score ``f``, as ``>=t`` or ``band[lo,hi]``; else None."""
+    col, prefix = _RULES[f]
+    rule = row.get(col)
+    if rule is None:
+        return None
+    if prefix is None:  # a bare threshold
+        return f">={rule:g}"
+    if f.startswith("judge") and not prefix and rule.startswith("paper "):
+        return None  # a rule on the paper's score, not on P(Yes)
+    if not rule.startswith(prefix):
+        return None
+    return rule[len(prefix) :]
 
 
 def _collect(store: RunStore, per_column: int, rng: random.Random) -> tuple[_Collected, dict[int, list[dict]]]:

@@ -42,6 +42,7 @@ REJECT_REASONS = {
     "clip_below_threshold": "CLIP similarity below the task's threshold",
     "judge_failed": "the judge could not score the row (prompt too long, rejected)",
     "judge_below_threshold": "judge P(Yes) below filters.judge.threshold",
+    "judge_said_no": "with filters.judge.score=paper, the judge's sampled reply does not say Yes",
     "judge_outside_band": "judge P(Yes) outside filters.judge.band",
     "judge_not_top_fraction": "judge P(Yes) not among the task's best filters.judge.fraction in its shard",
     "answer_not_in_options": "the multi-choice answer's letter is not a listed option",
@@ -105,8 +106,10 @@ GENERATION_SCHEMA = {
 # reason; null where the filter did not run on the row.
 FILTER_SCHEMA = {
     "clip_score": pl.Float32,
+    "clip_raw_score": pl.Float32,  # the paper's dot product of unnormalized features (lowest region)
     "clip_region_scores": pl.List(pl.Float32),
     "clip_threshold": pl.Float32,
+    "clip_rule": pl.String,  # "cosine>=0.2" or "raw>=60": the score the threshold applied to
     "clip_reason": pl.String,
     "clip_pass": pl.Boolean,
     "consistency_score": pl.Float32,
@@ -115,6 +118,8 @@ FILTER_SCHEMA = {
     "consistency_reason": pl.String,
     "consistency_pass": pl.Boolean,
     "judge_p_yes": pl.Float64,
+    "judge_paper_score": pl.Float64,  # the Genixer script's score of a sampled reply (filters/judge.py)
+    "judge_paper_reply": pl.String,
     "judge_model": pl.String,
     "judge_rule": pl.String,
     "judge_reason": pl.String,

@@ -26,7 +26,7 @@ class _RowSampler:
 
     It runs under greedy decoding (``do_sample=False``), so the token it leaves unmasked is the
     one generated. Temperature, top-p and inverse-CDF sampling are done for the whole batch at
-    once; only the one uniform number per row and step comes from that row's own generator
+    once (top-k, then top-p); only the one uniform number per row and step comes from that row's own generator
     (cheap, on the CPU), which is what makes a row's tokens independent of its batch.
     """
 
@@ -36,6 +36,7 @@ class _RowSampler:
         self.device = device
         self.temperature = torch.tensor([r.sampling.temperature for r in requests], device=device)
         self.top_p = torch.tensor([r.sampling.top_p for r in requests], device=device)
+        self.top_k = torch.tensor([r.sampling.top_k for r in requests], device=device)
         self.generators = [torch.Generator().manual_seed(r.sampling.seed) for r in requests]
 
     def __call__(self, input_ids, scores):
@@ -46,8 +47,12 @@ class _RowSampler:
         t = torch.where(greedy, torch.ones_like(self.temperature), self.temperature)
         probs = torch.softmax(logits / t[:, None], dim=-1)
         sorted_p, order = torch.sort(probs, dim=-1, descending=True)
-        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
-        sorted_p = sorted_p.masked_fill(torch.cumsum(sorted_p, dim=-1) - sorted_p >= self.top_p[:, None], 0.0)
+        # top_k first (0: no limit), then top_p over what is left renormalized, as vLLM and
+        # transformers' warpers do: keep the smallest prefix whose mass reaches top_p of it.
+        rank = torch.arange(sorted_p.shape[1], device=sorted_p.device)[None, :]
+        sorted_p = sorted_p.masked_fill((self.top_k[:, None] > 0) & (rank >= self.top_k[:, None]), 0.0)
+        kept = sorted_p.sum(dim=-1, keepdim=True)
+        sorted_p = sorted_p.masked_fill(torch.cumsum(sorted_p, dim=-1) - sorted_p >= self.top_p[:, None] * kept, 0.0)
         cdf = torch.cumsum(sorted_p, dim=-1)
         u = torch.cat([torch.rand(1, generator=g) for g in self.generators]).to(self.device) * cdf[:, -1]
         idx = torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=cdf.shape[1] - 1)

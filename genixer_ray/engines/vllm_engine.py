@@ -63,6 +63,7 @@ class VLLMGenerator(Generator):
         return SamplingParams(
             temperature=s.temperature,
             top_p=s.top_p,
+            top_k=s.top_k,
             max_tokens=s.max_tokens,
             seed=s.seed,
             logprobs=s.logprobs,

@@ -45,11 +45,12 @@ class ClipScorer:
         self.model = self.model.to(self.device).eval()
         self.tokenizer = open_clip.get_tokenizer(name)
 
-    def similarity(self, images: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
-        """Cosine similarity in [-1, 1] of ``images[i]`` with ``texts[i]``, in one batch.
+    def scores(self, images: Sequence[np.ndarray], texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(cosine, raw)`` of ``images[i]`` with ``texts[i]``, in one batch.
 
-        Features are L2-normalized before the dot product, so scores are comparable across
-        models (the paper's scripts compared raw features against a fixed constant).
+        ``cosine``: the dot product of L2-normalized features, in [-1, 1], comparable across
+        models. ``raw``: the dot product of the unnormalized (projected) features, the quantity
+        Genixer's script compared against 60 (``get_image_features @ get_text_features.T``).
         """
         import torch
         from PIL import Image
@@ -57,13 +58,19 @@ class ClipScorer:
         if len(images) != len(texts):
             raise ValueError(f"{len(images)} images but {len(texts)} texts")
         if not images:
-            return np.zeros(0, dtype=np.float32)
+            return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
         pixels = torch.stack([self.preprocess(Image.fromarray(im)) for im in images]).to(self.device)
         tokens = self.tokenizer(list(texts)).to(self.device)
         with torch.inference_mode():
-            img = torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)
-            txt = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
-        return (img * txt).sum(dim=-1).cpu().numpy()
+            img = self.model.encode_image(pixels).float()
+            txt = self.model.encode_text(tokens).float()
+            raw = (img * txt).sum(dim=-1)
+            cos = (torch.nn.functional.normalize(img, dim=-1) * torch.nn.functional.normalize(txt, dim=-1)).sum(dim=-1)
+        return cos.cpu().numpy(), raw.cpu().numpy()
+
+    def similarity(self, images: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
+        """Cosine similarity in [-1, 1] of ``images[i]`` with ``texts[i]`` (see :meth:`scores`)."""
+        return self.scores(images, texts)[0]
 
 
 _CLAUSE_END = re.compile(r".*[.!?;:\]]", re.S)
@@ -102,11 +109,15 @@ def region_texts(row: dict) -> list[tuple[list[float], str]]:
     return pairs
 
 
-def crop_box(image: np.ndarray, box: Sequence[float], min_side: float) -> np.ndarray | str:
+def crop_box(
+    image: np.ndarray, box: Sequence[float], min_side: float, *, min_pixels: int = 0, original: tuple[int, int] | None = None,
+) -> np.ndarray | str:
     """The pixels inside a normalized box, or the reason it cannot be scored.
 
     Returns ``"box_outside_image"`` for a box not within [0, 1] or with no extent, and
-    ``"box_too_small"`` when its width or height is below ``min_side`` of the image's (or 1 px).
+    ``"box_too_small"`` when its width or height is below ``min_side`` of the image's (or 1 px),
+    or below ``min_pixels`` pixels of the ``original`` ``(width, height)`` (the image before any
+    downscale), measured as Genixer's script does: ``int(x2 * w) - int(x1 * w)``.
     """
     x1, y1, x2, y2 = (float(v) for v in box)
     if not (0.0 <= x1 < x2 <= 1.0 and 0.0 <= y1 < y2 <= 1.0):
@@ -116,6 +127,9 @@ def crop_box(image: np.ndarray, box: Sequence[float], min_side: float) -> np.nda
     c2, r2 = int(np.ceil(x2 * w)), int(np.ceil(y2 * h))
     if x2 - x1 < min_side or y2 - y1 < min_side or c2 - c1 < 1 or r2 - r1 < 1:
         return "box_too_small"
+    ow, oh = original or (w, h)
+    if min_pixels and (int(x2 * ow) - int(x1 * ow) < min_pixels or int(y2 * oh) - int(y1 * oh) < min_pixels):
+        return "box_too_small"
     return np.ascontiguousarray(image[r1:r2, c1:c2])
 
 
@@ -124,7 +138,8 @@ class ClipStage:
 
     ``clip_region_scores`` holds one score per box (for a row without boxes, the one score of the
     whole image against question and answer); ``clip_score`` is the lowest of them, since every
-    region must match its words. A box that cannot be scored sets ``clip_reason`` and no score.
+    region must match its words, and ``clip_raw_score`` the lowest of the paper's raw dot
+    products. A box that cannot be scored sets ``clip_reason`` and no score.
     """
 
     name = "clip"
@@ -145,18 +160,23 @@ class ClipStage:
             if not regions:
                 pairs.append((i, image, strip_regions(f"{row['question']} {row['answer']}")))
                 continue
-            crops = [crop_box(image, box, self.cfg.min_box_side) for box, _ in regions]
+            original = (row["image_width"], row["image_height"]) if row.get("image_width") else None
+            crops = [crop_box(image, box, self.cfg.min_box_side, min_pixels=self.cfg.min_box_pixels, original=original)
+                     for box, _ in regions]
             if reason := next((c for c in crops if isinstance(c, str)), None):
-                out[i] = {**row, "clip_score": None, "clip_region_scores": [], "clip_reason": reason}
+                out[i] = {**row, "clip_score": None, "clip_raw_score": None, "clip_region_scores": [], "clip_reason": reason}
                 continue
             pairs += [(i, crop, text) for crop, (_, text) in zip(crops, regions)]
         scores: dict[int, list[float]] = {}
+        raws: dict[int, list[float]] = {}
         n = self.cfg.batch_size
         for start in range(0, len(pairs), n):
             chunk = pairs[start : start + n]
-            sims = self.scorer.similarity([c for _, c, _ in chunk], [t for _, _, t in chunk])
-            for (i, _, _), s in zip(chunk, sims):
-                scores.setdefault(i, []).append(float(s))
+            cos, raw = self.scorer.scores([c for _, c, _ in chunk], [t for _, _, t in chunk])
+            for (i, _, _), c, r in zip(chunk, cos, raw):
+                scores.setdefault(i, []).append(float(c))
+                raws.setdefault(i, []).append(float(r))
         for i, region_scores in scores.items():
-            out[i] = {**batch[i], "clip_score": min(region_scores), "clip_region_scores": region_scores, "clip_reason": None}
+            out[i] = {**batch[i], "clip_score": min(region_scores), "clip_raw_score": min(raws[i]), "clip_region_scores": region_scores,
+                      "clip_reason": None}
         return out

@@ -12,6 +12,7 @@ a dialogue for self-consistency) leaves its ``*_pass`` null and does not count a
 from __future__ import annotations
 
 from genixer_ray.config import FiltersConfig
+from genixer_ray.filters.judge import says_yes
 from genixer_ray.filters.policies import select_band, select_threshold, select_top_fraction
 
 FILTERS = ("clip", "consistency", "judge")  # funnel order
@@ -44,7 +45,8 @@ def decide(rows: list[dict], cfg: FiltersConfig) -> list[dict]:
             if not _scored(r, "clip"):
                 continue
             r["clip_threshold"] = t = cfg.clip.threshold_for(_task(r))
-            if r.get("clip_reason") is None and r["clip_score"] < t:
+            r["clip_rule"] = f"{cfg.clip.score}>={t:g}"  # which score the threshold was applied to
+            if r.get("clip_reason") is None and r[cfg.clip.score_column] < t:
                 r["clip_reason"] = "clip_below_threshold"
             r["clip_pass"] = r["clip_reason"] is None
     if cfg.consistency.enabled:
@@ -69,7 +71,11 @@ def decide(rows: list[dict], cfg: FiltersConfig) -> list[dict]:
 def _decide_judge(rows: list[dict], cfg: FiltersConfig) -> None:
     j = cfg.judge
     scored = [r for r in rows if _scored(r, "judge")]
-    scores = [r["judge_p_yes"] if r.get("judge_reason") is None else None for r in scored]
+    if j.score == "paper":  # the paper kept pairs its judge said Yes to
+        for r in scored:
+            if r.get("judge_reason") is None and not says_yes(r.get("judge_paper_reply") or ""):
+                r["judge_reason"] = "judge_said_no"
+    scores = [r[j.score_column] if r.get("judge_reason") is None else None for r in scored]
     if j.policy == "threshold":
         passed, reason = select_threshold(scores, j.threshold), "judge_below_threshold"
     elif j.policy == "band":

@@ -59,10 +59,12 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
     rows = shard.to_dicts()
     rows[0] |= {"status": "ok", "error_code": None, "parsed_task": "rec", "question": PLANTED_Q, "answer": PLANTED_A,
                 "answer_boxes": [[0.1, 0.2, 0.6, 0.9]], "keep": True, "reject_reasons": [], "turns": None,
-                "clip_score": 0.31, "clip_threshold": 0.0, "judge_p_yes": 0.62, "judge_rule": "band[0.5,0.7]"}
+                "clip_score": 0.31, "clip_threshold": 0.0, "clip_rule": "cosine>=0", "judge_p_yes": 0.62,
+                "judge_rule": "band[0.5,0.7]"}
     rows[1] |= {"status": "ok", "error_code": None, "parsed_task": "common_vqa", "question": "What is this?", "answer": "a photo",
                 "keep": False, "reject_reasons": ["clip_below_threshold"], "turns": None,
-                "clip_score": -0.05, "clip_threshold": 0.0, "judge_p_yes": 0.91, "judge_rule": "band[0.5,0.7]"}
+                "clip_score": -0.05, "clip_threshold": 0.0, "clip_rule": "cosine>=0", "judge_p_yes": 0.91,
+                "judge_rule": "band[0.5,0.7]"}
     store.write_frame(store.shard_name(0), pl.DataFrame(rows, schema=shard.schema))
 
     info = inspect_run(run, storage_options=so)
@@ -78,6 +80,7 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
     assert "&lt;b id=&quot;planted&quot;&gt;bold?&lt;/b&gt;" in page
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)  # self-contained: nothing fetched
     assert page.count("data:image/jpeg;base64,") >= 2 and "<svg" in page
+    assert page.count("stroke-dasharray") >= 3  # the clip threshold and the judge's band edges are drawn
 
     # The harness sees script errors: a page with one shows it on the console.
     probe = tmp_path / "probe.html"

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from genixer_ray.config import load_config
+from genixer_ray.engines.base import GenerationRequest
 from genixer_ray.filters.clip import ClipScorer, ClipStage, crop_box, region_texts
 from genixer_ray.filters.consistency import ConsistencyStage, reask_instruction
 from genixer_ray.filters.decide import decide, funnel
@@ -146,3 +147,86 @@ def test_band_policy_keeps_exactly_rows_in_band_and_funnel_counts(cfg):
     top = decide(rows, judge_only.model_copy(update={"judge": judge_only.judge.model_copy(update={"policy": "top_fraction", "fraction": 0.4})}))
     assert [r["image_id"] for r in top if r["keep"]] == ["r3", "r4"]  # ceil(0.4 * 5 scored) = 2 best
     to_frame(drop_image(out))  # every decision fits the output schema
+
+
+def test_clip_raw_score_is_the_papers_dot_product_and_its_50_pixel_rule(cfg, embedded_images, make_row):
+    import torch
+    from PIL import Image
+
+    img = embedded_images["astronaut"]  # decoded at 448 x 448; the original is 512 x 512
+    raw_cfg = cfg.filters.clip.model_copy(update={"score": "raw", "threshold": 0.0, "min_box_pixels": 50, "min_box_side": 0.0})
+    rows = [
+        make_row(img, "rec", parsed_task="rec", question="Where is the helmet?", answer="[0.2,0.0,0.8,0.5]",
+                 answer_boxes=[[0.2, 0.0, 0.8, 0.5]], image_width=512, image_height=512),
+        # 0.09 of 512 is 46 pixels (int(0.19 * 512) - int(0.10 * 512) = 97 - 51): under the paper's 50.
+        make_row(img, "small", parsed_task="rec", question="Where is the star?", answer="[0.10,0.10,0.19,0.40]",
+                 answer_boxes=[[0.10, 0.10, 0.19, 0.40]], image_width=512, image_height=512),
+    ]
+    out = {r["image_id"]: r for r in ClipStage(raw_cfg)(rows)}
+    assert out["small"]["clip_reason"] == "box_too_small" and out["small"]["clip_raw_score"] is None
+    # The dot product of open_clip's unnormalized features, computed here without the stage.
+    scorer = ClipScorer("tiny")
+    h, w = img.shape[:2]
+    crop = img[0 : h // 2, int(0.2 * w) : int(np.ceil(0.8 * w))]
+    with torch.no_grad():
+        f_img = scorer.model.encode_image(scorer.preprocess(Image.fromarray(crop))[None]).float()
+        f_txt = scorer.model.encode_text(scorer.tokenizer(["Where is the helmet?"])).float()
+    assert out["rec"]["clip_raw_score"] == pytest.approx(float((f_img * f_txt).sum()), rel=1e-4)
+    assert out["rec"]["clip_score"] == pytest.approx(float(torch.nn.functional.cosine_similarity(f_img, f_txt)), abs=1e-5)
+    # The threshold applies to the raw score when score=raw.
+    decided = {r["image_id"]: r for r in decide(list(out.values()), cfg.filters.model_copy(update={
+        "clip": raw_cfg.model_copy(update={"threshold": out["rec"]["clip_raw_score"] + 1.0}),
+        "judge": cfg.filters.judge.model_copy(update={"enabled": False}),
+        "consistency": cfg.filters.consistency.model_copy(update={"enabled": False})}))}
+    assert decided["rec"]["reject_reasons"] == ["clip_below_threshold"] and decided["small"]["reject_reasons"] == ["box_too_small"]
+
+
+def test_sampled_probability_under_top_k_then_top_p():
+    from genixer_ray.filters.judge import paper_score, sampled_probability
+
+    # Raw probabilities 0.5, 0.3, 0.1, 0.05, ... top_k=3 keeps 0.5, 0.3, 0.1 (mass 0.9), renormalized
+    # 0.556, 0.333, 0.111; top_p=0.8 keeps the prefix reaching 0.8 of that: the first two.
+    top = {1: math.log(0.5), 2: math.log(0.3), 3: math.log(0.1), 4: math.log(0.05)}
+    assert sampled_probability(1, top, top_k=3, top_p=0.8) == pytest.approx(0.5 / 0.8)
+    assert sampled_probability(2, top, top_k=3, top_p=0.8) == pytest.approx(0.3 / 0.8)
+    assert sampled_probability(3, top, top_k=3, top_p=0.95) == pytest.approx(0.1 / 0.9)
+    # The script's mean: the product of all n probabilities to the power 1 / (n - 1).
+    assert paper_score([1, 2], [top, top], top_k=3, top_p=0.8) == pytest.approx((0.625 * 0.375) ** 1.0)
+    assert paper_score([1], [top], top_k=3, top_p=0.8) == pytest.approx(0.625)
+
+
+def test_paper_judge_score_matches_an_independent_computation(cfg, generator, embedded_images, make_row):
+    """The sampled reply's probabilities recomputed with a plain forward pass and transformers' own
+    top-k and top-p warpers, then the script's mean."""
+    import torch
+    from PIL import Image
+    from transformers import TopKLogitsWarper, TopPLogitsWarper
+
+    from genixer_ray.filters.judge import PAPER_PROMPT
+
+    judge_cfg = cfg.filters.judge.model_copy(update={"paper_score": True})
+    rows = [make_row(embedded_images[k], k, parsed_task="common_vqa", question="What is shown?", answer="a photo", seed=i)
+            for i, k in enumerate(("astronaut", "coffee", "rocket"))]
+    out = JudgeStage(judge_cfg, generator)(rows)
+    proc, model = generator.processor, generator.model
+    for r in out:
+        assert 0 < r["judge_paper_score"] <= 1 and isinstance(r["judge_paper_reply"], str)
+        image = np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"], 3)
+        inputs = proc(images=[Image.fromarray(image)], text=[generator.format_prompt(PAPER_PROMPT.format(qa=judged_text(r)))],
+                      return_tensors="pt")
+        reply = generator.generate([GenerationRequest(image, PAPER_PROMPT.format(qa=judged_text(r)), JudgeStage._paper_sampling(r))])[0]
+        assert reply.text == r["judge_paper_reply"]
+        reply = reply.token_ids
+        ids = torch.cat([inputs["input_ids"], torch.tensor([reply])], dim=1)
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=torch.ones_like(ids), pixel_values=inputs["pixel_values"]).logits[0].float()
+        start = inputs["input_ids"].shape[1] - 1
+        probs = []
+        for j, tok in enumerate(reply):
+            step = logits[start + j][None]
+            step = TopPLogitsWarper(0.95)(ids, TopKLogitsWarper(10)(ids, step))
+            probs.append(torch.softmax(step, dim=-1)[0, tok].item())
+        want = math.prod(probs) ** (1 / (len(probs) - 1)) if len(probs) > 1 else probs[0]
+        assert r["judge_paper_score"] == pytest.approx(want, rel=1e-3)
+    again = JudgeStage(judge_cfg, generator)(rows)
+    assert [r["judge_paper_reply"] for r in again] == [r["judge_paper_reply"] for r in out]  # seeded per row
