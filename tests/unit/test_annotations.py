@@ -208,3 +208,42 @@ def test_sources_name_their_files_and_the_config_checks_them():
         DataSource(format="gqa", files={"questions": "q.json"}, image_root="/x")
     with pytest.raises(Exception, match="splits apply to the refer format only"):
         DataSource(format="gqa", path="q.json", image_root="/x", splits=["train"])
+
+
+def test_malformed_records_of_the_other_formats(tmp_path):
+    # GQA: a question without its image id.
+    g = json.load(open(resolve_fixture(SOURCES["gqa"]["path"])))
+    g["bad"] = {"question": "Where?", "answer": "there"}
+    (tmp_path / "gqa.json").write_text(json.dumps(g))
+    s, stats = convert("gqa", SOURCES["gqa"] | {"path": str(tmp_path / "gqa.json")})
+    assert len(s) == 2 and stats.skipped == {"malformed": 1} and "KeyError" in stats.examples["malformed"][0]
+    # refer: a ref whose annotation is missing and one whose box is inverted.
+    refs = pickle.loads(open(resolve_fixture(SOURCES["refer"]["files"]["refs"]), "rb").read())
+    inst = json.load(open(resolve_fixture(SOURCES["refer"]["files"]["instances"])))
+    refs.append(dict(refs[0], ref_id=90, ann_id=12345))
+    refs.append(dict(refs[0], ref_id=91, ann_id=777))
+    inst["annotations"].append(dict(inst["annotations"][0], id=777, bbox=[100.0, 100.0, -50.0, 10.0]))
+    (tmp_path / "refs(unc).p").write_bytes(pickle.dumps(refs, protocol=2))
+    (tmp_path / "instances.json").write_text(json.dumps(inst))
+    files = {"refs": str(tmp_path / "refs(unc).p"), "instances": str(tmp_path / "instances.json")}
+    s, stats = convert("refer", SOURCES["refer"] | {"files": files})
+    assert len(s) == 10 and stats.skipped == {"no_annotation": 1, "bad_box": 1}
+    # Flickr30k Entities: an image without its XML, and an unclosed entity tag.
+    root = tmp_path / "flickr"
+    (root / "Sentences").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    src = {k: resolve_fixture(v) for k, v in SOURCES["flickr30k"]["files"].items()}
+    for name in ("1002674143", "1000366164"):
+        (root / "Sentences" / f"{name}.txt").write_text(open(f"{src['sentences']}/{name}.txt").read())
+        (root / "Annotations" / f"{name}.xml").write_text(open(f"{src['annotations']}/{name}.xml").read())
+    (root / "Sentences" / "1000366164.txt").write_text("[/EN#4/vehicles A motorcycle stands .\n")
+    (root / "Sentences" / "999.txt").write_text("[/EN#1/people A man] walks .\n")
+    s, stats = convert("flickr30k", SOURCES["flickr30k"] | {"files": {"sentences": str(root / "Sentences"),
+                                                                       "annotations": str(root / "Annotations")}})
+    assert len(s) == 2 and stats.skipped == {"bad_sentence": 1, "no_annotation": 1}
+    # GPT4Gen RD: a round whose box sequence names a box that does not exist.
+    rd = [json.loads(line) for line in open(resolve_fixture(SOURCES["gpt4gen_rd"]["path"]))]
+    bad = dict(rd[0], img_path="1000092795.jpg", question_boxes_seq=[[5]])
+    (tmp_path / "rd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [bad, *rd]))
+    s, stats = convert("gpt4gen_rd", SOURCES["gpt4gen_rd"] | {"path": str(tmp_path / "rd.jsonl")})
+    assert len(s) == 1 and len(s[0]["turns"]) == 2 and stats.skipped == {"box_seq_mismatch": 1}
