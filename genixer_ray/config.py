@@ -10,6 +10,7 @@ values are parsed as YAML scalars (``sampling.temperature=0.2``, ``input.limit=n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -629,12 +630,35 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None, *, 
     return build_config(data, overrides, source=str(p), kind=kind)
 
 
+# Keys whose values are credentials wherever they appear (storage options are masked whole).
+_SECRET_KEY = re.compile(r"secret|passw|token|credential|private_?key|access_?key|api_?key|session_?key|^key$|sas_|signature", re.I)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
+
+
+def redact(node: Any) -> Any:
+    """``node`` with every credential masked as ``***``, at any depth of dicts and lists.
+
+    Masked: every value under a ``storage_options`` key (its keys stay visible), the value of any
+    key that names a secret (``secret``, ``password``, ``token``, ``key``, ...), and the user
+    information of URLs (``s3://user:pass@bucket`` -> ``s3://***@bucket``).
+    """
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if str(k).endswith("storage_options") and isinstance(v, dict):
+                out[k] = {kk: "***" for kk in v}
+            elif _SECRET_KEY.search(str(k)) and isinstance(v, str | bytes | int | float) and not isinstance(v, bool):
+                out[k] = "***"
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(node, list | tuple):
+        return [redact(v) for v in node]
+    if isinstance(node, str):
+        return _URL_USERINFO.sub(r"\g<scheme>***@", node)
+    return node
+
+
 def redacted(cfg: BaseModel) -> dict[str, Any]:
-    """``cfg`` as JSON-ready data with every ``storage_options`` value masked (they hold credentials)."""
-
-    def walk(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {k: ({kk: "***" for kk in v} if k == "storage_options" and isinstance(v, dict) else walk(v)) for k, v in node.items()}
-        return node
-
-    return walk(cfg.model_dump(mode="json"))
+    """``cfg`` as JSON-ready data with every credential masked (see :func:`redact`)."""
+    return redact(cfg.model_dump(mode="json"))

@@ -19,7 +19,7 @@ from typing import Any
 
 import polars as pl
 
-from genixer_ray.config import ConfigError, FiltersConfig, RunConfig, redacted
+from genixer_ray.config import ConfigError, FiltersConfig, RunConfig, redact, redacted
 from genixer_ray.filters.decide import decide, funnel
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA, to_frame
@@ -248,7 +248,7 @@ def _ensure_plan(store: RunStore, cfg: RunConfig, log) -> dict:
     plan = store.plan()
     wanted = redacted(cfg.input)
     if plan is None:
-        print(f"[plan] listing {cfg.input.source} into shards of {cfg.output.shard_size}", file=log, flush=True)
+        print(f"[plan] listing {redact(cfg.input.source)} into shards of {cfg.output.shard_size}", file=log, flush=True)
         try:
             return store.write_plan(iter_inputs(cfg.input), cfg.output.shard_size, meta={"input": wanted})
         except ValueError as e:  # InputError, duplicate ids

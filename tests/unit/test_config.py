@@ -97,3 +97,20 @@ def test_gpu_filter_config_validates():
     f = cfg.filters
     assert f.clip.enabled and f.judge.enabled and f.consistency.enabled and f.gpus_per_actor == 1
     assert f.judge.model is None and f.judge.rule() == "band[0.5,0.7]" and f.clip.threshold_for("rec") == 0.22
+
+
+def test_redaction_masks_credentials_at_any_depth():
+    import json
+
+    from genixer_ray.config import TrainConfig, build_config, redacted
+
+    secret = "PLANTED-7f3a9"
+    sources = [{"format": "gqa", "path": f"s3://ak:{secret}@bucket/q.json", "image_root": "s3://bucket/images",
+                "storage_options": {"key": secret, "secret": secret, "client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}}]
+    cfg = build_config(None, [f"data.sources={json.dumps(sources)}", f"storage_options={json.dumps({'token': secret})}"], kind=TrainConfig)
+    out = redacted(cfg)
+    assert secret not in json.dumps(out)
+    assert out["data"]["sources"][0]["storage_options"] == {"key": "***", "secret": "***", "client_kwargs": "***"}
+    assert out["data"]["sources"][0]["path"] == "s3://***@bucket/q.json" and out["storage_options"] == {"token": "***"}
+    run = build_config(None, [f"output.path=s3://u:{secret}@b/runs", f"input.storage_options={json.dumps({'password': secret})}"])
+    assert secret not in json.dumps(redacted(run)) and redacted(run)["output"]["path"] == "s3://***@b/runs"
