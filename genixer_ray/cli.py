@@ -176,6 +176,20 @@ def _cmd_convert_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from genixer_ray.verify import verify_run
+
+    try:
+        verdict = verify_run(args.run, storage_options=json.loads(args.storage_options))
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(verdict.lines()))
+    return 0 if verdict.ok else 1
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from genixer_ray.annotations import ConversionError
     from genixer_ray.config import TrainConfig, load_config
@@ -254,6 +268,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="the HTML file to write (default: RUN/report.html)")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run, its images and the output")
     p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser("verify", help="check every planned id is in exactly one committed row and every marker matches its shard")
+    p.add_argument("run", help="a run's folder, or a filter pass's; local or s3://")
+    p.add_argument("--storage-options", default="{}", help="fsspec options as JSON")
+    p.set_defaults(func=_cmd_verify)
 
     p = sub.add_parser("inspect", help="rows, errors, tasks, shards and filter pass rates of a run or a filter pass")
     p.add_argument("run", help="a run's folder, or a filter pass's; local or s3://")

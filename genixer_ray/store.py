@@ -127,8 +127,9 @@ class RunStore:
         with self.fs.open(self.path(rel), "rb") as f:
             return pl.read_parquet(f)
 
-    def write_frame(self, rel: str, df: pl.DataFrame) -> None:
-        """Write ``df`` as one Parquet object (zstd), then read its footer back to check it."""
+    def write_frame(self, rel: str, df: pl.DataFrame) -> str:
+        """Write ``df`` as one Parquet object (zstd), read its footer back to check it; return its sha256."""
+        import hashlib
         import io
 
         import pyarrow.parquet as pq
@@ -140,6 +141,7 @@ class RunStore:
             n = pq.ParquetFile(f).metadata.num_rows
         if n != df.height:
             raise StorageError(f"{rel}: wrote {df.height} rows but read back {n}")
+        return hashlib.sha256(buf.getvalue()).hexdigest()
 
     # -- plan -----------------------------------------------------------------------------------
     def plan(self) -> dict | None:
@@ -227,8 +229,8 @@ class RunStore:
 
     def commit_shard(self, shard: int, df: pl.DataFrame, counts: dict) -> None:
         """Write a shard's rows, check them, then its marker: the shard exists from that moment."""
-        self.write_frame(self.shard_name(shard), df)
-        self.write_json(self.marker_name(shard), {"shard": shard, "rows": df.height, **counts})
+        digest = self.write_frame(self.shard_name(shard), df)
+        self.write_json(self.marker_name(shard), {"shard": shard, "rows": df.height, "sha256": digest, **counts})
 
     def markers(self) -> Iterator[dict]:
         """The commit markers' contents, in shard order."""

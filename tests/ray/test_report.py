@@ -16,6 +16,7 @@ from genixer_ray.inspection import inspect_run
 from genixer_ray.pipeline import run_filter, run_generation
 from genixer_ray.report import write_report
 from genixer_ray.store import RunStore
+from genixer_ray.verify import verify_run
 
 pytestmark = pytest.mark.ray
 
@@ -52,6 +53,7 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
     ])
     summary = run_generation(cfg)
     run = summary.output
+    assert verify_run(run, storage_options=so).ok  # every planned id once, markers match (on S3)
     store = RunStore(run, so)
     # The untrained tiny generator's text rarely parses: make two rows of shard 0 parsed pairs, one
     # with markup in its question and answer, as a hostile model output would be.
@@ -103,6 +105,8 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
         "filters.clip.model=tiny", "filters.clip.threshold=0.9",
     ])
     passed = run_filter(run, fcfg)
+    verdict = verify_run(passed.output, storage_options=so)
+    assert verdict.kind == "filter pass" and verdict.ok and verdict.planned == verdict.rows == 8
     finfo = inspect_run(passed.output, storage_options=so)
     assert finfo["kind"] == "filter pass" and finfo["shards"]["committed"] == 2 and finfo["shards"]["pending"] == 0
     assert list(finfo["pass_rates"]) == ["clip"]

@@ -1,0 +1,130 @@
+"""``genixer-ray verify RUN``: check that a finished run (or filter pass) holds what it promises.
+
+* every planned id (a run's plan; for a filter pass, the source run's committed rows) is in
+  exactly one committed row, in the shard it was planned in;
+* each commit marker's row count and sha256 match its shard file;
+* no shard file exists without a marker, no marker without its shard file.
+
+Shards are read one at a time (only their ``image_id`` column); the set of ids seen is the only
+thing held for the whole run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+
+from genixer_ray.store import RunStore, source_run
+
+SHOW = 5  # examples per problem
+
+
+@dataclass
+class Verdict:
+    """What verification found; ``ok`` when no problem was found."""
+
+    url: str
+    kind: str
+    planned: int = 0
+    rows: int = 0
+    problems: dict[str, list[str]] = field(default_factory=dict)
+    counts: Counter = field(default_factory=Counter)
+
+    def add(self, problem: str, example: str) -> None:
+        """Count one problem and keep the first few examples."""
+        self.counts[problem] += 1
+        shown = self.problems.setdefault(problem, [])
+        if len(shown) < SHOW:
+            shown.append(example)
+
+    @property
+    def ok(self) -> bool:
+        """True when nothing is missing, doubled, misplaced or mismatched."""
+        return not self.counts
+
+    def lines(self) -> list[str]:
+        """The verdict as lines a person reads."""
+        head = f"{self.kind} {self.url}: {self.rows} committed rows for {self.planned} planned ids"
+        if self.ok:
+            return [f"{head}: OK (every id exactly once, every marker matches its shard)"]
+        out = [f"{head}: {sum(self.counts.values())} problem(s)"]
+        for p, n in sorted(self.counts.items()):
+            out.append(f"  {p}: {n} (e.g. {', '.join(self.problems[p])})")
+        return out
+
+
+def _shard_numbers(store: RunStore, folder: str, prefix: str, suffix: str) -> set[int]:
+    try:
+        names = store.fs.ls(store.path(folder), detail=False)
+    except FileNotFoundError:
+        return set()
+    out = set()
+    for n in names:
+        base = n.rsplit("/", 1)[-1]
+        if base.startswith(prefix) and base.endswith(suffix) and base[len(prefix) : -len(suffix)].isdigit():
+            out.add(int(base[len(prefix) : -len(suffix)]))
+    return out
+
+
+def _ids(store: RunStore, rel: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    with store.fs.open(store.path(rel), "rb") as f:
+        return pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+
+
+def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
+    """Verify the run or filter pass at ``url`` (see the module doc).
+
+    Raises:
+        ValueError: nothing at ``url`` looks like a run or a filter pass.
+    """
+    store = RunStore(url, storage_options)
+    is_pass = store.read_json("filter.json") is not None
+    source = RunStore(source_run(store.url), storage_options)
+    if source.plan() is None:
+        raise ValueError(f"no run at {url} (no complete plan)")
+    v = Verdict(store.url, "filter pass" if is_pass else "generation run")
+    # What each shard must hold: the plan's ids, or for a pass the source run's committed rows.
+    planned_shards = sorted(source.committed()) if is_pass else range(source.plan()["shards"])
+    planned_rel = source.shard_name if is_pass else source.plan_name
+    markers = store.committed()
+    files = _shard_numbers(store, "data", "shard-", ".parquet")
+    for k in sorted(files - markers):
+        v.add("shard_without_marker", store.shard_name(k))
+    for k in sorted(markers - files):
+        v.add("marker_without_shard", store.marker_name(k))
+    seen: dict[str, int] = {}
+    for k in planned_shards:
+        want = _ids(source, planned_rel(k))
+        v.planned += len(want)
+        if k not in markers or k not in files:
+            for i in want[:SHOW]:
+                v.add("missing", f"{i} (shard {k} not committed)")
+            v.counts["missing"] += max(len(want) - SHOW, 0)
+            continue
+        got = _ids(store, store.shard_name(k))
+        v.rows += len(got)
+        marker = store.read_json(store.marker_name(k)) or {}
+        if marker.get("rows") != len(got):
+            v.add("marker_count_mismatch", f"shard {k}: marker says {marker.get('rows')}, file holds {len(got)}")
+        if "sha256" in marker:
+            digest = hashlib.sha256(store.fs.cat_file(store.path(store.shard_name(k)))).hexdigest()
+            if digest != marker["sha256"]:
+                v.add("checksum_mismatch", f"shard {k}")
+        want_set, counts = set(want), Counter(got)
+        for i in sorted(want_set - set(counts)):
+            v.add("missing", f"{i} (shard {k})")
+        for i, n in sorted(counts.items()):
+            if i not in want_set:
+                v.add("not_planned", f"{i} in shard {k}")
+            if n > 1:
+                v.add("doubled", f"{i} {n} times in shard {k}")
+            if i in seen:
+                v.add("doubled", f"{i} in shards {seen[i]} and {k}")
+            seen.setdefault(i, k)
+    for k in sorted(markers & files - set(planned_shards)):  # committed shards no plan names
+        for i in _ids(store, store.shard_name(k))[:SHOW]:
+            v.add("not_planned", f"{i} in unplanned shard {k}")
+    return v
