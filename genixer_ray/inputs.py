@@ -15,6 +15,7 @@ an entry that cannot be used at all (a path escaping the root), ``error_code``/`
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 from collections.abc import Iterator
 from typing import Any
@@ -23,7 +24,7 @@ import fsspec
 
 from genixer_ray.config import InputConfig
 from genixer_ray.images import IMAGE_EXTENSIONS, embedded_image_paths
-from genixer_ray.paths import resolve_under_root
+from genixer_ray.paths import escapes_root, printable_name, resolve_under_root
 from genixer_ray.store import is_local_fs
 
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
@@ -69,12 +70,25 @@ def _iter_folder(cfg: InputConfig) -> Iterator[dict[str, Any]]:
     if not fs.isdir(root):
         raise InputError(f"input.source: folder not found: {cfg.source}")
     root = root.rstrip("/")
+    local = is_local_fs(fs)
+    # fsspec's local walk does not descend into links to directories (no loops, nothing outside
+    # is listed through them); links to files are listed and checked in _folder_row.
     for dirpath, dirs, files in fs.walk(root, detail=False):
         dirs.sort()  # walk descends in this order: sorted, so listings repeat
         for name in sorted(files):
             if name.lower().endswith(IMAGE_EXTENSIONS):
-                path = posixpath.join(dirpath, name)
-                yield {"image_id": path[len(root) + 1 :], "source": _url(fs, path), "data": None}
+                yield _folder_row(fs, root, posixpath.join(dirpath, name), local)
+
+
+def _folder_row(fs, root: str, path: str, local: bool) -> dict[str, Any]:
+    """One listed file's row; a name that is not UTF-8 or a link out of the folder is an error row."""
+    image_id, source = path[len(root) + 1 :], _url(fs, path)
+    row: dict[str, Any] = {"image_id": printable_name(image_id), "source": printable_name(source), "data": None}
+    if row["image_id"] != image_id:
+        return row | {"error_code": "bad_file_name", "error_message": f"file name is not UTF-8: {row['image_id']!r}"}
+    if local and escapes_root(path, root):
+        return row | {"error_code": "path_escapes_root", "error_message": f"{image_id!r} links to {os.path.realpath(path)!r}, outside {root!r}"}
+    return row
 
 
 def _iter_manifest(cfg: InputConfig) -> Iterator[dict[str, Any]]:
@@ -83,7 +97,7 @@ def _iter_manifest(cfg: InputConfig) -> Iterator[dict[str, Any]]:
         raise InputError(f"input.source: manifest not found: {cfg.source}")
     root = cfg.root if cfg.root is not None else _url(fs, posixpath.dirname(path))
     for line_no, rec in enumerate(_manifest_records(fs, path), start=1):
-        yield _manifest_row(rec, line_no, root)
+        yield _manifest_row(rec, line_no, root, cfg.root is not None)
 
 
 def _manifest_records(fs, path: str) -> Iterator[dict[str, Any]]:
@@ -111,7 +125,7 @@ def _manifest_records(fs, path: str) -> Iterator[dict[str, Any]]:
                 yield from batch.to_pylist()
 
 
-def _manifest_row(rec: dict[str, Any], n: int, root: str) -> dict[str, Any]:
+def _manifest_row(rec: dict[str, Any], n: int, root: str, explicit_root: bool = False) -> dict[str, Any]:
     image_id = rec.get("image_id")
     if image_id is None or str(image_id) == "":
         raise InputError(f"input.source: entry {n} has no image_id")
@@ -126,6 +140,10 @@ def _manifest_row(rec: dict[str, Any], n: int, root: str) -> dict[str, Any]:
     if ref is None:
         raise InputError(f"input.source: entry {n} ({image_id}) has none of {_PATH_COLUMNS + _BYTES_COLUMNS}")
     resolved = resolve_under_root(ref, root)
+    # Links are followed before deciding: a relative name (or, with input.root set, any local path)
+    # whose real file lies outside the root is refused like "../x".
+    if resolved is not None and (not ref.startswith("/") or explicit_root) and escapes_root(resolved, root):
+        resolved = None
     if resolved is None:
         row.update(source=ref, error_code="path_escapes_root", error_message=f"{ref!r} resolves outside {root!r}")
     else:

@@ -46,3 +46,26 @@ def resolve_under_root(ref: str, root: str) -> str | None:
     if norm == ".." or norm.startswith("../"):
         return None
     return f"{root.rstrip('/')}/{norm}"
+
+
+def is_local_path(ref: str) -> bool:
+    """Whether ``ref`` names a file on this machine (a plain path or ``file://``)."""
+    return "://" not in ref or ref.startswith("file://")
+
+
+def escapes_root(path: str, root: str) -> bool:
+    """Whether a local ``path`` lands outside the local ``root`` once links are resolved.
+
+    A link inside the root that points outside it escapes; so does ``..``. Remote URLs never do
+    here (object stores have no links).
+    """
+    if not (is_local_path(path) and is_local_path(root)):
+        return False
+    real = os.path.realpath(path.removeprefix("file://"))
+    base = os.path.realpath(root.removeprefix("file://"))
+    return os.path.commonpath([real, base]) != base
+
+
+def printable_name(name: str) -> str:
+    """A file name as valid UTF-8 text: undecodable bytes (``surrogateescape``) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

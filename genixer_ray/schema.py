@@ -10,7 +10,8 @@ import polars as pl
 
 ERROR_CODES = {
     # input listing
-    "path_escapes_root": "a manifest's relative path climbs out of input.root",
+    "path_escapes_root": "an input path lands outside input.root or the folder source (../, or a link out of it)",
+    "bad_file_name": "a listed file's name is not valid UTF-8 (shown with U+FFFD)",
     # read / decode
     "missing": "the input path does not exist",
     "read_failed": "the input could not be read from storage",

@@ -18,7 +18,7 @@ from typing import Any
 
 import fsspec
 
-from genixer_ray.paths import resolve_under_root
+from genixer_ray.paths import escapes_root, resolve_under_root
 
 EXAMPLES_PER_REASON = 3
 
@@ -135,7 +135,7 @@ def image_url(name: Any, image_root: str) -> str:
     if not isinstance(name, str) or not name:
         raise Skip("no_image", f"names no image ({name!r})")
     url = resolve_under_root(name, image_root)
-    if url is None:
+    if url is None or (not name.startswith("/") and escapes_root(url, image_root)):  # links followed
         raise Skip("image_escapes_root", f"image {name!r} escapes {image_root!r}")
     return url
 

@@ -247,3 +247,13 @@ def test_malformed_records_of_the_other_formats(tmp_path):
     (tmp_path / "rd.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [bad, *rd]))
     s, stats = convert("gpt4gen_rd", SOURCES["gpt4gen_rd"] | {"path": str(tmp_path / "rd.jsonl")})
     assert len(s) == 1 and len(s[0]["turns"]) == 2 and stats.skipped == {"box_seq_mismatch": 1}
+
+
+def test_training_images_linked_out_of_their_root_are_refused(tmp_path):
+    root = tmp_path / "images"
+    root.mkdir()
+    (tmp_path / "private.jpg").write_bytes(b"x")
+    os.symlink(tmp_path / "private.jpg", root / "2400513.jpg")
+    os.symlink(resolve_fixture("fixtures/images/gqa/images/2331963.jpg"), root / "2331963.jpg")  # outside too
+    with pytest.raises(ConversionError, match="nothing in gqa.*image_escapes_root=2"):
+        convert("gqa", SOURCES["gqa"] | {"image_root": str(root)})

@@ -101,3 +101,52 @@ def test_listing_streams(tmp_path):
     assert [r["image_id"] for r in first] == ["i0", "i1"]
     with pytest.raises(InputError, match="line 1001 is not JSON"):
         list(iter_inputs(InputConfig(source=str(m))))
+
+
+def test_links_out_of_the_folder_loops_and_undecodable_names(tmp_path):
+    import os
+
+    from genixer_ray.schema import to_frame
+    from genixer_ray.stages import DecodeStage
+
+    outside, folder = tmp_path / "outside", tmp_path / "photos"
+    (outside / "private").mkdir(parents=True)
+    folder.mkdir()
+    (outside / "secret.png").write_bytes(b"not for the model")
+    (outside / "private" / "more.png").write_bytes(b"nor this")
+    (folder / "ok.png").write_bytes(b"x")
+    os.symlink(outside / "secret.png", folder / "link-file.png")  # a link to a file outside
+    os.symlink(outside / "private", folder / "link-dir")  # a link to a directory outside
+    os.symlink(folder, folder / "loop")  # a directory loop back into the folder
+    os.symlink(folder / "self.png", folder / "self.png")  # a file link loop
+    os.symlink(folder / "ok.png", folder / "inside.png")  # a link that stays inside: fine
+    bad_name = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    (folder / bad_name).write_bytes(b"x")
+    rows = {r["image_id"]: r for r in iter_inputs(InputConfig(source=str(folder)))}
+    assert rows["link-file.png"]["error_code"] == "path_escapes_root"
+    assert not any(k.startswith(("link-dir/", "loop/")) for k in rows)  # links to folders are not walked into
+    assert rows["caf\ufffd.png"]["error_code"] == "bad_file_name"
+    assert "error_code" not in rows["ok.png"] and "error_code" not in rows["inside.png"]
+    # Every row is text Parquet can hold, and reading them gives error rows, never the outside bytes.
+    decoded = {r["image_id"]: r for r in DecodeStage(InputConfig(source=str(folder)))(list(rows.values()))}
+    assert decoded["link-file.png"]["error_stage"] == "input" and "pixels" not in decoded["link-file.png"]
+    assert decoded["self.png"]["error_code"] in ("read_failed", "missing")  # the loop fails to read, alone
+    to_frame([{k: v for k, v in r.items() if k != "data"} | {"shard": 0} for r in decoded.values()])
+
+
+def test_manifest_names_through_links_are_refused(tmp_path):
+    import os
+
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside.png").write_bytes(b"x")
+    os.symlink(tmp_path / "outside.png", root / "via-link.png")
+    (root / "in.png").write_bytes(b"x")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("\n".join(json.dumps(r) for r in [
+        {"image_id": "a", "path": "via-link.png"}, {"image_id": "b", "path": "in.png"},
+        {"image_id": "c", "path": str(tmp_path / "outside.png")},
+    ]))
+    rows = {r["image_id"]: r for r in iter_inputs(InputConfig(source=str(manifest), root=str(root)))}
+    assert rows["a"]["error_code"] == "path_escapes_root" and "error_code" not in rows["b"]
+    assert rows["c"]["error_code"] == "path_escapes_root"  # with input.root set, absolute paths must lie under it too
