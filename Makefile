@@ -2,7 +2,7 @@
 VENV := .venv
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup lint test demo clean
+.PHONY: setup lint test test-fast demo clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,10 @@ lint: setup
 test: setup
 	bash tools/setup_browser.sh
 	$(VENV)/bin/python -m pytest -q
+
+# No Ray, no vLLM, no cluster: the unit tier and the CLI's quick checks (about a minute).
+test-fast: setup
+	$(VENV)/bin/python -m pytest -q -m "not ray and not vllm and not cluster"
 
 # The Genixer loop on one small machine: fine-tune the tiny generator (Ray Train), then generate
 # with it over the bundled photos (Ray Data + vLLM), filter, export the kept rows, write the report.

@@ -16,6 +16,7 @@ from genixer_ray.store import RunStore
 
 ROOT = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
+pytestmark = pytest.mark.cluster  # starts a two-node Ray cluster on this machine
 
 
 def free_port() -> int:
