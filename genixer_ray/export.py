@@ -22,6 +22,7 @@ import json
 import math
 import os
 from collections import Counter
+from collections.abc import Iterator
 
 from genixer_ray.store import RunStore
 
@@ -91,6 +92,39 @@ class ImageCopier:
         return f"{self.prefix}/{name}"
 
 
+def committed_run(run: str, storage_options: dict) -> tuple[RunStore, int]:
+    """The run's store and how many shards it has committed.
+
+    Raises:
+        ValueError: it has none.
+    """
+    store = RunStore(run, storage_options)
+    n = len(store.committed())
+    if not n:
+        raise ValueError(f"no committed shards under {run}")
+    return store, n
+
+
+def exported_rows(
+    store: RunStore, *, only_kept: bool, image_root: str | None, copy_images: bool, copier: ImageCopier, missing: dict[str, str],
+) -> Iterator[tuple[dict, str]]:
+    """``(row, image path)`` of each row to export, one committed shard at a time.
+
+    The image path is relative to ``image_root`` for a local file under it (unless
+    ``copy_images``); otherwise the image is copied by ``copier``. A row whose image cannot be
+    read is left out and recorded in ``missing`` (image id -> reason).
+    """
+    for k in sorted(store.committed()):
+        rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if r["status"] == "ok" and (r.get("keep") or not only_kept)]
+        planned = store.planned_images(k) if rows else {}
+        for row in rows:
+            rel = None if copy_images else relative_under(row["source"], image_root)
+            try:
+                yield row, rel or copier.copy(row["source"], planned.get(row["image_id"], {}).get("data"))
+            except (OSError, ValueError) as e:  # the image is gone or unreadable: say so, go on
+                missing[row["image_id"]] = f"{type(e).__name__}: {e}"
+
+
 def export_llava(
     run: str, out: str, *, storage_options: dict | None = None, image_root: str | None = None, only_kept: bool = True,
     copy_images: bool = False,
@@ -116,10 +150,7 @@ def export_llava(
     import fsspec
 
     so = storage_options or {}
-    store = RunStore(run, so)
-    shards = sorted(store.committed())
-    if not shards:
-        raise ValueError(f"no committed shards under {run}")
+    store, n_shards = committed_run(run, so)
     jsonl = out.endswith(".jsonl")
     head, _, name = out.rpartition("/")
     stem = name.rsplit(".", 1)[0]
@@ -129,22 +160,15 @@ def export_llava(
     missing: dict[str, str] = {}
     with fsspec.open(out, "w", **so) as f:
         f.write("" if jsonl else "[")
-        for k in shards:
-            rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if r["status"] == "ok" and (r.get("keep") or not only_kept)]
-            planned = store.planned_images(k) if rows else {}
-            for row in rows:
-                rel = None if copy_images else relative_under(row["source"], image_root)
-                try:
-                    image = rel or copier.copy(row["source"], planned.get(row["image_id"], {}).get("data"))
-                except (OSError, ValueError) as e:  # the image is gone or unreadable: say so, go on
-                    missing[row["image_id"]] = f"{type(e).__name__}: {e}"
-                    continue
-                text = json.dumps(llava_record(row, image), allow_nan=False)
-                f.write(f"{text}\n" if jsonl else (",\n" if n else "\n") + text)
-                n += 1
-                by_task[row.get("parsed_task") or "unknown"] += 1
+        for row, image in exported_rows(
+            store, only_kept=only_kept, image_root=image_root, copy_images=copy_images, copier=copier, missing=missing
+        ):
+            text = json.dumps(llava_record(row, image), allow_nan=False)
+            f.write(f"{text}\n" if jsonl else (",\n" if n else "\n") + text)
+            n += 1
+            by_task[row.get("parsed_task") or "unknown"] += 1
         f.write("" if jsonl else "\n]\n")
     return {
-        "records": n, "shards": len(shards), "by_task": dict(by_task), "output": out, "images_copied": len(copier.written),
+        "records": n, "shards": n_shards, "by_task": dict(by_task), "output": out, "images_copied": len(copier.written),
         "skipped_missing_image": len(missing), "missing_examples": dict(list(missing.items())[:3]),
     }

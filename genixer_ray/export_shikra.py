@@ -26,9 +26,8 @@ import json
 import re
 from collections import Counter
 
-from genixer_ray.export import PROVENANCE, ImageCopier, finite, relative_under
+from genixer_ray.export import PROVENANCE, ImageCopier, committed_run, exported_rows, finite
 from genixer_ray.prompts import REC_QUESTIONS
-from genixer_ray.store import RunStore
 from genixer_ray.tasks import BRACKET, ParseError, parse_regions
 
 FILES = {"rec": "REC_genixer.jsonl", "pairs": "GPT4GEN_genixer.jsonl", "rd": "GPT4GEN_RD_genixer.jsonl", "pointqa": "pointQA_genixer.jsonl"}
@@ -127,38 +126,31 @@ def export_shikra(
     import fsspec
 
     so = storage_options or {}
-    store = RunStore(run, so)
-    shards = sorted(store.committed())
-    if not shards:
-        raise ValueError(f"no committed shards under {run}")
+    store, n_shards = committed_run(run, so)
     out_dir = out_dir.rstrip("/")
     copier = ImageCopier(f"{out_dir}/images", "images", so)
     fs, root = fsspec.core.url_to_fs(out_dir, **so)
     fs.makedirs(root, exist_ok=True)
     files = {k: fsspec.open(f"{out_dir}/{name}", "w", **so).open() for k, name in FILES.items()}
     counts: Counter = Counter()
+    missing: dict[str, str] = {}
     try:
-        for k in shards:
-            rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if r["status"] == "ok" and (r.get("keep") or not only_kept)]
-            planned = store.planned_images(k) if rows else {}
-            for row in rows:
-                if not row.get("image_width") or not row.get("image_height"):
-                    raise ValueError(f"row {row['image_id']!r} has no image size (a run written before sizes were stored)")
-                rel = None if copy_images else relative_under(row["source"], image_root)
-                try:
-                    image = rel or copier.copy(row["source"], planned.get(row["image_id"], {}).get("data"))
-                except (OSError, ValueError):
-                    counts["skipped_missing_image"] += 1
-                    continue
-                got = shikra_records(row, image)
-                if got is None:
-                    counts["not_grounding"] += 1
-                    continue
-                key, records = got
-                for r in records:
-                    files[key].write(json.dumps(r, allow_nan=False) + "\n")
-                counts[key] += len(records)
+        for row, image in exported_rows(
+            store, only_kept=only_kept, image_root=image_root, copy_images=copy_images, copier=copier, missing=missing
+        ):
+            if not row.get("image_width") or not row.get("image_height"):
+                raise ValueError(f"row {row['image_id']!r} has no image size (a run written before sizes were stored)")
+            got = shikra_records(row, image)
+            if got is None:
+                counts["not_grounding"] += 1
+                continue
+            key, records = got
+            for r in records:
+                files[key].write(json.dumps(r, allow_nan=False) + "\n")
+            counts[key] += len(records)
     finally:
         for f in files.values():
             f.close()
-    return {"output": out_dir, "shards": len(shards), "images_copied": len(copier.written), **dict(counts)}
+    if missing:
+        counts["skipped_missing_image"] = len(missing)
+    return {"output": out_dir, "shards": n_shards, "images_copied": len(copier.written), **dict(counts)}
