@@ -9,6 +9,7 @@ descriptors for its own lines. ``--verbose`` leaves the descriptors alone.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -29,6 +30,27 @@ class Console:
     log_path: str | None  # None when nothing is redirected (--verbose)
 
 
+# Object-store clients log each retry at DEBUG, among much else: only the retries are kept.
+RETRY_LOGGERS = ("botocore.retryhandler", "botocore.retries.standard", "s3fs")
+RETRY_MESSAGES = ("Retry needed", "Retryable error", "Client error (maybe retryable)")
+
+
+def log_store_retries(stream: TextIO) -> logging.Handler:
+    """Write the object-store clients' retry messages (and nothing else of theirs) to ``stream``.
+
+    A flaky store is survived by retrying; this makes each retry a line in the command's log.
+    Returns the handler, so that a caller can remove it.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(asctime)s store retry (%(name)s): %(message)s"))
+    handler.addFilter(lambda r: r.getMessage().startswith(RETRY_MESSAGES))
+    for name in RETRY_LOGGERS:
+        lg = logging.getLogger(name)
+        lg.setLevel(logging.DEBUG)
+        lg.addHandler(handler)
+    return handler
+
+
 @contextmanager
 def console(command: str, *, verbose: bool) -> Iterator[Console]:
     """Run a command with framework output in ``$GENIXER_RAY_HOME/logs/{command}-{time}-{pid}.log``.
@@ -37,6 +59,7 @@ def console(command: str, *, verbose: bool) -> Iterator[Console]:
     same in a terminal and in ``ray job logs``). On leaving, the descriptors are restored.
     """
     if verbose:
+        log_store_retries(sys.stderr)
         yield Console(sys.stdout, sys.stderr, None)
         return
     logs = genixer_home() / "logs"
@@ -51,6 +74,7 @@ def console(command: str, *, verbose: bool) -> Iterator[Console]:
     os.dup2(fd, 2)
     os.close(fd)
     out, err = (os.fdopen(os.dup(s), "w", buffering=1) for s in saved)
+    log_store_retries(sys.stderr)
     try:
         yield Console(out, err, str(path))
     finally:

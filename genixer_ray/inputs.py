@@ -22,7 +22,7 @@ from typing import Any
 
 import fsspec
 
-from genixer_ray.config import InputConfig
+from genixer_ray.config import InputConfig, redact
 from genixer_ray.images import IMAGE_EXTENSIONS, embedded_image_paths
 from genixer_ray.paths import escapes_root, printable_name, resolve_under_root
 from genixer_ray.store import is_local_fs
@@ -54,10 +54,13 @@ def iter_inputs(cfg: InputConfig) -> Iterator[dict[str, Any]]:
         rows = _iter_folder(cfg)
     else:
         rows = _iter_manifest(cfg)
-    for i, row in enumerate(rows):
-        if cfg.limit is not None and i >= cfg.limit:
-            return
-        yield row
+    try:
+        for i, row in enumerate(rows):
+            if cfg.limit is not None and i >= cfg.limit:
+                return
+            yield row
+    except OSError as e:  # no permission, wrong credentials, unreachable store
+        raise InputError(f"input.source {redact(cfg.source)} cannot be read: {type(e).__name__}: {e}") from e
 
 
 def _url(fs, path: str) -> str:

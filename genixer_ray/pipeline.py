@@ -32,12 +32,20 @@ def _to_arrow(rows: list[dict], schema: dict):
     return pl.DataFrame(rows, schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-def decode_batch(table, *, input_cfg_json: str):
-    """Ray Data task: :class:`DecodeStage` over an Arrow batch of plan rows."""
+def load_shards(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data task: the plan rows of the shards in ``table``, decoded, in blocks of ``chunk``.
+
+    One task per shard (see :func:`_dataset`), so rows flow to the generators, and commits follow,
+    shard by shard instead of in one block at the end of the run.
+    """
     from genixer_ray.config import InputConfig
 
+    store = RunStore(run_url, storage_options)
     stage = DecodeStage(InputConfig.model_validate_json(input_cfg_json))
-    return _to_arrow(stage(table.to_pylist()), DECODED_SCHEMA)
+    for k in table.column("shard").to_pylist():
+        rows = store.read_frame(store.plan_name(k)).to_dicts()
+        for start in range(0, len(rows), chunk):
+            yield _to_arrow(stage(rows[start : start + chunk]), DECODED_SCHEMA)
 
 
 def filter_stages(cfg: RunConfig, generator, *, which: str) -> list:
@@ -267,15 +275,18 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
 
     ctx = ray.data.DataContext.get_current()
     ctx.wait_for_min_actors_s = cfg.scaling.actor_start_timeout_s
-    files = [store.path(store.plan_name(k)) for k in todo]
     sc = cfg.scaling
-    ds = ray.data.read_parquet(files, filesystem=store.arrow_filesystem())
-    ds = ds.map_batches(
-        decode_batch,
+    # One block per shard: left to itself, Ray Data reads many small plan files in one task and a
+    # whole run's rows surface at its end (no commit, and no resume point, until then).
+    ds = ray.data.from_items([{"shard": k} for k in todo], override_num_blocks=len(todo)).map_batches(
+        load_shards,
         batch_format="pyarrow",
-        batch_size=sc.decode_batch_size,
+        batch_size=1,
         num_cpus=sc.decode_cpus,
-        fn_kwargs={"input_cfg_json": cfg.input.model_dump_json()},
+        fn_kwargs={
+            "run_url": store.url, "storage_options": store.storage_options,
+            "input_cfg_json": cfg.input.model_dump_json(), "chunk": sc.decode_batch_size,
+        },
     )
     then_filter = cfg.filters.needs_filter_actor
     ds = ds.map_batches(

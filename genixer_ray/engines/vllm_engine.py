@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 
 from genixer_ray.config import GeneratorConfig, SamplingConfig
@@ -47,9 +48,31 @@ class VLLMGenerator(Generator):
             max_logprobs=MAX_LOGPROBS,
             seed=0,
         )
+        self._closed = threading.Event()
+        threading.Thread(target=self._watch, name="genixer-engine-watch", daemon=True).start()
+
+    def _watch(self) -> None:
+        """Turn the engine-core process's death into an error of the call waiting on it.
+
+        vLLM 0.32 notices the death (its monitor marks the client dead and shuts it down), but a
+        synchronous ``LLM.generate`` already waiting on the output queue then waits forever. This
+        puts ``EngineDeadError`` on that queue, as vLLM's own output thread does for its errors,
+        so the call raises and the actor restarts instead of hanging.
+        """
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        client = self.llm.llm_engine.engine_core
+        resources, outputs = getattr(client, "resources", None), getattr(client, "outputs_queue", None)
+        if resources is None or outputs is None:  # an in-process engine: its errors raise directly
+            return
+        while not self._closed.wait(0.5):
+            if resources.engine_dead:
+                outputs.put_nowait(EngineDeadError())
+                return
 
     def close(self) -> None:
         """Stop the engine-core subprocess now rather than at interpreter exit."""
+        self._closed.set()
         self.llm.llm_engine.engine_core.shutdown()
 
     def format_prompt(self, instruction: str) -> str:

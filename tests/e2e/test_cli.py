@@ -100,3 +100,52 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
     report = subprocess.run(CLI + ["report", str(tmp_path / "out" / "demo")], capture_output=True, text=True, timeout=300)
     assert report.returncode == 0 and report.stdout.startswith("report of 8 rows"), report.stderr[-3000:]
     assert "Funnel per task" in (tmp_path / "out" / "demo" / "report.html").read_text()
+
+
+@pytest.fixture(scope="module")
+def s3_with_auth():
+    """A second S3 endpoint (moto) that checks credentials: unknown keys are refused with 403."""
+    import os
+    import shutil
+    import socket
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    exe = str(Path(sys.executable).parent / "moto_server")
+    exe = exe if Path(exe).exists() else shutil.which("moto_server")
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}  # moto's switch for checking credentials
+    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def test_wrong_credentials_or_unwritable_output_fail_before_any_engine(tmp_path, s3_with_auth):
+    wrong = json.dumps({"key": "AKIAWRONG", "secret": "s3cr3t-planted-xyz", "client_kwargs": {"endpoint_url": s3_with_auth, "region_name": "us-east-1"}})
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    cases = {
+        "output.path": ["output.path=s3://genixer-test/runs", f"output.storage_options={wrong}"],
+        "unwritable": [f"output.path={blocker}/runs"],
+        "input": ["input.source=s3://genixer-test/photos", f"input.storage_options={wrong}", f"output.path={tmp_path / 'out'}"],
+    }
+    for what, args in cases.items():
+        out = subprocess.run(CLI + ["generate", *args, "generator.backend=transformers"], capture_output=True, text=True)
+        assert out.returncode != 0, what
+        said = out.stderr
+        assert "[generate]" not in said and "generator actor" not in said, (what, said)  # no engine started
+        if what == "input":
+            assert "input" in said and "s3://genixer-test/photos" in said, said
+        else:
+            assert "not writable" in said and ("s3://genixer-test/runs" in said or str(blocker) in said), said
+        if what != "unwritable":
+            assert "PermissionError" in said and "Access Key Id" in said, said
+            assert "s3cr3t-planted-xyz" not in said  # the secret is not repeated
