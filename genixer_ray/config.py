@@ -567,7 +567,10 @@ def _format_errors(err: ValidationError, source: str) -> str:
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {field}: {msg} (got {e['input']!r})" if field != "<root>" else f"  {msg}")
+        # The value as given, its credentials masked (a misspelt storage_options key holds them too).
+        name = str(e["loc"][-1]) if e["loc"] else ""
+        got = redact({name: e["input"]})[name]
+        lines.append(f"  {field}: {msg} (got {got!r})" if field != "<root>" else f"  {msg}")
     return "\n".join(lines)
 
 

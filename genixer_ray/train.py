@@ -103,16 +103,29 @@ def _load_image(url: str, max_side: int, options_json: str):
         return Image.fromarray(decode_image(f.read(), max_side=max_side))
 
 
-def collate(processor, rows: list[dict], *, max_side: int, image_storage_options: dict | None = None):
+def image_options(sources) -> dict[str, str]:
+    """``{image_root: storage options as JSON}`` of the training sources (their images' credentials)."""
+    from genixer_ray.fixtures import resolve_fixture
+
+    return {resolve_fixture(s.image_root).rstrip("/") + "/": json.dumps(s.storage_options, sort_keys=True) for s in sources}
+
+
+def _options_for(url: str, options_by_root: dict[str, str]) -> str:
+    # The longest image root the image lies under: nested roots each keep their own credentials.
+    roots = [r for r in options_by_root if url.startswith(r)]
+    return options_by_root[max(roots, key=len)] if roots else "{}"
+
+
+def collate(processor, rows: list[dict], *, max_side: int, options_by_root: dict[str, str] | None = None):
     """Processor inputs and labels for a batch; labels are -100 except on the target tokens.
 
     The prompt is the model's chat template around the instruction (as at generation time);
-    the target follows it and ends with the end-of-sequence token.
+    the target follows it and ends with the end-of-sequence token. Each image is read with the
+    storage options of the source whose image root holds it (:func:`image_options`).
     """
     from genixer_ray.engines.base import chat_prompt
 
-    options = json.dumps(image_storage_options or {}, sort_keys=True)
-    images = [_load_image(r["image"], max_side, options) for r in rows]
+    images = [_load_image(r["image"], max_side, _options_for(r["image"], options_by_root or {})) for r in rows]
     prompts = [chat_prompt(processor, r["instruction"]) for r in rows]
     eos = processor.tokenizer.eos_token
     full = [f"{p} {r['target']}{eos}" for p, r in zip(prompts, rows)]
@@ -237,6 +250,7 @@ def train_loop_per_worker(config: dict) -> None:
     # The worker's share of samples (paths and text, not images) is read once through Ray Data
     # and kept: epochs are then reshuffled locally, reproducibly from (seed, rank, epoch), which
     # also lets a resumed run skip exactly the batches it had done.
+    options_by_root = image_options(cfg.data.sources)
     rows_all = list(ray.train.get_dataset_shard("train").iter_rows())
     if not rows_all:
         raise RuntimeError(f"worker {rank} received no training data")
@@ -252,7 +266,7 @@ def train_loop_per_worker(config: dict) -> None:
         random.Random(cfg.seed * 1_000_003 + rank * 7919 + epoch).shuffle(order)
         for b in range(offset, batches_per_epoch):
             rows = [rows_all[i] for i in order[b * bs : (b + 1) * bs] or order[:bs]]
-            inputs = collate(processor, rows, max_side=cfg.data.max_side).to(device)
+            inputs = collate(processor, rows, max_side=cfg.data.max_side, options_by_root=options_by_root).to(device)
             inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, cfg.model.dtype))
             loss = model(**inputs).loss
             optimizer.zero_grad(set_to_none=True)

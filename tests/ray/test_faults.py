@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,3 +188,35 @@ def test_driver_killed_between_shard_and_marker(ray_session, tmp_path):
     assert summary.skipped_shards == 2 and summary.rows == 12
     assert {k: os.stat(store.path(store.shard_name(k))).st_mtime_ns for k in (0, 2)} == kept  # not redone
     assert_whole(store.url, 12)
+
+
+def test_beyond_the_retries_the_run_stops_whole_and_resumes(ray_session, tmp_path, tiny_models):
+    """The actor dies and cannot come back (its model is gone): a clear stop, only whole shards."""
+    model = tmp_path / "generator"
+    shutil.copytree(tiny_models.generator, model)
+    n = 96
+    args = [
+        f"input.source={write_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=beyond",
+        "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=48",
+        f"generator.model={model}", *FAST,
+    ]
+    store = RunStore(str(tmp_path / "out" / "beyond"))
+    driver = Driver(ray_session, tmp_path, args)
+    driver.wait_for(lambda: store.committed(), "a first commit")
+    model.rename(tmp_path / "generator-away")
+    kill(ray_processes("GeneratorActor"))
+    assert driver.finish() != 0
+    said = driver.output()
+    assert "stopped" in said and "re-run the same command to resume" in said, said
+    committed = store.committed()
+    assert 0 < len(committed) < n // 4
+    verdict = verify_run(store.url)
+    assert set(verdict.counts) == {"missing"}, verdict.lines()  # every committed shard whole, nothing stray
+    assert verdict.rows == 4 * len(committed)
+
+    (tmp_path / "generator-away").rename(model)
+    stamps = {k: os.stat(store.path(store.shard_name(k))).st_mtime_ns for k in committed}
+    again = Driver(ray_session, tmp_path, args)
+    assert again.finish() == 0, again.output()
+    assert {k: os.stat(store.path(store.shard_name(k))).st_mtime_ns for k in committed} == stamps
+    assert_whole(store.url, n)

@@ -1,5 +1,7 @@
 """The training batch: prompt formatted as at generation time, loss on the target tokens only."""
 
+import json
+
 from genixer_ray.engines.base import chat_prompt
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.train import collate
@@ -25,3 +27,17 @@ def test_labels_cover_exactly_the_target(tiny_models):
         n_image_tokens = (56 // 14) ** 2  # patches of the tiny vision tower
         expected = chat_prompt(proc, r["instruction"]).replace("<image>", "<image>" * n_image_tokens)
         assert context == f"<s>{expected}"
+
+
+def test_each_image_is_read_with_its_sources_credentials():
+    from genixer_ray.config import DataSource
+    from genixer_ray.train import _options_for, image_options
+
+    sources = [
+        DataSource(format="gqa", path="s3://a/q.json", image_root="s3://a/images", storage_options={"key": "one"}),
+        DataSource(format="gqa", path="s3://a/q2.json", image_root="s3://a/images/extra/", storage_options={"key": "two"}),
+    ]
+    roots = image_options(sources)
+    assert json.loads(_options_for("s3://a/images/x.jpg", roots)) == {"key": "one"}
+    assert json.loads(_options_for("s3://a/images/extra/y.jpg", roots)) == {"key": "two"}  # the nearer root wins
+    assert json.loads(_options_for("s3://a/images-other/z.jpg", roots)) == {}  # a prefix of a name is not a folder
