@@ -84,7 +84,7 @@ def _run_job(args: argparse.Namespace, job, verb: str) -> int:
     cfg = load_config(args.config, args.overrides)  # fails here, before any model is loaded
     with _framework_console(args) as con:
         try:
-            summary = job(cfg, log=con.err)
+            summary = job(cfg)
         except (StorageError, RuntimeError) as e:
             print(f"error: {e}", file=con.err)
             raise _Failed() from None
@@ -101,9 +101,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_filter(args: argparse.Namespace) -> int:
-    from genixer_ray.pipeline import run_filter
+    from genixer_ray.filter_pass import run_filter
 
-    return _run_job(args, lambda cfg, log: run_filter(args.run, cfg, log=log), "filtered")
+    return _run_job(args, lambda cfg: run_filter(args.run, cfg), "filtered")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -198,7 +198,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, kind=TrainConfig)  # fails here, before Ray starts
     with _framework_console(args) as con:
         try:
-            summary = train_generator(cfg, log=con.err)
+            summary = train_generator(cfg)
         except (RuntimeError, ConversionError) as e:
             print(f"error: {e}", file=con.err)
             raise _Failed() from None

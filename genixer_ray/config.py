@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from genixer_ray.annotations import FORMATS
 from genixer_ray.filters.policies import PAPER_BAND
+from genixer_ray.models import check_model_spec
 from genixer_ray.prompts import PROFILES, build_profile
 from genixer_ray.tasks import TASKS
 
@@ -52,28 +53,15 @@ def _path_safe_name(v: str) -> str:
     return v
 
 
-def local_model_path(spec: str) -> str:
-    """A path-like model spec must exist now; it becomes absolute, since Ray workers run elsewhere.
-
-    Hub ids (``org/name``) and ``tiny`` pass unchanged; the engine resolves them.
-    """
-    if spec.startswith(("/", "./", "../", "~")):
-        p = Path(spec).expanduser()
-        if not p.is_dir():
-            raise ValueError(f"no model directory at {spec}")
-        return str(p.resolve())
-    return spec
+# One reference type per kind of model, checked by genixer_ray.models (paths must exist now).
+ModelSpec = Annotated[str, AfterValidator(lambda v: check_model_spec(v, kind="generator"))]
+ClipModelSpec = Annotated[str, AfterValidator(lambda v: check_model_spec(v, kind="clip"))]
 
 
 class GeneratorConfig(_Strict):
     """Which model generates and how its engine is sized."""
 
-    @field_validator("model")
-    @classmethod
-    def _local_path_exists(cls, v: str) -> str:
-        return local_model_path(v)
-
-    model: str = Field("tiny", description="A local model directory, a hub id, or 'tiny' for the locally built tiny LLaVA.")
+    model: ModelSpec = Field("tiny", description="A local model directory, a hub id, or 'tiny' for the locally built tiny LLaVA.")
     backend: Literal["vllm", "transformers"] = Field("vllm", description="vLLM for throughput; transformers for small models or machines without vLLM.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype in the engine.")
     max_model_len: int = Field(1024, ge=64, description="Prompt (image tokens included) plus output; longer prompts become error rows.")
@@ -136,7 +124,7 @@ class ClipFilterConfig(_Strict):
     """CLIP scores: each box's crop against its expression; the whole image for rows without boxes."""
 
     enabled: bool = Field(False, description="Score rows with CLIP (open_clip).")
-    model: str = Field("tiny", description="open_clip spec: 'ARCH/TAG' (ViT-B-32/laion2b_s34b_b79k), 'hf-hub:org/repo', a local directory, or 'tiny'.")
+    model: ClipModelSpec = Field("tiny", description="open_clip spec: 'ARCH/TAG' (ViT-B-32/laion2b_s34b_b79k), 'hf-hub:org/repo', a local directory, or 'tiny'.")
     score: Literal["cosine", "raw"] = Field(
         "cosine",
         description="Which score the threshold applies to: 'cosine' of L2-normalized features (clip_score, -1..1), or "
@@ -183,7 +171,7 @@ class JudgeConfig(_Strict):
     """A vision-language judge's P(Yes) that the question-answer pair is true for the image."""
 
     enabled: bool = Field(False, description="Score rows with the judge.")
-    model: str | None = Field(None, description="The judge model (directory, hub id, 'tiny'); unset: the generator itself, on its own engine.")
+    model: ModelSpec | None = Field(None, description="The judge model (directory, hub id, 'tiny'); unset: the generator itself, on its own engine.")
     policy: Literal["threshold", "band", "top_fraction"] = Field(
         "band", description="'threshold': P(Yes) >= threshold; 'band': lo <= P(Yes) <= hi; 'top_fraction': the best fraction per task (within each shard)."
     )
@@ -227,11 +215,6 @@ class JudgeConfig(_Strict):
             raise ValueError("the prompt must contain {qa}, where the question-answer pair goes")
         return v
 
-    @field_validator("model")
-    @classmethod
-    def _local_path_exists(cls, v: str | None) -> str | None:
-        return None if v is None else local_model_path(v)
-
     def rule(self) -> str:
         """The selection rule as recorded on each row (``band[0.5,0.7]``, ``threshold>=0.5``, ...)."""
         prefix = "paper " if self.score == "paper" else ""  # the paper's sampled score, not P(Yes)
@@ -246,16 +229,11 @@ class ConsistencyConfig(_Strict):
     """Self-consistency: the generated question is answered again and the answers are compared."""
 
     enabled: bool = Field(False, description="Score rows by self-consistency.")
-    model: str | None = Field(None, description="Who answers again (directory, hub id, 'tiny'); unset: the generator itself.")
+    model: ModelSpec | None = Field(None, description="Who answers again (directory, hub id, 'tiny'); unset: the generator itself.")
     samples: int = Field(3, ge=1, le=32, description="Answers sampled per question (k).")
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="Sampling temperature of the re-answers (0: one greedy answer repeated).")
     max_tokens: int = Field(32, ge=1, le=1024, description="Tokens per re-answer.")
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum mean agreement (letter match, box IoU or token F1) over the k answers.")
-
-    @field_validator("model")
-    @classmethod
-    def _local_path_exists(cls, v: str | None) -> str | None:
-        return None if v is None else local_model_path(v)
 
 
 class FiltersConfig(_Strict):
@@ -283,17 +261,31 @@ class FiltersConfig(_Strict):
             raise ValueError(f"filters.min_actors ({self.min_actors}) exceeds filters.max_actors ({self.max_actors})")
         return self
 
+    def placement(self, *, filter_pass: bool = False) -> dict[str, str]:
+        """Where each enabled filter runs, in the order they run: ``"generator"`` or ``"filter_actor"``.
+
+        The one place this is decided. In a generation run, a judge or consistency check whose
+        ``model`` is unset uses the generator's own engine, on the generator actor (no second
+        engine); CLIP and the filters naming another model run on the filter actors. A filter pass
+        has no generator actor: every filter runs on the filter actors, which build the generator's
+        engine for the filters that use it.
+        """
+        out = {}
+        for name, sub in (("consistency", self.consistency), ("judge", self.judge), ("clip", self.clip)):
+            if sub.enabled:
+                on_generator = not filter_pass and name != "clip" and sub.model is None
+                out[name] = "generator" if on_generator else "filter_actor"
+        return out
+
     @property
     def any_enabled(self) -> bool:
         """Whether any filter runs."""
-        return self.clip.enabled or self.judge.enabled or self.consistency.enabled
+        return bool(self.placement())
 
     @property
     def needs_filter_actor(self) -> bool:
-        """Whether a filter needs a model other than the generator (and so its own actors)."""
-        return self.clip.enabled or (self.judge.enabled and self.judge.model is not None) or (
-            self.consistency.enabled and self.consistency.model is not None
-        )
+        """Whether a generation run needs filter actors after its generator actors."""
+        return "filter_actor" in self.placement().values()
 
 
 def _pool_file(v: Any, placeholder: str | None = None) -> Any:
@@ -500,12 +492,7 @@ class LoraConfig(_Strict):
 class TrainModelConfig(_Strict):
     """The model being fine-tuned."""
 
-    base: str = Field("tiny", description="A LLaVA-architecture model directory, hub id, or 'tiny'.")
-
-    @field_validator("base")
-    @classmethod
-    def _local_path_exists(cls, v: str) -> str:
-        return local_model_path(v)
+    base: ModelSpec = Field("tiny", description="A LLaVA-architecture model directory, hub id, or 'tiny'.")
     freeze_vision: bool = Field(True, description="Keep the vision tower frozen (Genixer trains projector and language model).")
     dtype: Literal["float32", "bfloat16"] = Field("float32", description="Training dtype; bfloat16 on GPUs.")
     lora: LoraConfig | None = Field(

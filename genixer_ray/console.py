@@ -51,6 +51,20 @@ def log_store_retries(stream: TextIO) -> logging.Handler:
     return handler
 
 
+def show_progress(stream: TextIO) -> logging.Handler:
+    """Show the package's messages (``genixer_ray.*`` loggers: progress, counts) on ``stream``, as plain lines.
+
+    The library logs; the command decides where that goes. Returns the handler, to remove it.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    package = logging.getLogger("genixer_ray")
+    package.setLevel(logging.INFO)
+    package.addHandler(handler)
+    package.propagate = False  # the command's own lines, not also the root logger's
+    return handler
+
+
 @contextmanager
 def console(command: str, *, verbose: bool) -> Iterator[Console]:
     """Run a command with framework output in ``$GENIXER_RAY_HOME/logs/{command}-{time}-{pid}.log``.
@@ -60,7 +74,11 @@ def console(command: str, *, verbose: bool) -> Iterator[Console]:
     """
     if verbose:
         log_store_retries(sys.stderr)
-        yield Console(sys.stdout, sys.stderr, None)
+        handler = show_progress(sys.stderr)
+        try:
+            yield Console(sys.stdout, sys.stderr, None)
+        finally:
+            logging.getLogger("genixer_ray").removeHandler(handler)
         return
     logs = genixer_home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -75,9 +93,11 @@ def console(command: str, *, verbose: bool) -> Iterator[Console]:
     os.close(fd)
     out, err = (os.fdopen(os.dup(s), "w", buffering=1) for s in saved)
     log_store_retries(sys.stderr)
+    handler = show_progress(err)
     try:
         yield Console(out, err, str(path))
     finally:
+        logging.getLogger("genixer_ray").removeHandler(handler)
         # Ray prints its workers' last lines while it shuts down: let that happen into the log.
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()

@@ -30,7 +30,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
     Raises:
         ValueError: nothing at ``url`` looks like a run or a filter pass.
     """
-    from genixer_ray.pipeline import RunSummary
+    from genixer_ray.writer import RunSummary
 
     store = RunStore(url, storage_options)
     manifest = store.read_json("manifest.json") or {}

@@ -65,6 +65,18 @@ class RunStore:
 
         return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
 
+    def scan(self, rels: list[str]) -> pl.LazyFrame:
+        """The Parquet objects ``rels`` as one lazy frame, read through this store's fsspec file system.
+
+        The one read path for many objects: Polars scans a pyarrow dataset over the same file
+        system every other read uses, so every protocol's storage options apply as given.
+        """
+        import pyarrow.dataset as pads
+        import pyarrow.fs as pafs
+
+        fs = self.arrow_filesystem() or pafs.LocalFileSystem()
+        return pl.scan_pyarrow_dataset(pads.dataset([self.path(r) for r in rels], filesystem=fs, format="parquet"))
+
     # -- paths ----------------------------------------------------------------------------------
     def path(self, rel: str) -> str:
         """The store path of ``rel`` inside the run folder."""
@@ -179,9 +191,9 @@ class RunStore:
         """Raise ``ValueError`` naming duplicate image ids across the plan (Polars, streaming)."""
         if n_shards == 0:
             return
-        files = [self.uri(self.plan_name(k)) for k in range(n_shards)]
         dup = (
-            pl.scan_parquet(files, storage_options=self.polars_storage_options())
+            self.scan([self.plan_name(k) for k in range(n_shards)])
+            .select("image_id")
             .group_by("image_id")
             .len()
             .filter(pl.col("len") > 1)
@@ -192,26 +204,6 @@ class RunStore:
         if dup.height:
             listed = ", ".join(f"{r['image_id']!r} x{r['len']}" for r in dup.iter_rows(named=True))
             raise ValueError(f"input: duplicate image ids ({listed}); every image id must be unique")
-
-    def polars_storage_options(self) -> dict[str, str] | None:
-        """fsspec/s3fs options translated for Polars' own object-store reader."""
-        if self.is_local:
-            return None
-        so = self.storage_options
-        out = {}
-        endpoint = so.get("endpoint_url") or so.get("client_kwargs", {}).get("endpoint_url")
-        if endpoint:
-            out["aws_endpoint_url"] = endpoint
-            if endpoint.startswith("http://"):
-                out["aws_allow_http"] = "true"
-        if so.get("key"):
-            out["aws_access_key_id"] = so["key"]
-        if so.get("secret"):
-            out["aws_secret_access_key"] = so["secret"]
-        region = so.get("client_kwargs", {}).get("region_name")
-        if region or endpoint:
-            out["aws_region"] = region or "us-east-1"  # custom endpoints still need a region name
-        return out or None
 
     # -- shards ---------------------------------------------------------------------------------
     def committed(self) -> set[int]:
@@ -253,7 +245,5 @@ class RunStore:
 
     def read_rows(self) -> pl.DataFrame:
         """All committed rows (only shards with markers), as one frame."""
-        files = [self.uri(self.shard_name(k)) for k in sorted(self.committed())]
-        if not files:
-            return pl.DataFrame()
-        return pl.read_parquet(files, storage_options=self.polars_storage_options())
+        shards = [self.shard_name(k) for k in sorted(self.committed())]
+        return self.scan(shards).collect() if shards else pl.DataFrame()

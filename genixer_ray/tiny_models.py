@@ -275,15 +275,3 @@ def ensure_tiny_models(seed: int = 0) -> TinyModelPaths:
     """Build the tiny models once per machine (atomically, safe against concurrent builders)."""
     final = build_once(tiny_models_home() / f"seed{seed}", lambda tmp: make_tiny_models(tmp, seed=seed))
     return TinyModelPaths(generator=final / "generator", clip=final / "clip")
-
-
-def resolve_model(spec: str, *, kind: str = "generator") -> str:
-    """Turn a model spec into what the loaders take.
-
-    ``tiny`` means the locally built tiny model of ``kind`` (``generator`` or ``clip``); an
-    existing directory becomes its absolute path; anything else is passed on as a hub id.
-    """
-    if spec == "tiny":
-        return str(getattr(ensure_tiny_models(), kind))
-    p = Path(spec).expanduser()
-    return str(p.resolve()) if p.is_dir() else spec

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import random
-import sys
 import tempfile
 import threading
 import time
@@ -29,8 +29,10 @@ from pathlib import Path
 import polars as pl
 
 from genixer_ray.config import TrainConfig, redacted
-from genixer_ray.pipeline import local_ray_cpus
+from genixer_ray.ray_start import ensure_ray
 from genixer_ray.store import RunStore
+
+log = logging.getLogger(__name__)
 
 SAMPLE_SCHEMA = {
     "sample_id": pl.String, "image": pl.String, "task": pl.String, "mode": pl.String, "prompt_profile": pl.String,
@@ -41,7 +43,7 @@ _OPTIM = "optimizer.pt"
 _ADAPTER = "adapter"  # LoRA runs: the peft adapter (and the projector) inside each checkpoint
 
 
-def prepare_data(cfg: TrainConfig, *, shard_size: int = 4096, log=None) -> tuple[RunStore, list[str], dict]:
+def prepare_data(cfg: TrainConfig, *, shard_size: int = 4096) -> tuple[RunStore, list[str], dict]:
     """Convert the sources into instruction samples; write them as Parquet shards.
 
     Each source's counts (records, samples, skipped records by reason with examples) are printed
@@ -69,7 +71,7 @@ def prepare_data(cfg: TrainConfig, *, shard_size: int = 4096, log=None) -> tuple
                 src.format, files, image_root=resolve_fixture(src.image_root), storage_options=src.storage_options,
                 splits=tuple(src.splits), stats=st,
             )
-            print(f"[data] {st.line()}", file=log or sys.stderr, flush=True)
+            log.info(f"[data] {st.line()}")
 
     rows = list(build_instruction_set(
         samples(), seed=cfg.seed, specific_share=cfg.data.specific_share, task_weights=cfg.data.task_weights, profile=cfg.prompts.build(),
@@ -200,7 +202,7 @@ def train_loop_per_worker(config: dict) -> None:
     from ray.train.torch import prepare_model
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from genixer_ray.tiny_models import resolve_model
+    from genixer_ray.models import resolve_model
 
     cfg = TrainConfig.model_validate_json(config["cfg_json"])
     ctx = ray.train.get_context()
@@ -311,11 +313,11 @@ def _send_progress(queue, **fields) -> None:
         pass
 
 
-def _print_progress(queue, done: threading.Event, log) -> None:
+def _print_progress(queue, done: threading.Event) -> None:
     """Driver thread: print rank 0's progress reports until training ends."""
     from ray.util.queue import Empty
 
-    from genixer_ray.pipeline import format_duration
+    from genixer_ray.writer import format_duration
 
     while not done.is_set():
         try:
@@ -325,14 +327,13 @@ def _print_progress(queue, done: threading.Event, log) -> None:
         except Exception:  # noqa: BLE001 - the queue actor went away with the cluster
             return
         left = (p["max_steps"] - p["step"]) / p["steps_per_s"] if p["steps_per_s"] > 0 else 0.0
-        print(
+        log.info(
             f"[train] step {p['step']}/{p['max_steps']}, loss {p['loss']:.3f}, {p['samples_per_s']:.1f} samples/s, "
-            f"ETA {format_duration(left)}",
-            file=log, flush=True,
+            f"ETA {format_duration(left)}"
         )
 
 
-def train_generator(cfg: TrainConfig, *, log=None) -> dict:
+def train_generator(cfg: TrainConfig) -> dict:
     """Fine-tune the generator on Ray Train and export it; returns a summary with ``export_path``.
 
     Raises:
@@ -343,11 +344,9 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    log = log or sys.stderr
-    store, paths, counts = prepare_data(cfg, log=log)
-    print(f"[train] {counts['samples']} samples by task {counts['by_task']}, by mode {counts['by_mode']}", file=log, flush=True)
-    if not ray.is_initialized():
-        ray.init(address=cfg.scaling.ray_address, **local_ray_cpus(cfg.scaling.ray_address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker))
+    store, paths, counts = prepare_data(cfg)
+    log.info(f"[train] {counts['samples']} samples by task {counts['by_task']}, by mode {counts['by_mode']}")
+    ensure_ray(cfg.scaling.ray_address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
     fs = store.arrow_filesystem()
     dataset = ray.data.read_parquet(paths, filesystem=fs)
     # With a storage_filesystem, Ray Train takes paths inside it (no "s3://" prefix).
@@ -374,7 +373,7 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
         datasets={"train": dataset},
     )
     done = threading.Event()
-    printer = threading.Thread(target=_print_progress, args=(progress, done, log), daemon=True)
+    printer = threading.Thread(target=_print_progress, args=(progress, done), daemon=True)
     printer.start()
     try:
         result = trainer.fit()
@@ -393,7 +392,7 @@ def train_generator(cfg: TrainConfig, *, log=None) -> dict:
         **counts, "config": redacted(cfg),
     }
     store.write_json("train_summary.json", summary)
-    print(f"[train] {summary['steps']} steps, final loss {summary['loss']:.3f}; model exported to {export}", file=log, flush=True)
+    log.info(f"[train] {summary['steps']} steps, final loss {summary['loss']:.3f}; model exported to {export}")
     return summary
 
 

@@ -130,7 +130,7 @@ def get_generator(cfg: GeneratorConfig) -> Generator:
     Engines are expensive (vLLM: tens of seconds to start), so one per configuration and process
     is kept and reused by every later call with an equal configuration.
     """
-    from genixer_ray.tiny_models import resolve_model
+    from genixer_ray.models import resolve_model
 
     key = (cfg.model_dump_json(),)
     if key not in _ENGINES:

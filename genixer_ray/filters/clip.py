@@ -19,9 +19,10 @@ def open_clip_spec(model: str) -> tuple[str, str | None]:
     ``tiny`` is the locally built tiny CLIP; an existing directory (holding
     ``open_clip_config.json`` and weights) is opened with ``local-dir:``; ``hf-hub:org/repo``
     passes through; ``ARCH/TAG`` names a built-in architecture and pretrained tag
-    (``ViT-B-32/laion2b_s34b_b79k``); a bare ``ARCH`` gets random weights.
+    (``ViT-B-32/laion2b_s34b_b79k``). A bare ``ARCH`` (random weights) is refused when the config
+    is validated (:func:`genixer_ray.models.check_model_spec`).
     """
-    from genixer_ray.tiny_models import resolve_model
+    from genixer_ray.models import resolve_model
 
     resolved = resolve_model(model, kind="clip")
     if Path(resolved).is_dir():

@@ -115,3 +115,13 @@ def funnel(rows: list[dict], cfg: FiltersConfig) -> dict[str, dict[str, int]]:
         if r.get("keep", True):
             c["kept"] += 1
     return dict(sorted(out.items()))
+
+
+def decide_shard(rows: list[dict], cfg: FiltersConfig) -> tuple[list[dict], dict]:
+    """The commit step of a shard: its rows with their keep decisions, and the counts they add.
+
+    Runs once a shard's rows are all in (the judge's top fraction ranks rows within a shard);
+    returns the rows and ``{"kept", "funnel"}`` for the shard's commit marker.
+    """
+    rows = decide(rows, cfg)
+    return rows, {"kept": sum(bool(r.get("keep")) for r in rows), "funnel": funnel(rows, cfg)}

@@ -25,6 +25,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def agent_ports() -> list[str]:
+    """Free ports for a node's agents. Ray's defaults (52365 for the agent's HTTP server, among
+    others) are taken by any other Ray on the machine (the tests' own session, the other node),
+    and a head whose agent cannot bind refuses every job ("No available agent")."""
+    return [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+            f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}"]
+
+
 @pytest.fixture
 def local_cluster():
     """A head node and a worker node with a custom resource, stopped without touching other Ray instances."""
@@ -33,11 +41,12 @@ def local_cluster():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
     subprocess.run(
         [RAY, "start", "--head", f"--port={port}", "--num-cpus=2", '--resources={"head_node": 1}',
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={tmp}", "--disable-usage-stats"],
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", f"--temp-dir={tmp}", "--disable-usage-stats", *agent_ports()],
         env=env, check=True, capture_output=True,
     )
     subprocess.run(
-        [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", '--resources={"gpu_like": 1}', "--disable-usage-stats"],
+        [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=2", '--resources={"gpu_like": 1}', "--disable-usage-stats",
+         *agent_ports()],
         env=env, check=True, capture_output=True,
     )
     yield {"address": f"http://127.0.0.1:{dash}", "env": env}

@@ -6,10 +6,11 @@ from collections import Counter, defaultdict
 import pytest
 
 from genixer_ray.config import ConfigError, SamplingConfig, load_config
+from genixer_ray.filter_pass import filter_url, run_filter
 from genixer_ray.filters.consistency import reask_instruction
 from genixer_ray.images import decode_image, embedded_image_paths
 from genixer_ray.inputs import iter_inputs
-from genixer_ray.pipeline import filter_url, run_filter, run_generation
+from genixer_ray.pipeline import run_generation
 from genixer_ray.schema import to_frame
 from genixer_ray.store import RunStore
 

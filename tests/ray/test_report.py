@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from genixer_ray.config import load_config
+from genixer_ray.filter_pass import run_filter
 from genixer_ray.inspection import inspect_run
-from genixer_ray.pipeline import run_filter, run_generation
+from genixer_ray.pipeline import run_generation
 from genixer_ray.report import write_report
 from genixer_ray.store import RunStore
 from genixer_ray.verify import verify_run

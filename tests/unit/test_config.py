@@ -114,3 +114,21 @@ def test_redaction_masks_credentials_at_any_depth():
     assert out["data"]["sources"][0]["path"] == "s3://***@bucket/q.json" and out["storage_options"] == {"token": "***"}
     run = build_config(None, [f"output.path=s3://u:{secret}@b/runs", f"input.storage_options={json.dumps({'password': secret})}"])
     assert secret not in json.dumps(redacted(run)) and redacted(run)["output"]["path"] == "s3://***@b/runs"
+
+
+def test_one_model_reference_check_for_every_kind(tmp_path):
+    from genixer_ray.models import resolve_model
+
+    cfg = load_config(None, [f"filters.judge.model={tmp_path}", "filters.clip.model=ViT-B-32/laion2b_s34b_b79k"])
+    assert cfg.filters.judge.model == str(tmp_path.resolve())
+    for override, said in [
+        ("filters.clip.model=ViT-B-32", "without weights"),  # open_clip would silently use random weights
+        ("filters.consistency.model=./missing", "no model directory"),
+        ("generator.model=~/missing-model", "no model directory"),
+    ]:
+        with pytest.raises(ConfigError, match=said):
+            load_config(None, [override])
+    assert resolve_model(str(tmp_path), kind="clip") == str(tmp_path.resolve())
+    assert resolve_model("org/name") == "org/name"
+    with pytest.raises(ValueError, match="model kind"):
+        resolve_model("tiny", kind="judge")

@@ -1,19 +1,27 @@
 """Shards, commit markers and the shard writer; no Ray."""
 
+import functools
+import logging
+
 import polars as pl
 import pytest
 
-from genixer_ray.pipeline import ShardWriter
+from genixer_ray.config import FiltersConfig
+from genixer_ray.filters.decide import decide_shard
 from genixer_ray.store import RunStore
+from genixer_ray.writer import ShardWriter
+
+DECIDE = functools.partial(decide_shard, cfg=FiltersConfig())  # no filter enabled: every ok row kept
 
 
 def rows(shard, ids, status="ok"):
     return [{"shard": shard, "image_id": i, "status": status, "error_code": None if status == "ok" else "empty"} for i in ids]
 
 
-def test_writer_commits_full_shards_only_and_dedupes(tmp_path, capsys):
+def test_writer_commits_full_shards_only_and_dedupes(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="genixer_ray")  # progress is logged; the CLI shows it
     store = RunStore(str(tmp_path / "run"))
-    w = ShardWriter(store, {0: 2, 1: 3}, every_s=0)
+    w = ShardWriter(store, {0: 2, 1: 3}, DECIDE, every_s=0)
     w.add(rows(1, ["c", "d"]) + rows(0, ["a"]))
     assert store.committed() == set()
     w.add(rows(0, ["a"]))  # a retried batch delivered again: ignored
@@ -29,7 +37,7 @@ def test_writer_commits_full_shards_only_and_dedupes(tmp_path, capsys):
     assert sorted(df["image_id"].to_list()) == ["a", "b", "c", "d", "e"]
     marker = store.read_json(store.marker_name(0))
     assert marker["rows"] == 2 and marker["by_status"] == {"ok": 1, "error": 1} and marker["by_error"] == {"empty": 1}
-    assert "[generate] 5/5 rows, 2/2 shards" in capsys.readouterr().err
+    assert "[generate] 5/5 rows, 2/2 shards" in caplog.text
 
 
 def test_shard_without_marker_is_not_read(tmp_path):
@@ -39,7 +47,7 @@ def test_shard_without_marker_is_not_read(tmp_path):
 
 
 def test_rows_of_an_unplanned_shard_are_refused(tmp_path):
-    w = ShardWriter(RunStore(str(tmp_path / "run")), {0: 1})
+    w = ShardWriter(RunStore(str(tmp_path / "run")), {0: 1}, DECIDE)
     with pytest.raises(RuntimeError, match="shard 5"):
         w.add(rows(5, ["z"]))
 
@@ -56,7 +64,7 @@ def test_unwritable_store_fails_fast(tmp_path):
 def test_s3_store_round_trip(s3):
     store = RunStore(f"s3://{s3['bucket']}/store-test", s3["storage_options"])
     store.check_writable()
-    w = ShardWriter(store, {0: 1})
+    w = ShardWriter(store, {0: 1}, DECIDE)
     w.add(rows(0, ["only"]))
     assert store.committed() == {0}
     assert store.read_rows()["image_id"].to_list() == ["only"]

@@ -1,0 +1,187 @@
+"""What runs on Ray Data's workers: the decode tasks, the generator actors and the filter actors.
+
+The stages themselves (:mod:`genixer_ray.stages`, :mod:`genixer_ray.filters`) are plain
+callables over lists of rows; here they are wrapped for Ray Data (Arrow batches in and out, one
+engine per actor), placed as :meth:`FiltersConfig.placement` says, and checked after each call.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import polars as pl
+
+from genixer_ray.config import RunConfig
+from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA
+from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, drop_image, fail
+from genixer_ray.store import RunStore
+
+log = logging.getLogger(__name__)
+
+
+def to_arrow(rows: list[dict], schema: dict):
+    # Fixed schemas, so that batches of only error rows and batches of only ok rows unify.
+    return pl.DataFrame(rows, schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest())
+
+
+def load_shards(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data task: the plan rows of the shards in ``table``, decoded, in blocks of ``chunk``.
+
+    One task per shard (see :func:`_dataset`), so rows flow to the generators, and commits follow,
+    shard by shard instead of in one block at the end of the run.
+    """
+    from genixer_ray.config import InputConfig
+
+    store = RunStore(run_url, storage_options)
+    stage = DecodeStage(InputConfig.model_validate_json(input_cfg_json))
+    for k in table.column("shard").to_pylist():
+        rows = store.read_frame(store.plan_name(k)).to_dicts()
+        for start in range(0, len(rows), chunk):
+            yield to_arrow(stage(rows[start : start + chunk]), DECODED_SCHEMA)
+
+
+def load_for_filter(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data task: committed shards of a run, their images decoded again, in blocks of ``chunk``.
+
+    Earlier filter columns are cleared (this pass scores anew). An ``ok`` row whose image can no
+    longer be read becomes an error row with the decode code; its generated text is kept.
+    """
+    from genixer_ray.config import InputConfig
+
+    src = RunStore(run_url, storage_options)
+    decode = DecodeStage(InputConfig.model_validate_json(input_cfg_json))
+    for k in table.column("shard").to_pylist():
+        planned = {r["image_id"]: r for r in src.read_frame(src.plan_name(k)).to_dicts()}
+        rows = src.read_frame(src.shard_name(k)).to_dicts()
+        for start in range(0, len(rows), chunk):
+            out = []
+            for row in rows[start : start + chunk]:
+                row |= dict.fromkeys(FILTER_SCHEMA)
+                if row["status"] == "ok":
+                    p = planned[row["image_id"]]
+                    img = decode([{"shard": k, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
+                    if img["status"] == "ok":
+                        row |= {c: img[c] for c in IMAGE_COLUMNS}
+                    else:
+                        row = fail(row, img["error_stage"], img["error_code"], img["error_message"])
+                out.append(row)
+            yield to_arrow(out, SCORING_SCHEMA)
+
+
+def filter_stages(cfg: RunConfig, generator, *, where: str, filter_pass: bool = False) -> list:
+    """The filter stages placed ``where`` (``"generator"`` or ``"filter_actor"``), in the order they run.
+
+    Placement is :meth:`FiltersConfig.placement`'s. A judge or consistency check without its own
+    model runs on ``generator`` (the generator actor's engine) or, without one (a filter pass),
+    on the generator's engine built here; one engine per model and process.
+    """
+    from genixer_ray.engines.base import get_generator
+    from genixer_ray.filters.clip import ClipStage
+    from genixer_ray.filters.consistency import ConsistencyStage
+    from genixer_ray.filters.judge import JudgeStage
+
+    stages = []
+    for name, placed in cfg.filters.placement(filter_pass=filter_pass).items():
+        if placed != where:
+            continue
+        sub = getattr(cfg.filters, name)
+        if name == "clip":
+            stages.append(ClipStage(sub))
+            continue
+        if sub.model is None:
+            engine = generator or get_generator(cfg.generator)
+        else:
+            engine = get_generator(cfg.generator.model_copy(update={"model": sub.model}))
+        stages.append({"consistency": ConsistencyStage, "judge": JudgeStage}[name](sub, engine))
+    return stages
+
+
+class GeneratorActor:
+    """Ray Data actor: one engine per actor; generate, parse, and the filters that use its engine.
+
+    With ``then_filter_actor`` the rows keep their image for the filter actors that follow.
+    """
+
+    def __init__(self, cfg_json: str, then_filter_actor: bool):
+        self.cfg = RunConfig.model_validate_json(cfg_json)
+        self.generate = GenerateStage(self.cfg)
+        self.stages = [self.generate, ParseStage(), *filter_stages(self.cfg, self.generate.generator, where="generator")]
+        self.keep_image = then_filter_actor
+
+    def __call__(self, table):
+        """Run the stages over one batch; a dead engine kills the actor so Ray restarts it."""
+        rows = run_stages(self.stages, table.to_pylist())
+        if self.keep_image:
+            return to_arrow(rows, SCORING_SCHEMA)
+        return to_arrow(drop_image(rows), GENERATION_SCHEMA)
+
+
+class FilterActor:
+    """Ray Data actor: CLIP and the filters with their own models (all filters in a filter pass)."""
+
+    def __init__(self, cfg_json: str, filter_pass: bool):
+        self.cfg = RunConfig.model_validate_json(cfg_json)
+        # A filter pass has no generator actor: the filters that use the generator run here too.
+        self.stages = filter_stages(self.cfg, None, where="filter_actor", filter_pass=filter_pass)
+
+    def __call__(self, table):
+        """Score one batch; the image is dropped from the rows that come out."""
+        return to_arrow(drop_image(run_stages(self.stages, table.to_pylist())), GENERATION_SCHEMA)
+
+
+def run_stages(stages: list, rows: list[dict]) -> list[dict]:
+    """Run ``stages`` in turn, checking each keeps the stage contract (:func:`check_contract`)."""
+    from genixer_ray.engines.base import EngineError
+
+    try:
+        for stage in stages:
+            out = stage(rows)
+            check_contract(stage, rows, out)
+            rows = out
+    except EngineError as e:
+        # The engine is unusable: let Ray restart the actor and retry the batch
+        # (bounded by max_restarts/max_task_retries); the message lands in the job log.
+        log.error(f"genixer-ray: engine failed, restarting actor: {e}")
+        os._exit(1)
+    return rows
+
+
+class StageContractError(RuntimeError):
+    """A stage broke the contract: one row out per row in, same image ids, same order."""
+
+
+def check_contract(stage, rows_in: list[dict], rows_out: list[dict]) -> None:
+    """Raise :class:`StageContractError` unless ``rows_out`` holds one row per row of ``rows_in``, in order.
+
+    Every row must reach the writer, or its shard never commits; a stage that drops, adds or
+    reorders rows is a bug, and is named here rather than found as a shard left incomplete.
+    """
+    ids_in = [r["image_id"] for r in rows_in]
+    ids_out = [r.get("image_id") for r in rows_out]
+    if ids_in != ids_out:
+        lost = sorted(set(ids_in) - set(ids_out))[:3]
+        raise StageContractError(
+            f"stage {type(stage).__name__} returned {len(ids_out)} rows for {len(ids_in)}"
+            + (f" (lost {lost})" if lost else " (reordered or renamed)")
+        )
+
+
+def with_filter_actors(ds, cfg: RunConfig, *, filter_pass: bool):
+    """``ds`` followed by the pool of filter actors (after the generator actors, or in a filter pass)."""
+    import ray
+
+    f = cfg.filters
+    return ds.map_batches(
+        FilterActor,
+        batch_format="pyarrow",
+        batch_size=f.batch_size,
+        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "filter_pass": filter_pass},
+        compute=ray.data.ActorPoolStrategy(min_size=f.min_actors, max_size=f.max_actors),
+        num_cpus=f.cpus_per_actor,
+        num_gpus=f.gpus_per_actor,
+        max_restarts=2,
+        max_task_retries=2,
+    )
+
+

@@ -1,0 +1,91 @@
+"""A filter pass: score and decide the committed shards of an existing run, resumably.
+
+Every committed shard of a run is read again (its images decoded anew), scored by the filter
+actors and written whole to ``{run}/filtered/{filters.name}`` with its decisions and reasons.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from datetime import UTC, datetime
+
+from genixer_ray.actors import load_for_filter, with_filter_actors
+from genixer_ray.config import ConfigError, RunConfig, redacted
+from genixer_ray.filters.decide import decide_shard
+from genixer_ray.ray_start import ensure_ray
+from genixer_ray.store import RunStore
+from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
+
+log = logging.getLogger(__name__)
+
+
+def filter_url(run: str, cfg: RunConfig) -> str:
+    """Where a filter pass over ``run`` writes: ``{run}/filtered/{filters.name}``."""
+    return f"{run.rstrip('/')}/filtered/{cfg.filters.name}"
+
+
+def run_filter(run: str, cfg: RunConfig) -> RunSummary:
+    """Filter the committed shards of an existing run (or resume doing so); return the summary.
+
+    Every committed shard of ``run`` becomes a shard of ``{run}/filtered/{filters.name}`` with all
+    its rows, their filter scores, decisions and reasons. Shards committed there are skipped, so
+    a re-run resumes; shards the run commits later are picked up by the next filter pass.
+
+    Args:
+        run: the generation run's folder URL (``{output.path}/{name}``).
+        cfg: supplies ``filters``, ``generator`` (for filters whose model is unset), ``input``
+            (storage options and decode limits to read the images again) and ``output.storage_options``.
+
+    Raises:
+        ConfigError: no run at ``run``, no filter enabled, or the pass was begun with other settings.
+        RuntimeError: a filter engine failed beyond its retries.
+    """
+    import ray
+
+    if not cfg.filters.any_enabled:
+        raise ConfigError("filters: no filter is enabled (set filters.clip.enabled, filters.judge.enabled or filters.consistency.enabled)")
+    started = datetime.now(UTC)
+    src = RunStore(run, cfg.output.storage_options)
+    plan = src.plan()
+    if plan is None:
+        raise ConfigError(f"no generation run at {run} (it has no complete plan)")
+    dst = RunStore(filter_url(src.url, cfg), cfg.output.storage_options)
+    dst.check_writable()
+    wanted = {"filters": redacted(cfg.filters), "generator": redacted(cfg.generator)}
+    recorded = dst.read_json("filter.json")
+    if recorded is None:
+        dst.write_json("filter.json", wanted)
+    elif recorded != wanted:
+        raise ConfigError(
+            f"filter pass {cfg.filters.name!r} of {src.url} was begun with other settings ({recorded}); "
+            "resume with the same settings or choose another filters.name"
+        )
+    source = {m["shard"]: m["rows"] for m in src.markers()}
+    done = dst.committed()
+    expected = {k: n for k, n in source.items() if k not in done}
+    log.info(f"[filter] {len(source)} of {plan['shards']} shards of {src.url} committed; {len(done)} already filtered")
+    if expected:
+        f = cfg.filters
+        ensure_ray(cfg.scaling.ray_address, f.max_actors * f.cpus_per_actor)
+        todo = sorted(expected)
+        ds = ray.data.from_items([{"shard": k} for k in todo], override_num_blocks=len(todo)).map_batches(
+            load_for_filter,
+            batch_format="pyarrow",
+            batch_size=1,
+            num_cpus=cfg.scaling.decode_cpus,
+            fn_kwargs={
+                "run_url": src.url, "storage_options": cfg.output.storage_options,
+                "input_cfg_json": cfg.input.model_dump_json(), "chunk": f.batch_size,
+            },
+        )
+        writer = ShardWriter(dst, expected, functools.partial(decide_shard, cfg=f), label="filter")
+        stream_into(with_filter_actors(ds, cfg, filter_pass=True), writer, f"filter pass {f.name!r} of {src.url}")
+    summary = RunSummary(output=dst.url, shards=len(source), skipped_shards=len(done))
+    for m in dst.markers():
+        summary.add_marker(m)
+    write_manifest(
+        dst, summary, started, source_run=src.url, filters=redacted(cfg.filters),
+        source_shards={"planned": plan["shards"], "committed": len(source)},
+    )
+    return summary

