@@ -12,7 +12,7 @@ import os
 
 import polars as pl
 
-from genixer_ray.config import RunConfig
+from genixer_ray.config import ActorPoolConfig, RunConfig
 from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA
 from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, drop_image, fail
 from genixer_ray.store import RunStore
@@ -167,21 +167,35 @@ def check_contract(stage, rows_in: list[dict], rows_out: list[dict]) -> None:
         )
 
 
-def with_filter_actors(ds, cfg: RunConfig, *, filter_pass: bool):
-    """``ds`` followed by the pool of filter actors (after the generator actors, or in a filter pass)."""
+def pool_args(pool: ActorPoolConfig) -> dict:
+    """``map_batches`` arguments of an actor pool: autoscaling bounds, resources per actor, restarts.
+
+    The generator pool and the filter pool are built from the same options this way.
+    """
     import ray
 
-    f = cfg.filters
+    return {
+        "compute": ray.data.ActorPoolStrategy(
+            min_size=pool.min_actors, max_size=pool.max_actors, max_tasks_in_flight_per_actor=pool.max_tasks_in_flight_per_actor
+        ),
+        "num_cpus": pool.cpus_per_actor,
+        "num_gpus": pool.gpus_per_actor,
+        "resources": pool.actor_resources or None,
+        # A dead engine: restart the actor and retry its batch a few times, then stop the run.
+        # (Ray 2.60 warns that these pass-through args are deprecated but offers no named form.)
+        "max_restarts": 2,
+        "max_task_retries": 2,
+    }
+
+
+def with_filter_actors(ds, cfg: RunConfig, *, filter_pass: bool):
+    """``ds`` followed by the pool of filter actors (after the generator actors, or in a filter pass)."""
     return ds.map_batches(
         FilterActor,
         batch_format="pyarrow",
-        batch_size=f.batch_size,
+        batch_size=cfg.filters.batch_size,
         fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "filter_pass": filter_pass},
-        compute=ray.data.ActorPoolStrategy(min_size=f.min_actors, max_size=f.max_actors),
-        num_cpus=f.cpus_per_actor,
-        num_gpus=f.gpus_per_actor,
-        max_restarts=2,
-        max_task_retries=2,
+        **pool_args(cfg.filters),
     )
 
 

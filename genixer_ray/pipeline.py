@@ -12,7 +12,7 @@ import functools
 import logging
 from datetime import UTC, datetime
 
-from genixer_ray.actors import GeneratorActor, load_shards, with_filter_actors
+from genixer_ray.actors import GeneratorActor, load_shards, pool_args, with_filter_actors
 from genixer_ray.config import ConfigError, RunConfig, redact, redacted
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
@@ -70,16 +70,7 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
         batch_format="pyarrow",
         batch_size=cfg.generator.batch_size,
         fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "then_filter_actor": then_filter},
-        compute=ray.data.ActorPoolStrategy(
-            min_size=sc.min_actors, max_size=sc.max_actors, max_tasks_in_flight_per_actor=sc.max_tasks_in_flight_per_actor
-        ),
-        num_cpus=sc.cpus_per_actor,
-        num_gpus=sc.gpus_per_actor,
-        resources=sc.actor_resources or None,
-        # A dead engine: restart the actor and retry its batch a few times, then stop the run.
-        # (Ray 2.60 warns that these pass-through args are deprecated but offers no named form.)
-        max_restarts=2,
-        max_task_retries=2,
+        **pool_args(sc),
     )
     return with_filter_actors(ds, cfg, filter_pass=False) if then_filter else ds
 

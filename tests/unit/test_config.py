@@ -75,7 +75,7 @@ def test_engine_and_scaling_checks(tmp_path):
     assert build_config({"generator": {"model": str(tmp_path)}}).generator.model == str(tmp_path)
     with pytest.raises(ConfigError, match="scaling.gpus_per_actor"):
         build_config({"generator": {"tensor_parallel_size": 2}, "scaling": {"gpus_per_actor": 1}})
-    with pytest.raises(ConfigError, match="scaling.min_actors"):
+    with pytest.raises(ConfigError, match=r"scaling: min_actors \(3\) exceeds max_actors"):
         build_config({"scaling": {"min_actors": 3, "max_actors": 2}})
     with pytest.raises(ConfigError, match="task_mix: unknown task"):
         build_config({"task_mix": {"captioning": 1.0}})

@@ -1,0 +1,55 @@
+"""Typed run configuration: one YAML file describes a run, validated when it is loaded.
+
+A config error names the dotted field and the bad value, before any work starts::
+
+    ConfigError: generator.backend: Input should be 'vllm' or 'transformers' (got 'vlm')
+
+The command line picks the file and overrides a few keys with ``key.sub=value`` pairs whose
+values are parsed as YAML scalars (``sampling.temperature=0.2``, ``input.limit=null``).
+
+The package holds one module per concern: ``base`` (shared types, the actor pool, redaction),
+``run`` (generation), ``filters``, ``train`` and ``loading``; every name is importable from here.
+"""
+
+from genixer_ray.config.base import (
+    TASK_IDS,
+    ActorPoolConfig,
+    ClipModelSpec,
+    ConfigError,
+    ModelSpec,
+    Strict,
+    TaskIdMap,
+    TaskWeights,
+    redact,
+    redacted,
+)
+from genixer_ray.config.filters import ClipFilterConfig, ConsistencyConfig, FiltersConfig, JudgeConfig
+from genixer_ray.config.loading import apply_overrides, build_config, load_config
+from genixer_ray.config.run import (
+    GeneratorConfig,
+    InputConfig,
+    OutputConfig,
+    PromptsConfig,
+    RunConfig,
+    SamplingConfig,
+    ScalingConfig,
+)
+from genixer_ray.config.train import (
+    FIXTURE_SOURCES,
+    PRACTICE_SOURCES,
+    DataSource,
+    LoraConfig,
+    OptimConfig,
+    TrainConfig,
+    TrainDataConfig,
+    TrainModelConfig,
+    TrainScalingConfig,
+)
+
+__all__ = [
+    "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ConfigError",
+    "ConsistencyConfig", "DataSource", "FiltersConfig", "GeneratorConfig", "InputConfig", "JudgeConfig", "LoraConfig",
+    "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "RunConfig", "SamplingConfig", "ScalingConfig", "Strict",
+    "TaskIdMap", "TaskWeights", "TrainConfig", "TrainDataConfig", "TrainModelConfig", "TrainScalingConfig",
+    "apply_overrides", "build_config", "load_config", "redact", "redacted",
+]

@@ -1,0 +1,160 @@
+"""The filters' configs: CLIP, the judge, self-consistency, and where each runs."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from genixer_ray.config.base import ActorPoolConfig, ClipModelSpec, ModelSpec, Strict, TaskIdMap, path_safe_name
+from genixer_ray.filters.policies import PAPER_BAND
+
+
+class ClipFilterConfig(Strict):
+    """CLIP scores: each box's crop against its expression; the whole image for rows without boxes."""
+
+    enabled: bool = Field(False, description="Score rows with CLIP (open_clip).")
+    model: ClipModelSpec = Field("tiny", description="open_clip spec: 'ARCH/TAG' (ViT-B-32/laion2b_s34b_b79k), 'hf-hub:org/repo', a local directory, or 'tiny'.")
+    score: Literal["cosine", "raw"] = Field(
+        "cosine",
+        description="Which score the threshold applies to: 'cosine' of L2-normalized features (clip_score, -1..1), or "
+        "'raw', the paper's dot product of unnormalized features (clip_raw_score; Genixer kept ViT-L/14 crops above 60).",
+    )
+    threshold: float = Field(
+        0.2,
+        description="Minimum score: a cosine (matched pairs under ViT-B/32 typically 0.25-0.35), or with score=raw a dot product (the paper: 60).",
+    )
+    task_thresholds: TaskIdMap = Field(default_factory=dict, description="Task id -> threshold overriding `threshold` for that task.")
+    min_box_side: float = Field(
+        0.02, ge=0.0, lt=1.0, description="Boxes narrower or lower than this fraction of the image's side are rejected (box_too_small), not scored."
+    )
+    min_box_pixels: int = Field(
+        0, ge=0, description="Boxes narrower or lower than this many pixels of the original image are rejected (box_too_small); the paper: 50."
+    )
+    batch_size: int = Field(64, ge=1, description="Crops per CLIP forward pass.")
+
+    @model_validator(mode="after")
+    def _cosine_in_range(self) -> ClipFilterConfig:
+        if self.score == "cosine" and not all(-1.0 <= t <= 1.0 for t in (self.threshold, *self.task_thresholds.values())):
+            raise ValueError("filters.clip: a cosine threshold lies in [-1, 1] (set score: raw for the paper's dot product)")
+        return self
+
+    @property
+    def score_column(self) -> str:
+        """The column the threshold applies to."""
+        return "clip_score" if self.score == "cosine" else "clip_raw_score"
+
+    def threshold_for(self, task: str | None) -> float:
+        """The threshold a row of ``task`` is judged by."""
+        return self.task_thresholds.get(task or "", self.threshold)
+
+
+class JudgeConfig(Strict):
+    """A vision-language judge's P(Yes) that the question-answer pair is true for the image."""
+
+    enabled: bool = Field(False, description="Score rows with the judge.")
+    model: ModelSpec | None = Field(None, description="The judge model (directory, hub id, 'tiny'); unset: the generator itself, on its own engine.")
+    policy: Literal["threshold", "band", "top_fraction"] = Field(
+        "band", description="'threshold': P(Yes) >= threshold; 'band': lo <= P(Yes) <= hi; 'top_fraction': the best fraction per task (within each shard)."
+    )
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    band: tuple[float, float] = Field(PAPER_BAND, description="Genixer's finding: medium-probability samples (0.5-0.7) trained best.")
+    fraction: float = Field(0.5, gt=0.0, le=1.0, description="top_fraction policy: share of each task's scored rows kept.")
+    prompt: str = Field(
+        "{qa}\nIs the answer to the question true for the image? Answer Yes or No.",
+        description="The judge's question; {qa} becomes 'Question: ... Answer: ...' (all turns for dialogues).",
+    )
+    score: Literal["p_yes", "paper"] = Field(
+        "p_yes",
+        description="Which score the policy applies to: 'p_yes' (judge_p_yes, one greedy step) or 'paper' (judge_paper_score, "
+        "the Genixer script's geometric mean of a sampled reply; a reply that does not say Yes is rejected).",
+    )
+    paper_score: bool = Field(
+        False, description="Also compute judge_paper_score and judge_paper_reply (one sampled reply of up to 10 tokens per row); on with score=paper."
+    )
+
+    @property
+    def wants_paper_score(self) -> bool:
+        """Whether the paper's sampled score is computed."""
+        return self.paper_score or self.score == "paper"
+
+    @property
+    def score_column(self) -> str:
+        """The column the policy applies to."""
+        return "judge_p_yes" if self.score == "p_yes" else "judge_paper_score"
+
+    @field_validator("band")
+    @classmethod
+    def _ordered(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= v[0] <= v[1] <= 1.0:
+            raise ValueError("band must satisfy 0 <= lo <= hi <= 1")
+        return v
+
+    @field_validator("prompt")
+    @classmethod
+    def _has_slot(cls, v: str) -> str:
+        if "{qa}" not in v:
+            raise ValueError("the prompt must contain {qa}, where the question-answer pair goes")
+        return v
+
+    def rule(self) -> str:
+        """The selection rule as recorded on each row (``band[0.5,0.7]``, ``threshold>=0.5``, ...)."""
+        prefix = "paper " if self.score == "paper" else ""  # the paper's sampled score, not P(Yes)
+        if self.policy == "band":
+            return f"{prefix}band[{self.band[0]},{self.band[1]}]"
+        if self.policy == "threshold":
+            return f"{prefix}threshold>={self.threshold}"
+        return f"{prefix}top_fraction={self.fraction}"
+
+
+class ConsistencyConfig(Strict):
+    """Self-consistency: the generated question is answered again and the answers are compared."""
+
+    enabled: bool = Field(False, description="Score rows by self-consistency.")
+    model: ModelSpec | None = Field(None, description="Who answers again (directory, hub id, 'tiny'); unset: the generator itself.")
+    samples: int = Field(3, ge=1, le=32, description="Answers sampled per question (k).")
+    temperature: float = Field(0.7, ge=0.0, le=5.0, description="Sampling temperature of the re-answers (0: one greedy answer repeated).")
+    max_tokens: int = Field(32, ge=1, le=1024, description="Tokens per re-answer.")
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum mean agreement (letter match, box IoU or token F1) over the k answers.")
+
+
+class FiltersConfig(ActorPoolConfig):
+    """Which filters score the rows, and the actors that run the ones needing their own model.
+
+    Filters whose model is the generator run on the generator's actors (no second engine); CLIP
+    and filters naming another model run on a pool of filter actors (this section's pool options).
+    """
+
+    name: str = Field("default", min_length=1, max_length=128, description="A separate filter pass writes to {run}/filtered/{name}.")
+    clip: ClipFilterConfig = Field(default_factory=ClipFilterConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+    consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    batch_size: int = Field(16, ge=1, description="Rows per filter actor call.")
+
+    _name_is_path_safe = field_validator("name")(path_safe_name)
+
+    def placement(self, *, filter_pass: bool = False) -> dict[str, str]:
+        """Where each enabled filter runs, in the order they run: ``"generator"`` or ``"filter_actor"``.
+
+        The one place this is decided. In a generation run, a judge or consistency check whose
+        ``model`` is unset uses the generator's own engine, on the generator actor (no second
+        engine); CLIP and the filters naming another model run on the filter actors. A filter pass
+        has no generator actor: every filter runs on the filter actors, which build the generator's
+        engine for the filters that use it.
+        """
+        out = {}
+        for name, sub in (("consistency", self.consistency), ("judge", self.judge), ("clip", self.clip)):
+            if sub.enabled:
+                on_generator = not filter_pass and name != "clip" and sub.model is None
+                out[name] = "generator" if on_generator else "filter_actor"
+        return out
+
+    @property
+    def any_enabled(self) -> bool:
+        """Whether any filter runs."""
+        return bool(self.placement())
+
+    @property
+    def needs_filter_actor(self) -> bool:
+        """Whether a generation run needs filter actors after its generator actors."""
+        return "filter_actor" in self.placement().values()
