@@ -14,7 +14,7 @@ import polars as pl
 
 from genixer_ray.config import ActorPoolConfig, RunConfig
 from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA
-from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, drop_image, fail
+from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, StageContractError, drop_image, fail
 from genixer_ray.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -145,10 +145,6 @@ def run_stages(stages: list, rows: list[dict]) -> list[dict]:
         log.error(f"genixer-ray: engine failed, restarting actor: {e}")
         os._exit(1)
     return rows
-
-
-class StageContractError(RuntimeError):
-    """A stage broke the contract: one row out per row in, same image ids, same order."""
 
 
 def check_contract(stage, rows_in: list[dict], rows_out: list[dict]) -> None:

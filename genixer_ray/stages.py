@@ -23,6 +23,10 @@ from genixer_ray.seeding import derive_seed
 from genixer_ray.tasks import ParseError, parse_output
 
 
+class StageContractError(RuntimeError):
+    """A stage broke the contract: one row out per row in, same image ids, same order."""
+
+
 def fail(row: dict, stage: str, code: str, message: str) -> dict:
     """``row`` marked as failed at ``stage`` with an error ``code`` and ``message``."""
     return {**row, "status": "error", "error_stage": stage, "error_code": code, "error_message": message}

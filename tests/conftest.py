@@ -106,32 +106,11 @@ def ray_session():
 @pytest.fixture(scope="session")
 def s3():
     """A real S3 HTTP endpoint on loopback (moto's server) with a bucket; yields fsspec options."""
-    import shutil
-    import socket
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
     import boto3
+    from s3_endpoint import moto_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # The virtual environment's own server first: a system-wide one may be another version.
-    venv_exe = Path(sys.executable).parent / "moto_server"
-    exe = str(venv_exe) if venv_exe.exists() else shutil.which("moto_server")
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
-    boto3.client("s3", endpoint_url=endpoint, **creds).create_bucket(Bucket="genixer-test")
-    options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
-    yield {"bucket": "genixer-test", "endpoint": endpoint, "storage_options": options}
-    proc.terminate()
-    proc.wait(timeout=10)
+    with moto_server() as endpoint:
+        creds = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing", "region_name": "us-east-1"}
+        boto3.client("s3", endpoint_url=endpoint, **creds).create_bucket(Bucket="genixer-test")
+        options = {"key": "testing", "secret": "testing", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+        yield {"bucket": "genixer-test", "endpoint": endpoint, "storage_options": options}

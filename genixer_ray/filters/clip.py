@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from genixer_ray.config import ClipFilterConfig
+from genixer_ray.filters.base import ScoringStage
 from genixer_ray.stages import row_image
 from genixer_ray.tasks import BRACKET
 
@@ -134,7 +135,7 @@ def crop_box(
     return np.ascontiguousarray(image[r1:r2, c1:c2])
 
 
-class ClipStage:
+class ClipStage(ScoringStage):
     """Adds CLIP scores to every ``ok`` row: each box's crop against its text, else the whole image.
 
     ``clip_region_scores`` holds one score per box (for a row without boxes, the one score of the
@@ -149,13 +150,11 @@ class ClipStage:
         self.cfg = cfg
         self.scorer = ClipScorer(cfg.model)
 
-    def __call__(self, batch: list[dict]) -> list[dict]:
-        """Score a batch; all crops of the batch go through CLIP in chunks of ``batch_size``."""
-        out = list(batch)
+    def score(self, rows: list[dict]) -> list[dict]:
+        """Score ``ok`` rows; all their crops go through CLIP in chunks of ``batch_size``."""
+        out: list[dict] = [{} for _ in rows]
         pairs: list[tuple[int, np.ndarray, str]] = []
-        for i, row in enumerate(batch):
-            if row["status"] != "ok":
-                continue
+        for i, row in enumerate(rows):
             image = row_image(row)
             regions = region_texts(row)
             if not regions:
@@ -165,7 +164,7 @@ class ClipStage:
             crops = [crop_box(image, box, self.cfg.min_box_side, min_pixels=self.cfg.min_box_pixels, original=original)
                      for box, _ in regions]
             if reason := next((c for c in crops if isinstance(c, str)), None):
-                out[i] = {**row, "clip_score": None, "clip_raw_score": None, "clip_region_scores": [], "clip_reason": reason}
+                out[i] = {"clip_score": None, "clip_raw_score": None, "clip_region_scores": [], "clip_reason": reason}
                 continue
             pairs += [(i, crop, text) for crop, (_, text) in zip(crops, regions)]
         scores: dict[int, list[float]] = {}
@@ -178,6 +177,6 @@ class ClipStage:
                 scores.setdefault(i, []).append(float(c))
                 raws.setdefault(i, []).append(float(r))
         for i, region_scores in scores.items():
-            out[i] = {**batch[i], "clip_score": min(region_scores), "clip_raw_score": min(raws[i]), "clip_region_scores": region_scores,
+            out[i] = {"clip_score": min(region_scores), "clip_raw_score": min(raws[i]), "clip_region_scores": region_scores,
                       "clip_reason": None}
         return out

@@ -11,6 +11,7 @@ from collections import Counter
 
 from genixer_ray.config import ConsistencyConfig, SamplingConfig
 from genixer_ray.engines.base import GenerationRequest, Generator
+from genixer_ray.filters.base import ScoringStage
 from genixer_ray.seeding import derive_seed
 from genixer_ray.stages import row_image
 from genixer_ray.tasks import ParseError, normalize_answer, option_letter, parse_regions
@@ -89,7 +90,7 @@ def reask_instruction(row: dict) -> str:
     return f"{q} Answer briefly."
 
 
-class ConsistencyStage:
+class ConsistencyStage(ScoringStage):
     """Asks each ``ok`` row's question again ``samples`` times and scores agreement with its answer.
 
     Adds ``consistency_score`` (the mean agreement over the re-answers, see :func:`agreement`) and
@@ -111,16 +112,17 @@ class ConsistencyStage:
                 return "answer_not_in_options"
         return None
 
-    def __call__(self, batch: list[dict]) -> list[dict]:
-        """Score a batch; all re-answers of the batch go to the engine in one call."""
-        out = list(batch)
+    def applies(self, row: dict) -> bool:
+        """``ok`` rows of every task but the dialogues."""
+        return row["status"] == "ok" and (row.get("parsed_task") or row.get("task")) not in _NOT_REASKED
+
+    def score(self, rows: list[dict]) -> list[dict]:
+        """Score rows; all their re-answers go to the engine in one call."""
+        out: list[dict] = [{} for _ in rows]
         asks: list[tuple[int, GenerationRequest]] = []
-        for i, row in enumerate(batch):
-            task = row.get("parsed_task") or row.get("task")
-            if row["status"] != "ok" or task in _NOT_REASKED:
-                continue
+        for i, row in enumerate(rows):
             if reason := self._precheck(row):
-                out[i] = {**row, "consistency_score": 0.0, "consistency_answers": [], "consistency_reason": reason}
+                out[i] = {"consistency_score": 0.0, "consistency_answers": [], "consistency_reason": reason}
                 continue
             image, text = row_image(row), reask_instruction(row)
             for j in range(self.cfg.samples):
@@ -135,11 +137,11 @@ class ConsistencyStage:
             if res.error_code:
                 failed.add(i)
         for i, texts in answers.items():
-            row = batch[i]
+            row = rows[i]
             if i in failed:
-                out[i] = {**row, "consistency_score": None, "consistency_answers": texts, "consistency_reason": "consistency_failed"}
+                out[i] = {"consistency_score": None, "consistency_answers": texts, "consistency_reason": "consistency_failed"}
                 continue
             task = row.get("parsed_task") or row.get("task")
             score = sum(agreement(row["answer"], t, task=task) for t in texts) / len(texts)
-            out[i] = {**row, "consistency_score": score, "consistency_answers": texts, "consistency_reason": None}
+            out[i] = {"consistency_score": score, "consistency_answers": texts, "consistency_reason": None}
         return out

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from genixer_ray.config import JudgeConfig, SamplingConfig
 from genixer_ray.engines.base import GenerationRequest, Generator
+from genixer_ray.filters.base import ScoringStage
 from genixer_ray.seeding import derive_seed
 from genixer_ray.stages import row_image
 from genixer_ray.tasks import qa_text
@@ -105,7 +106,7 @@ def says_yes(reply: str) -> bool:
     return bool(words) and words[0].strip(".,!:;'\"").lower() == "yes"
 
 
-class JudgeStage:
+class JudgeStage(ScoringStage):
     """Adds ``judge_p_yes`` (and ``judge_model``) to every ``ok`` row, batched on one engine.
 
     A row the engine cannot serve (prompt too long) gets ``judge_reason = "judge_failed"``.
@@ -119,18 +120,15 @@ class JudgeStage:
         self.generator = generator
         self.yes, self.no = yes_no_token_ids(generator.processor.tokenizer)
 
-    def __call__(self, batch: list[dict]) -> list[dict]:
-        """Score a batch; rows that are not ``ok`` pass through unchanged."""
-        todo = [i for i, r in enumerate(batch) if r["status"] == "ok"]
+    def score(self, rows: list[dict]) -> list[dict]:
+        """Score ``ok`` rows: one greedy step each for P(Yes) (and the paper's sampled reply if asked)."""
         greedy = SamplingConfig(temperature=0.0, max_tokens=1)
-        requests = [
-            GenerationRequest(row_image(batch[i]), self.cfg.prompt.format(qa=judged_text(batch[i])), greedy) for i in todo
-        ]
+        requests = [GenerationRequest(row_image(r), self.cfg.prompt.format(qa=judged_text(r)), greedy) for r in rows]
         results = self.generator.next_token_logprobs(requests, self.yes + self.no)
-        papers = self._paper(batch, todo) if self.cfg.wants_paper_score else [None] * len(todo)
-        out = list(batch)
-        for i, res, paper in zip(todo, results, papers):
-            row = {**batch[i], "judge_model": self.generator.model_path}
+        papers = self._paper(rows) if self.cfg.wants_paper_score else [None] * len(rows)
+        out = []
+        for res, paper in zip(results, papers, strict=True):
+            row = {"judge_model": self.generator.model_path}
             if res.error_code:
                 row |= {"judge_p_yes": None, "judge_reason": "judge_failed"}
             else:
@@ -140,7 +138,7 @@ class JudgeStage:
                     row |= {"judge_paper_score": None, "judge_paper_reply": None, "judge_reason": "judge_failed"}
                 else:
                     row |= {"judge_paper_score": paper_score(paper.token_ids, paper.top_logprobs), "judge_paper_reply": paper.text}
-            out[i] = row
+            out.append(row)
         return out
 
     @staticmethod
@@ -148,10 +146,7 @@ class JudgeStage:
         """The paper's sampling settings with the row's own seed."""
         return SamplingConfig(**PAPER_SAMPLING, seed=derive_seed(row.get("seed") or 0, "judge-paper"))
 
-    def _paper(self, batch: list[dict], todo: list[int]):
+    def _paper(self, rows: list[dict]):
         """One reply per row to the paper's prompt, sampled as its script did, seeded per row."""
-        requests = [
-            GenerationRequest(row_image(batch[i]), PAPER_PROMPT.format(qa=judged_text(batch[i])), self._paper_sampling(batch[i]))
-            for i in todo
-        ]
+        requests = [GenerationRequest(row_image(r), PAPER_PROMPT.format(qa=judged_text(r)), self._paper_sampling(r)) for r in rows]
         return self.generator.generate(requests)

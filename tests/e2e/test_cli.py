@@ -105,27 +105,10 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
 @pytest.fixture(scope="module")
 def s3_with_auth():
     """A second S3 endpoint (moto) that checks credentials: unknown keys are refused with 403."""
-    import os
-    import shutil
-    import socket
-    import time
+    from s3_endpoint import moto_server
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    exe = str(Path(sys.executable).parent / "moto_server")
-    exe = exe if Path(exe).exists() else shutil.which("moto_server")
-    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}  # moto's switch for checking credentials
-    proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    with moto_server(INITIAL_NO_AUTH_ACTION_COUNT="0") as endpoint:  # moto's switch for checking credentials
+        yield endpoint
 
 
 def test_wrong_credentials_or_unwritable_output_fail_before_any_engine(tmp_path, s3_with_auth):

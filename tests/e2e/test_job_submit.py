@@ -110,3 +110,15 @@ def test_job_submit_runs_generation_on_the_cluster(local_cluster, tmp_path, tiny
     filtered = RunStore(str(out / "job" / "filtered" / "again")).read_rows()
     assert sorted(filtered["image_id"].to_list()) == sorted(rows["image_id"].to_list())
     assert set(filtered["judge_rule"].drop_nulls().to_list()) <= {"threshold>=0.5"}
+
+    # The export and the report of the filter pass, as jobs too.
+    passed = str(out / "job" / "filtered" / "again")
+    for job, args, made in [
+        ("export", [passed, str(out / "export.json"), "--all-parsed"], out / "export.json"),
+        ("report", [passed, "--out", str(out / "report.html")], out / "report.html"),
+    ]:
+        cmd = [RAY, "job", "submit", "--address", local_cluster["address"], "--working-dir", str(ROOT), "--",
+               sys.executable, f"jobs/{job}.py", *args]
+        res = submit(cmd, local_cluster["env"])
+        assert res.returncode == 0 and made.is_file(), (job, (res.stdout + res.stderr)[-4000:])
+    assert isinstance(json.loads((out / "export.json").read_text()), list)

@@ -2,8 +2,10 @@
 
 import pytest
 
-from genixer_ray.actors import StageContractError, run_stages
+from genixer_ray.actors import run_stages
 from genixer_ray.config import FiltersConfig
+from genixer_ray.filters.base import ScoringStage
+from genixer_ray.stages import StageContractError
 
 
 def filters(**enabled) -> FiltersConfig:
@@ -37,3 +39,27 @@ def test_a_stage_that_drops_or_reorders_rows_is_named():
         run_stages([Dropping()], rows)
     with pytest.raises(StageContractError, match="Reordering returned 2 rows for 2 \\(reordered"):
         run_stages([Reordering()], rows)
+
+
+class Miscounting(ScoringStage):
+    name = "miscounting"
+
+    def score(self, rows):
+        return [{"clip_score": 0.5} for _ in rows[1:]]
+
+
+class Halving(ScoringStage):
+    name = "halving"
+
+    def score(self, rows):
+        return [{"clip_score": 0.5, "image_id": "renamed"} if r["image_id"] == "b" else {"clip_score": 0.5} for r in rows]
+
+
+def test_the_scoring_base_owns_the_loop_and_checks_the_count():
+    rows = [{"image_id": "a", "status": "ok"}, {"image_id": "e", "status": "error"}, {"image_id": "b", "status": "ok"}]
+    with pytest.raises(StageContractError, match="miscounting returned 1 results for 2 rows"):
+        Miscounting()(rows)
+    out = Halving()(rows[:2])  # only ok rows are scored; the others pass through
+    assert out == [{"image_id": "a", "status": "ok", "clip_score": 0.5}, rows[1]]
+    with pytest.raises(StageContractError, match=r"Halving returned 3 rows for 3 \(lost \['b'\]\)"):  # no renaming a row
+        run_stages([Halving()], rows)
