@@ -21,14 +21,14 @@ log = logging.getLogger(__name__)
 
 
 def to_arrow(rows: list[dict], schema: dict):
-    # Fixed schemas, so that batches of only error rows and batches of only ok rows unify.
+    """``rows`` as an Arrow table of a fixed ``schema`` (so that all-error and all-ok batches unify)."""
     return pl.DataFrame(rows, schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
 def load_shards(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
     """Ray Data task: the plan rows of the shards in ``table``, decoded, in blocks of ``chunk``.
 
-    One task per shard (see :func:`_dataset`), so rows flow to the generators, and commits follow,
+    One task per shard (see ``pipeline._dataset``), so rows flow to the generators, and commits follow,
     shard by shard instead of in one block at the end of the run.
     """
     from genixer_ray.config import InputConfig
