@@ -25,12 +25,22 @@ def to_arrow(rows: list[dict], schema: dict):
     return pl.DataFrame(rows, schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-def load_shards(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
-    """Ray Data task: the plan rows of the shards in ``table``, decoded, in blocks of ``chunk``.
+def shard_blocks(shards: list[int], load, *, num_cpus: float, **load_kwargs):
+    """A dataset of one block per shard, each turned into rows by the task ``load(table, **load_kwargs)``.
 
-    One task per shard (see ``pipeline._dataset``), so rows flow to the generators, and commits follow,
-    shard by shard instead of in one block at the end of the run.
+    Left to itself, Ray Data reads many small files in one task and a whole run's rows surface at
+    its end (no commit, and no resume point, until then); one block per shard makes rows flow, and
+    shards commit, one by one.
     """
+    import ray
+
+    return ray.data.from_items([{"shard": k} for k in shards], override_num_blocks=len(shards)).map_batches(
+        load, batch_format="pyarrow", batch_size=1, num_cpus=num_cpus, fn_kwargs=load_kwargs
+    )
+
+
+def load_shards(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data task: the plan rows of the shards in ``table``, decoded, in blocks of ``chunk``."""
     from genixer_ray.config import InputConfig
 
     store = RunStore(run_url, storage_options)

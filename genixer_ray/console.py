@@ -35,34 +35,33 @@ RETRY_LOGGERS = ("botocore.retryhandler", "botocore.retries.standard", "s3fs")
 RETRY_MESSAGES = ("Retry needed", "Retryable error", "Client error (maybe retryable)")
 
 
-def log_store_retries(stream: TextIO) -> logging.Handler:
-    """Write the object-store clients' retry messages (and nothing else of theirs) to ``stream``.
-
-    A flaky store is survived by retrying; this makes each retry a line in the command's log.
-    Returns the handler, so that a caller can remove it.
+@contextmanager
+def routed_logging(progress: TextIO, retries: TextIO) -> Iterator[None]:
+    """For the length of a command: the package's messages (``genixer_ray.*``: progress, counts)
+    as plain lines on ``progress``, and the object-store clients' retry messages (nothing else of
+    theirs) on ``retries``. The library logs; the command decides where that goes. On leaving,
+    the loggers are as they were.
     """
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s store retry (%(name)s): %(message)s"))
-    handler.addFilter(lambda r: r.getMessage().startswith(RETRY_MESSAGES))
-    for name in RETRY_LOGGERS:
-        lg = logging.getLogger(name)
-        lg.setLevel(logging.DEBUG)
+    shown = logging.StreamHandler(progress)
+    shown.setFormatter(logging.Formatter("%(message)s"))
+    retried = logging.StreamHandler(retries)
+    retried.setFormatter(logging.Formatter("%(asctime)s store retry (%(name)s): %(message)s"))
+    retried.addFilter(lambda r: r.getMessage().startswith(RETRY_MESSAGES))
+    # (logger, handler, level while routed); the package's lines do not also reach the root logger.
+    routes = [(logging.getLogger("genixer_ray"), shown, logging.INFO)]
+    routes += [(logging.getLogger(name), retried, logging.DEBUG) for name in RETRY_LOGGERS]
+    before = [(lg.level, lg.propagate) for lg, _, _ in routes]
+    for lg, handler, level in routes:
+        lg.setLevel(level)
         lg.addHandler(handler)
-    return handler
-
-
-def show_progress(stream: TextIO) -> logging.Handler:
-    """Show the package's messages (``genixer_ray.*`` loggers: progress, counts) on ``stream``, as plain lines.
-
-    The library logs; the command decides where that goes. Returns the handler, to remove it.
-    """
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(message)s"))
-    package = logging.getLogger("genixer_ray")
-    package.setLevel(logging.INFO)
-    package.addHandler(handler)
-    package.propagate = False  # the command's own lines, not also the root logger's
-    return handler
+    routes[0][0].propagate = False
+    try:
+        yield
+    finally:
+        for (lg, handler, _), (level, propagate) in zip(routes, before):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
 
 
 @contextmanager
@@ -73,12 +72,8 @@ def console(command: str, *, verbose: bool) -> Iterator[Console]:
     same in a terminal and in ``ray job logs``). On leaving, the descriptors are restored.
     """
     if verbose:
-        log_store_retries(sys.stderr)
-        handler = show_progress(sys.stderr)
-        try:
+        with routed_logging(sys.stderr, sys.stderr):
             yield Console(sys.stdout, sys.stderr, None)
-        finally:
-            logging.getLogger("genixer_ray").removeHandler(handler)
         return
     logs = genixer_home() / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -92,12 +87,10 @@ def console(command: str, *, verbose: bool) -> Iterator[Console]:
     os.dup2(fd, 2)
     os.close(fd)
     out, err = (os.fdopen(os.dup(s), "w", buffering=1) for s in saved)
-    log_store_retries(sys.stderr)
-    handler = show_progress(err)
     try:
-        yield Console(out, err, str(path))
+        with routed_logging(err, sys.stderr):
+            yield Console(out, err, str(path))
     finally:
-        logging.getLogger("genixer_ray").removeHandler(handler)
         # Ray prints its workers' last lines while it shuts down: let that happen into the log.
         if "ray" in sys.modules and sys.modules["ray"].is_initialized():
             sys.modules["ray"].shutdown()

@@ -10,7 +10,7 @@ import functools
 import logging
 from datetime import UTC, datetime
 
-from genixer_ray.actors import load_for_filter, with_filter_actors
+from genixer_ray.actors import load_for_filter, shard_blocks, with_filter_actors
 from genixer_ray.config import ConfigError, RunConfig, redacted
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.ray_start import ensure_ray
@@ -41,7 +41,6 @@ def run_filter(run: str, cfg: RunConfig) -> RunSummary:
         ConfigError: no run at ``run``, no filter enabled, or the pass was begun with other settings.
         RuntimeError: a filter engine failed beyond its retries.
     """
-    import ray
 
     if not cfg.filters.any_enabled:
         raise ConfigError("filters: no filter is enabled (set filters.clip.enabled, filters.judge.enabled or filters.consistency.enabled)")
@@ -68,16 +67,9 @@ def run_filter(run: str, cfg: RunConfig) -> RunSummary:
     if expected:
         f = cfg.filters
         ensure_ray(cfg.scaling.ray_address, f.max_actors * f.cpus_per_actor)
-        todo = sorted(expected)
-        ds = ray.data.from_items([{"shard": k} for k in todo], override_num_blocks=len(todo)).map_batches(
-            load_for_filter,
-            batch_format="pyarrow",
-            batch_size=1,
-            num_cpus=cfg.scaling.decode_cpus,
-            fn_kwargs={
-                "run_url": src.url, "storage_options": cfg.output.storage_options,
-                "input_cfg_json": cfg.input.model_dump_json(), "chunk": f.batch_size,
-            },
+        ds = shard_blocks(
+            sorted(expected), load_for_filter, num_cpus=cfg.scaling.decode_cpus, run_url=src.url,
+            storage_options=cfg.output.storage_options, input_cfg_json=cfg.input.model_dump_json(), chunk=f.batch_size,
         )
         writer = ShardWriter(dst, expected, functools.partial(decide_shard, cfg=f), label="filter")
         stream_into(with_filter_actors(ds, cfg, filter_pass=True), writer, f"filter pass {f.name!r} of {src.url}")

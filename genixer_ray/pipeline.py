@@ -12,7 +12,7 @@ import functools
 import logging
 from datetime import UTC, datetime
 
-from genixer_ray.actors import GeneratorActor, load_shards, pool_args, with_filter_actors
+from genixer_ray.actors import GeneratorActor, load_shards, pool_args, shard_blocks, with_filter_actors
 from genixer_ray.config import ConfigError, RunConfig, redact, redacted
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
@@ -52,17 +52,9 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
     ctx = ray.data.DataContext.get_current()
     ctx.wait_for_min_actors_s = cfg.scaling.actor_start_timeout_s
     sc = cfg.scaling
-    # One block per shard: left to itself, Ray Data reads many small plan files in one task and a
-    # whole run's rows surface at its end (no commit, and no resume point, until then).
-    ds = ray.data.from_items([{"shard": k} for k in todo], override_num_blocks=len(todo)).map_batches(
-        load_shards,
-        batch_format="pyarrow",
-        batch_size=1,
-        num_cpus=sc.decode_cpus,
-        fn_kwargs={
-            "run_url": store.url, "storage_options": store.storage_options,
-            "input_cfg_json": cfg.input.model_dump_json(), "chunk": sc.decode_batch_size,
-        },
+    ds = shard_blocks(
+        todo, load_shards, num_cpus=sc.decode_cpus, run_url=store.url, storage_options=store.storage_options,
+        input_cfg_json=cfg.input.model_dump_json(), chunk=sc.decode_batch_size,
     )
     then_filter = cfg.filters.needs_filter_actor
     ds = ds.map_batches(
