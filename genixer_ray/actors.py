@@ -12,7 +12,7 @@ import os
 
 import polars as pl
 
-from genixer_ray.config import ActorPoolConfig, RunConfig
+from genixer_ray.config import ActorPoolConfig, FiltersConfig, GeneratorConfig, RunConfig
 from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA
 from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, StageContractError, drop_image, fail
 from genixer_ray.store import RunStore
@@ -79,12 +79,13 @@ def load_for_filter(table, *, run_url: str, storage_options: dict, input_cfg_jso
             yield to_arrow(out, SCORING_SCHEMA)
 
 
-def filter_stages(cfg: RunConfig, generator, *, where: str, filter_pass: bool = False) -> list:
+def filter_stages(filters: FiltersConfig, engine: GeneratorConfig | None, generator, *, where: str, filter_pass: bool = False) -> list:
     """The filter stages placed ``where`` (``"generator"`` or ``"filter_actor"``), in the order they run.
 
-    Placement is :meth:`FiltersConfig.placement`'s. A judge or consistency check without its own
-    model runs on ``generator`` (the generator actor's engine) or, without one (a filter pass),
-    on the generator's engine built here; one engine per model and process.
+    Placement is :meth:`FiltersConfig.placement`'s. A judge or re-answerer naming its own model
+    gets an engine built with ``engine``'s settings; one naming none uses ``generator`` (the
+    generator actor's engine) or, without one (a filter pass), ``engine`` itself, built here.
+    One engine per model and process.
     """
     from genixer_ray.engines.base import get_generator
     from genixer_ray.filters.clip import ClipStage
@@ -92,18 +93,18 @@ def filter_stages(cfg: RunConfig, generator, *, where: str, filter_pass: bool = 
     from genixer_ray.filters.judge import JudgeStage
 
     stages = []
-    for name, placed in cfg.filters.placement(filter_pass=filter_pass).items():
+    for name, placed in filters.placement(filter_pass=filter_pass).items():
         if placed != where:
             continue
-        sub = getattr(cfg.filters, name)
+        sub = getattr(filters, name)
         if name == "clip":
             stages.append(ClipStage(sub))
             continue
         if sub.model is None:
-            engine = generator or get_generator(cfg.generator)
+            model = generator or get_generator(engine)
         else:
-            engine = get_generator(cfg.generator.model_copy(update={"model": sub.model}))
-        stages.append({"consistency": ConsistencyStage, "judge": JudgeStage}[name](sub, engine))
+            model = get_generator(engine.for_model(sub.model))
+        stages.append({"consistency": ConsistencyStage, "judge": JudgeStage}[name](sub, model))
     return stages
 
 
@@ -116,7 +117,9 @@ class GeneratorActor:
     def __init__(self, cfg_json: str, then_filter_actor: bool):
         self.cfg = RunConfig.model_validate_json(cfg_json)
         self.generate = GenerateStage(self.cfg)
-        self.stages = [self.generate, ParseStage(), *filter_stages(self.cfg, self.generate.generator, where="generator")]
+        self.stages = [
+            self.generate, ParseStage(), *filter_stages(self.cfg.filters, self.cfg.generator, self.generate.generator, where="generator")
+        ]
         self.keep_image = then_filter_actor
 
     def __call__(self, table):
@@ -128,12 +131,16 @@ class GeneratorActor:
 
 
 class FilterActor:
-    """Ray Data actor: CLIP and the filters with their own models (all filters in a filter pass)."""
+    """Ray Data actor: CLIP and the filters with their own models (all filters in a filter pass).
 
-    def __init__(self, cfg_json: str, filter_pass: bool):
-        self.cfg = RunConfig.model_validate_json(cfg_json)
+    ``engine_json`` is the engine of the judge and re-answerer (see :func:`filter_stages`), if either runs here.
+    """
+
+    def __init__(self, filters_json: str, engine_json: str | None, filter_pass: bool):
+        filters = FiltersConfig.model_validate_json(filters_json)
+        engine = GeneratorConfig.model_validate_json(engine_json) if engine_json else None
         # A filter pass has no generator actor: the filters that use the generator run here too.
-        self.stages = filter_stages(self.cfg, None, where="filter_actor", filter_pass=filter_pass)
+        self.stages = filter_stages(filters, engine, None, where="filter_actor", filter_pass=filter_pass)
 
     def __call__(self, table):
         """Score one batch; the image is dropped from the rows that come out."""
@@ -194,14 +201,14 @@ def pool_args(pool: ActorPoolConfig) -> dict:
     }
 
 
-def with_filter_actors(ds, cfg: RunConfig, *, filter_pass: bool):
+def with_filter_actors(ds, filters: FiltersConfig, engine: GeneratorConfig | None, *, filter_pass: bool):
     """``ds`` followed by the pool of filter actors (after the generator actors, or in a filter pass)."""
     return ds.map_batches(
         FilterActor,
         batch_format="pyarrow",
-        batch_size=cfg.filters.batch_size,
-        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "filter_pass": filter_pass},
-        **pool_args(cfg.filters),
+        batch_size=filters.batch_size,
+        fn_constructor_kwargs={
+            "filters_json": filters.model_dump_json(), "engine_json": engine and engine.model_dump_json(), "filter_pass": filter_pass,
+        },
+        **pool_args(filters),
     )
-
-

@@ -76,12 +76,12 @@ class _Failed(Exception):
     """A command failed and has said why on its console."""
 
 
-def _run_job(args: argparse.Namespace, job, verb: str) -> int:
-    from genixer_ray.config import load_config
+def _run_job(args: argparse.Namespace, job, verb: str, kind=None) -> int:
+    from genixer_ray.config import RunConfig, load_config
     from genixer_ray.engines.base import shutdown_generators
     from genixer_ray.store import StorageError
 
-    cfg = load_config(args.config, args.overrides)  # fails here, before any model is loaded
+    cfg = load_config(args.config, args.overrides, kind=kind or RunConfig)  # fails here, before any model is loaded
     with _framework_console(args) as con:
         try:
             summary = job(cfg)
@@ -101,9 +101,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _cmd_filter(args: argparse.Namespace) -> int:
+    from genixer_ray.config import FilterPassConfig
     from genixer_ray.filter_pass import run_filter
 
-    return _run_job(args, lambda cfg: run_filter(args.run, cfg), "filtered")
+    return _run_job(args, lambda cfg: run_filter(args.run, cfg), "filtered", FilterPassConfig)
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -241,8 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("filter", help="score and select an existing run's rows (resumable); writes RUN/filtered/NAME")
     _verbose_flag(p)
     p.add_argument("run", help="the generation run's folder: {output.path}/{name}, local or s3://")
-    p.add_argument("config", nargs="?", help="config YAML whose `filters` section (and generator, input) apply")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. filters.judge.policy=band")
+    p.add_argument("config", nargs="?", help="a filter pass config (configs/filter.yaml): filters, the judge, their engines")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. filters.judge.model=DIR or filters.judge.policy=band")
     p.set_defaults(func=_cmd_filter)
 
     p = sub.add_parser("export", help="write a run's kept rows as LLaVA conversation JSON or Shikra's JSON Lines (for training)")

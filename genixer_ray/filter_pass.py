@@ -10,22 +10,42 @@ import functools
 import logging
 from datetime import UTC, datetime
 
+from pydantic import ValidationError
+
 from genixer_ray.actors import load_for_filter, shard_blocks, with_filter_actors
-from genixer_ray.config import ConfigError, RunConfig, redacted
+from genixer_ray.config import ConfigError, FilterPassConfig, GeneratorConfig, redacted
 from genixer_ray.filters.decide import decide_shard
-from genixer_ray.ray_start import ensure_ray
+from genixer_ray.ray_start import ensure_ray_data
 from genixer_ray.store import RunStore
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
 log = logging.getLogger(__name__)
 
 
-def filter_url(run: str, cfg: RunConfig) -> str:
+def filter_url(run: str, cfg: FilterPassConfig) -> str:
     """Where a filter pass over ``run`` writes: ``{run}/filtered/{filters.name}``."""
     return f"{run.rstrip('/')}/filtered/{cfg.filters.name}"
 
 
-def run_filter(run: str, cfg: RunConfig) -> RunSummary:
+def run_generator(src: RunStore) -> GeneratorConfig | None:
+    """The generator the run at ``src`` was last started with, or ``None`` if it records none.
+
+    Raises:
+        ConfigError: the recorded generator is not usable here (say, its model directory is gone).
+    """
+    recorded = (src.config() or {}).get("generator")
+    if recorded is None:
+        return None
+    try:
+        return GeneratorConfig.model_validate(recorded)
+    except ValidationError as e:
+        raise ConfigError(
+            f"the generator recorded by the run at {src.url} cannot be used here ({e.errors()[0]['msg']}); "
+            "name the judge's and re-answerer's model (filters.judge.model, filters.consistency.model)"
+        ) from None
+
+
+def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     """Filter the committed shards of an existing run (or resume doing so); return the summary.
 
     Every committed shard of ``run`` becomes a shard of ``{run}/filtered/{filters.name}`` with all
@@ -34,24 +54,27 @@ def run_filter(run: str, cfg: RunConfig) -> RunSummary:
 
     Args:
         run: the generation run's folder URL (``{output.path}/{name}``).
-        cfg: supplies ``filters``, ``generator`` (for filters whose model is unset), ``input``
-            (storage options and decode limits to read the images again) and ``output.storage_options``.
+        cfg: the pass's filters and their engines; a judge or re-answerer without a model uses the
+            run's generator, and images are decoded as the run decoded them unless ``images`` says.
 
     Raises:
-        ConfigError: no run at ``run``, no filter enabled, or the pass was begun with other settings.
+        ConfigError: no run at ``run``, no filter enabled, no model for a filter, or the pass was
+            begun with other settings.
         RuntimeError: a filter engine failed beyond its retries.
     """
 
     if not cfg.filters.any_enabled:
         raise ConfigError("filters: no filter is enabled (set filters.clip.enabled, filters.judge.enabled or filters.consistency.enabled)")
     started = datetime.now(UTC)
-    src = RunStore(run, cfg.output.storage_options)
+    src = RunStore(run, cfg.run.storage_options)
     plan = src.plan()
     if plan is None:
         raise ConfigError(f"no generation run at {run} (it has no complete plan)")
-    dst = RunStore(filter_url(src.url, cfg), cfg.output.storage_options)
+    engine = cfg.engine_for(run_generator(src), src.url)
+    decode = cfg.decode_config(plan.get("input") or {})
+    dst = RunStore(filter_url(src.url, cfg), cfg.run.storage_options)
     dst.check_writable()
-    wanted = {"filters": redacted(cfg.filters), "generator": redacted(cfg.generator)}
+    wanted = {"filters": redacted(cfg.filters), "engine": engine and redacted(engine)}
     recorded = dst.read_json("filter.json")
     if recorded is None:
         dst.write_json("filter.json", wanted)
@@ -66,18 +89,18 @@ def run_filter(run: str, cfg: RunConfig) -> RunSummary:
     log.info(f"[filter] {len(source)} of {plan['shards']} shards of {src.url} committed; {len(done)} already filtered")
     if expected:
         f = cfg.filters
-        ensure_ray(cfg.scaling.ray_address, f.max_actors * f.cpus_per_actor)
+        ensure_ray_data(cfg.scaling, f.max_actors * f.cpus_per_actor)
         ds = shard_blocks(
             sorted(expected), load_for_filter, num_cpus=cfg.scaling.decode_cpus, run_url=src.url,
-            storage_options=cfg.output.storage_options, input_cfg_json=cfg.input.model_dump_json(), chunk=f.batch_size,
+            storage_options=cfg.run.storage_options, input_cfg_json=decode.model_dump_json(), chunk=f.batch_size,
         )
         writer = ShardWriter(dst, expected, functools.partial(decide_shard, cfg=f), label="filter")
-        stream_into(with_filter_actors(ds, cfg, filter_pass=True), writer, f"filter pass {f.name!r} of {src.url}")
+        stream_into(with_filter_actors(ds, f, engine, filter_pass=True), writer, f"filter pass {f.name!r} of {src.url}")
     summary = RunSummary(output=dst.url, shards=len(source), skipped_shards=len(done))
     for m in dst.markers():
         summary.add_marker(m)
     write_manifest(
-        dst, summary, started, source_run=src.url, filters=redacted(cfg.filters),
+        dst, summary, started, source_run=src.url, filters=redacted(cfg.filters), engine=engine and redacted(engine),
         source_shards={"planned": plan["shards"], "committed": len(source)},
     )
     return summary

@@ -16,7 +16,7 @@ from genixer_ray.actors import GeneratorActor, load_shards, pool_args, shard_blo
 from genixer_ray.config import ConfigError, RunConfig, redact, redacted
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
-from genixer_ray.ray_start import ensure_ray
+from genixer_ray.ray_start import ensure_ray_data
 from genixer_ray.store import RunStore
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
@@ -47,10 +47,6 @@ def _ensure_plan(store: RunStore, cfg: RunConfig) -> dict:
 
 
 def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
-    import ray
-
-    ctx = ray.data.DataContext.get_current()
-    ctx.wait_for_min_actors_s = cfg.scaling.actor_start_timeout_s
     sc = cfg.scaling
     ds = shard_blocks(
         todo, load_shards, num_cpus=sc.decode_cpus, run_url=store.url, storage_options=store.storage_options,
@@ -64,7 +60,7 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
         fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "then_filter_actor": then_filter},
         **pool_args(sc),
     )
-    return with_filter_actors(ds, cfg, filter_pass=False) if then_filter else ds
+    return with_filter_actors(ds, cfg.filters, cfg.generator, filter_pass=False) if then_filter else ds
 
 
 def run_generation(cfg: RunConfig) -> RunSummary:
@@ -82,12 +78,13 @@ def run_generation(cfg: RunConfig) -> RunSummary:
     store = RunStore(run_url(cfg), cfg.output.storage_options)
     store.check_writable()
     plan = _ensure_plan(store, cfg)
+    store.write_config(redacted(cfg))  # a later filter pass reads the run's generator from it
     done = store.committed()
     expected = {k: n for k, n in enumerate(plan["rows_per_shard"]) if k not in done}
     log.info("[plan] %d images in %d shards; %d already committed", plan["rows"], plan["shards"], len(done))
     if expected:
         sc = cfg.scaling
-        ensure_ray(sc.ray_address, sc.max_actors * sc.cpus_per_actor + cfg.filters.max_actors * cfg.filters.cpus_per_actor)
+        ensure_ray_data(sc, sc.max_actors * sc.cpus_per_actor + cfg.filters.max_actors * cfg.filters.cpus_per_actor)
         writer = ShardWriter(store, expected, functools.partial(decide_shard, cfg=cfg.filters))
         log.info(
             f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {sc.min_actors}-{sc.max_actors} "

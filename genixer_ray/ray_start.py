@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from genixer_ray.config import RayConfig
 
 
 def local_ray_cpus(address: str | None, reserved: float) -> dict:
@@ -24,3 +28,12 @@ def ensure_ray(address: str | None, reserved: float) -> None:
 
     if not ray.is_initialized():
         ray.init(address=address, **local_ray_cpus(address, reserved))
+
+
+def ensure_ray_data(cfg: RayConfig, reserved: float) -> None:
+    """:func:`ensure_ray` for a Ray Data run, whose actors (a large engine each) may take up to
+    ``cfg.actor_start_timeout_s`` to start before Ray Data gives up on them."""
+    import ray
+
+    ensure_ray(cfg.ray_address, reserved)
+    ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.actor_start_timeout_s

@@ -155,6 +155,14 @@ class RunStore:
             raise StorageError(f"{rel}: wrote {df.height} rows but read back {n}")
         return hashlib.sha256(buf.getvalue()).hexdigest()
 
+    def write_config(self, config: dict) -> None:
+        """``run.json``: the (redacted) config a run was last started with, written before its work."""
+        self.write_json("run.json", config)
+
+    def config(self) -> dict | None:
+        """The config a run was last started with (``run.json``, else its manifest's), or ``None``."""
+        return self.read_json("run.json") or (self.read_json("manifest.json") or {}).get("config")
+
     # -- plan -----------------------------------------------------------------------------------
     def plan(self) -> dict | None:
         """The complete plan's summary (``shards``, ``rows``, ``rows_per_shard``), or ``None``."""

@@ -8,7 +8,7 @@ The command line picks the file and overrides a few keys with ``key.sub=value`` 
 values are parsed as YAML scalars (``sampling.temperature=0.2``, ``input.limit=null``).
 
 The package holds one module per concern: ``base`` (shared types, the actor pool, redaction),
-``run`` (generation), ``filters``, ``train`` and ``loading``; every name is importable from here.
+``run`` (generation), ``filters``, ``filter_pass`` (a separate filter pass), ``train`` and ``loading``; every name is importable from here.
 """
 
 from genixer_ray.config.base import (
@@ -23,13 +23,16 @@ from genixer_ray.config.base import (
     redact,
     redacted,
 )
+from genixer_ray.config.filter_pass import FilterPassConfig, ImagesConfig, StoreConfig
 from genixer_ray.config.filters import ClipFilterConfig, ConsistencyConfig, FiltersConfig, JudgeConfig
 from genixer_ray.config.loading import apply_overrides, build_config, load_config
 from genixer_ray.config.run import (
+    EngineConfig,
     GeneratorConfig,
     InputConfig,
     OutputConfig,
     PromptsConfig,
+    RayConfig,
     RunConfig,
     SamplingConfig,
     ScalingConfig,
@@ -48,8 +51,9 @@ from genixer_ray.config.train import (
 
 __all__ = [
     "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ConfigError",
-    "ConsistencyConfig", "DataSource", "FiltersConfig", "GeneratorConfig", "InputConfig", "JudgeConfig", "LoraConfig",
-    "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "RunConfig", "SamplingConfig", "ScalingConfig", "Strict",
-    "TaskIdMap", "TaskWeights", "TrainConfig", "TrainDataConfig", "TrainModelConfig", "TrainScalingConfig",
+    "ConsistencyConfig", "DataSource", "EngineConfig", "FilterPassConfig", "FiltersConfig", "GeneratorConfig", "ImagesConfig",
+    "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "RayConfig",
+    "RunConfig", "SamplingConfig", "ScalingConfig", "StoreConfig", "Strict", "TaskIdMap", "TaskWeights", "TrainConfig",
+    "TrainDataConfig", "TrainModelConfig", "TrainScalingConfig",
     "apply_overrides", "build_config", "load_config", "redact", "redacted",
 ]

@@ -9,11 +9,15 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from genixer_ray.config.base import ConfigError, redact
+from genixer_ray.config.filter_pass import FilterPassConfig
 from genixer_ray.config.run import RunConfig
+from genixer_ray.config.train import TrainConfig
+
+_KIND_NAMES = {RunConfig: "run configuration", FilterPassConfig: "filter pass configuration", TrainConfig: "training configuration"}
 
 
-def _format_errors(err: ValidationError, source: str) -> str:
-    lines = [f"invalid run configuration ({source}):"]
+def _format_errors(err: ValidationError, source: str, kind: type[BaseModel]) -> str:
+    lines = [f"invalid {_KIND_NAMES.get(kind, 'configuration')} ({source}):"]
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
@@ -55,7 +59,7 @@ def build_config(
         data: the parsed mapping; ``None`` means all defaults (the embedded demo run).
         overrides: ``key.sub=value`` strings applied on top of ``data``.
         source: where ``data`` came from, for error messages.
-        kind: the config class, :class:`RunConfig` or :class:`TrainConfig`.
+        kind: the config class: :class:`RunConfig`, :class:`FilterPassConfig` or :class:`TrainConfig`.
 
     Raises:
         ConfigError: naming every bad field and its value.
@@ -64,7 +68,7 @@ def build_config(
     try:
         return kind.model_validate(merged)
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, source)) from None
+        raise ConfigError(_format_errors(e, source, kind)) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None, *, kind: type[BaseModel] = RunConfig):

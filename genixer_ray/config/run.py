@@ -22,10 +22,9 @@ class SamplingConfig(Strict):
     logprobs: int = Field(0, ge=0, le=20, description="How many top alternatives to keep per generated token (0: only the chosen token's logprob).")
 
 
-class GeneratorConfig(Strict):
-    """Which model generates and how its engine is sized."""
+class EngineConfig(Strict):
+    """How a model's engine is built and sized (the generator's, a judge's, a re-answerer's)."""
 
-    model: ModelSpec = Field("tiny", description="A local model directory, a hub id, or 'tiny' for the locally built tiny LLaVA.")
     backend: Literal["vllm", "transformers"] = Field("vllm", description="vLLM for throughput; transformers for small models or machines without vLLM.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype in the engine.")
     max_model_len: int = Field(1024, ge=64, description="Prompt (image tokens included) plus output; longer prompts become error rows.")
@@ -44,6 +43,16 @@ class GeneratorConfig(Strict):
         if self.gpu_memory_utilization is not None:
             return self.gpu_memory_utilization
         return 0.2 if cpu else 0.9
+
+
+class GeneratorConfig(EngineConfig):
+    """Which model generates, and how its engine is sized."""
+
+    model: ModelSpec = Field("tiny", description="A local model directory, a hub id, or 'tiny' for the locally built tiny LLaVA.")
+
+    def for_model(self, model: str) -> GeneratorConfig:
+        """These engine settings for another ``model`` (a judge's, a re-answerer's)."""
+        return self.model_copy(update={"model": model})
 
 
 class InputConfig(Strict):
@@ -68,13 +77,18 @@ class OutputConfig(Strict):
     shard_size: int = Field(256, ge=1, le=1_000_000, description="Rows per output shard: the unit of commit and resume. Smaller loses less on a crash; larger makes fewer files.")
 
 
-class ScalingConfig(ActorPoolConfig):
-    """How Ray runs the stages: the generator actor pool (autoscaling, resources per actor) and the decode tasks."""
+class RayConfig(Strict):
+    """Which Ray cluster runs the work, and what its decode tasks and actor start-up may take."""
 
     ray_address: str | None = Field(None, description="Ray cluster to join ('auto' inside `ray job submit`); unset: start or reuse a local one.")
     decode_cpus: float = Field(0.5, gt=0.0, description="CPUs per decode task; fractional lets decode share small machines.")
-    decode_batch_size: int = Field(16, ge=1, description="Images per decode task call.")
     actor_start_timeout_s: float = Field(1800.0, gt=0.0, description="How long to wait for an actor (a large vLLM engine) to start.")
+
+
+class ScalingConfig(ActorPoolConfig, RayConfig):
+    """How Ray runs the stages: the generator actor pool (autoscaling, resources per actor) and the decode tasks."""
+
+    decode_batch_size: int = Field(16, ge=1, description="Images per decode task call.")
 
 
 def _pool_file(v: Any, placeholder: str | None = None) -> Any:

@@ -102,14 +102,17 @@ def test_job_submit_runs_generation_on_the_cluster(local_cluster, tmp_path, tiny
     # A separate filter pass over that run, submitted the same way.
     cmd = [
         RAY, "job", "submit", "--address", local_cluster["address"], "--working-dir", str(ROOT), "--",
-        sys.executable, "jobs/filter.py", str(out / "job"), "configs/demo.yaml", "scaling.ray_address=auto",
-        "generator.model=tiny", "generator.backend=transformers", "filters.name=again", "filters.judge.policy=threshold",
+        sys.executable, "jobs/filter.py", str(out / "job"), "configs/filter.yaml", "scaling.ray_address=auto",
+        "filters.name=again", "filters.judge.threshold=0.5", "filters.consistency.max_tokens=8",
     ]
     res = submit(cmd, local_cluster["env"])
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     filtered = RunStore(str(out / "job" / "filtered" / "again")).read_rows()
     assert sorted(filtered["image_id"].to_list()) == sorted(rows["image_id"].to_list())
     assert set(filtered["judge_rule"].drop_nulls().to_list()) <= {"threshold>=0.5"}
+    # The config names no judge and no engine: the run's own generator, as it was built, read from the run.
+    engine = json.loads((out / "job" / "filtered" / "again" / "manifest.json").read_text())["engine"]
+    assert engine == manifest["config"]["generator"] and engine["backend"] == "transformers"
 
     # The export and the report of the filter pass, as jobs too.
     passed = str(out / "job" / "filtered" / "again")

@@ -5,7 +5,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from genixer_ray.config import ConfigError, SamplingConfig, load_config
+from genixer_ray.config import ConfigError, FilterPassConfig, SamplingConfig, load_config, redacted
 from genixer_ray.filter_pass import filter_url, run_filter
 from genixer_ray.filters.consistency import reask_instruction
 from genixer_ray.images import decode_image, embedded_image_paths
@@ -56,9 +56,11 @@ def test_filters_as_stages_of_a_generation_run(ray_session, tmp_path):
 def constructed_run(url: str, generator, cfg, storage_options=None) -> str:
     """A generation run written by hand: rows whose filter outcomes are known, over the photos.
 
-    With a ``generator``, the chelsea row's answer is the one it gives again (greedy)."""
+    Its plan and recorded config are a generation run's (``cfg``, a run config). With a
+    ``generator``, the chelsea row's answer is the one it gives again (greedy)."""
     store = RunStore(url, storage_options)
-    store.write_plan(iter_inputs(cfg.input), shard_size=4, meta={"input": "embedded"})
+    store.write_plan(iter_inputs(cfg.input), shard_size=4, meta={"input": redacted(cfg.input)})
+    store.write_config(redacted(cfg))
     plan = {r["image_id"]: r for k in range(2) for r in store.read_frame(store.plan_name(k)).to_dicts()}
 
     def row(image_id, **fields):
@@ -96,8 +98,10 @@ def constructed_run(url: str, generator, cfg, storage_options=None) -> str:
 def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     from genixer_ray.engines.base import get_generator
 
-    cfg = load_config(None, [*FAST, *FILTERS, "filters.name=strict"])
-    run = constructed_run(str(tmp_path / "constructed"), get_generator(cfg.generator), cfg)
+    gen_cfg = load_config(None, FAST)
+    run = constructed_run(str(tmp_path / "constructed"), get_generator(gen_cfg.generator), gen_cfg)
+    # The judge and the re-answerer name no model: the pass reads the run's generator from the run.
+    cfg = load_config(None, [*FILTERS, "filters.name=strict"], kind=FilterPassConfig)
     summary = run_filter(run, cfg)
     out = RunStore(summary.output)
     assert summary.output == filter_url(run, cfg) and out.committed() == {0, 1}
@@ -114,6 +118,7 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     assert all(rows[k]["judge_p_yes"] is not None for k in rows if k != "retina")
     manifest = out.read_json("manifest.json")
     assert manifest["kept"] == sum(r["keep"] for r in rows.values()) and manifest["source_run"] == run
+    assert manifest["engine"] == redacted(gen_cfg.generator) and rows["chelsea"]["judge_model"] == get_generator(gen_cfg.generator).model_path
 
     # Resume: a shard whose commit marker is gone is filtered again; the other is left alone.
     kept_mtime = os.path.getmtime(out.path(out.shard_name(0)))
@@ -124,9 +129,12 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     assert {r["image_id"]: r["reject_reasons"] for r in out.read_rows().to_dicts()} == reasons
 
     with pytest.raises(ConfigError, match="other settings"):
-        run_filter(run, load_config(None, [*FAST, *FILTERS, "filters.name=strict", "filters.judge.threshold=0.5"]))
+        run_filter(run, load_config(None, [*FILTERS, "filters.name=strict", "filters.judge.threshold=0.5"], kind=FilterPassConfig))
     with pytest.raises(ConfigError, match="no generation run"):
         run_filter(str(tmp_path / "nothing"), cfg)
+    os.remove(RunStore(run).path("run.json"))  # a run that records no generator: the judge must be named
+    with pytest.raises(ConfigError, match="filters.judge.model is unset and the run at .* records no generator"):
+        run_filter(run, load_config(None, [*FILTERS, "filters.name=other"], kind=FilterPassConfig))
 
 
 def test_clip_filter_pass_on_s3(ray_session, s3):
@@ -138,10 +146,10 @@ def test_clip_filter_pass_on_s3(ray_session, s3):
 
     so = s3["storage_options"]
     cfg = load_config(None, [
-        f"output.storage_options={json.dumps(so)}", "filters.clip.enabled=true", "filters.clip.threshold=-1",
+        f"run.storage_options={json.dumps(so)}", "filters.clip.enabled=true", "filters.clip.threshold=-1",
         "filters.clip.min_box_side=0.05", "filters.name=clip-only",
-    ])
-    run = constructed_run(f"s3://{s3['bucket']}/constructed", None, cfg, so)
+    ], kind=FilterPassConfig)
+    run = constructed_run(f"s3://{s3['bucket']}/constructed", None, load_config(None), so)
     summary = run_filter(run, cfg)
     assert summary.output == f"s3://{s3['bucket']}/constructed/filtered/clip-only"
     out = RunStore(summary.output, so)

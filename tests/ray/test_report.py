@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 from PIL import Image
 
-from genixer_ray.config import load_config
+from genixer_ray.config import FilterPassConfig, load_config
 from genixer_ray.filter_pass import run_filter
 from genixer_ray.inspection import inspect_run
 from genixer_ray.pipeline import run_generation
@@ -102,9 +102,9 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
 
     # A filter pass over the same run: its own report and inspection.
     fcfg = load_config(None, [
-        f"output.storage_options={json.dumps(so)}", "filters.name=clip-only", "filters.clip.enabled=true",
+        f"run.storage_options={json.dumps(so)}", "filters.name=clip-only", "filters.clip.enabled=true",
         "filters.clip.model=tiny", "filters.clip.threshold=0.9",
-    ])
+    ], kind=FilterPassConfig)
     passed = run_filter(run, fcfg)
     verdict = verify_run(passed.output, storage_options=so)
     assert verdict.kind == "filter pass" and verdict.ok and verdict.planned == verdict.rows == 8

@@ -90,13 +90,54 @@ def test_training_combinations_checked_before_work():
         load_config(None, ["scaling.strategy=zero3"], kind=TrainConfig)
 
 
-def test_gpu_filter_config_validates():
+def test_filter_pass_configs_validate():
     from pathlib import Path
 
-    cfg = load_config(Path(__file__).parents[2] / "configs" / "filter-gpu.yaml")
+    from genixer_ray.config import FilterPassConfig
+
+    configs = Path(__file__).parents[2] / "configs"
+    cfg = load_config(configs / "filter-gpu.yaml", kind=FilterPassConfig)
     f = cfg.filters
     assert f.clip.enabled and f.judge.enabled and f.consistency.enabled and f.gpus_per_actor == 1
-    assert f.judge.model is None and f.judge.rule() == "band[0.5,0.7]" and f.clip.threshold_for("rec") == 0.22
+    assert f.judge.model == "llava-hf/llava-1.5-13b-hf" and f.consistency.model is None
+    assert f.judge.rule() == "band[0.5,0.7]" and f.clip.threshold_for("rec") == 0.22 and cfg.engine.dtype == "bfloat16"
+    local = load_config(configs / "filter.yaml", kind=FilterPassConfig)
+    assert local.filters.judge.model is None and local.engine is None
+
+
+def test_filter_pass_engines_come_from_the_run_unless_named():
+    from genixer_ray.config import EngineConfig, FilterPassConfig, GeneratorConfig, build_config
+
+    run_gen = GeneratorConfig(model="tiny", backend="transformers", max_model_len=512)
+    both = ["filters.judge.enabled=true", "filters.consistency.enabled=true"]
+    # Nothing named: the run's generator, as it was built.
+    assert build_config(None, both, kind=FilterPassConfig).engine_for(run_gen, "r") == run_gen
+    # Engine settings given: the run's generator built with them.
+    tuned = build_config(None, [*both, "engine.max_model_len=2048"], kind=FilterPassConfig).engine_for(run_gen, "r")
+    assert tuned.model == "tiny" and tuned.max_model_len == 2048 and tuned.backend == "vllm"
+    # A run recording no generator: fine while every model is named, refused (naming the field) otherwise.
+    named = build_config(None, [*both, "filters.judge.model=org/judge", "filters.consistency.model=org/judge"], kind=FilterPassConfig)
+    assert named.engine_for(None, "r") == GeneratorConfig(model="org/judge", **EngineConfig().model_dump())
+    with pytest.raises(ConfigError, match="filters.consistency.model is unset and the run at r records no generator"):
+        build_config(None, [*both, "filters.judge.model=org/judge"], kind=FilterPassConfig).engine_for(None, "r")
+    # CLIP alone needs no engine.
+    assert build_config(None, ["filters.clip.enabled=true"], kind=FilterPassConfig).engine_for(None, "r") is None
+    # Images decode as the run decoded them, unless the pass says otherwise; credentials are the pass's.
+    cfg = build_config(None, ['images.storage_options={"anon": true}'], kind=FilterPassConfig)
+    assert cfg.decode_config({"max_side": 512, "max_pixels": 10**6, "storage_options": {"key": "***"}}).model_dump(
+        include={"max_side", "max_pixels", "storage_options"}
+    ) == {"max_side": 512, "max_pixels": 10**6, "storage_options": {"anon": True}}
+    assert build_config(None, ["images.max_side=256"], kind=FilterPassConfig).decode_config({"max_side": 512}).max_side == 256
+
+
+def test_a_run_config_given_to_a_filter_pass_says_where_its_settings_go():
+    from genixer_ray.config import FilterPassConfig
+
+    with pytest.raises(ConfigError) as e:
+        build_config({"generator": {"model": "x"}, "output": {"storage_options": {}}}, kind=FilterPassConfig)
+    msg = str(e.value)
+    assert "invalid filter pass configuration" in msg and "no generator, output section" in msg
+    assert "filters.judge.model" in msg and "run.storage_options" in msg
 
 
 def test_redaction_masks_credentials_at_any_depth():
