@@ -194,6 +194,7 @@ def pool_args(pool: ActorPoolConfig) -> dict:
         "num_cpus": pool.cpus_per_actor,
         "num_gpus": pool.gpus_per_actor,
         "resources": pool.actor_resources or None,
+        "accelerator_type": pool.accelerator_type,
         # A dead engine: restart the actor and retry its batch a few times, then stop the run.
         # (Ray 2.60 warns that these pass-through args are deprecated but offers no named form.)
         "max_restarts": 2,

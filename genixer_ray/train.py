@@ -131,8 +131,8 @@ def train_generator(cfg: TrainConfig) -> dict:
         train_loop_config={"cfg_json": cfg.model_dump_json(), "progress": progress},
         torch_config=TorchConfig(backend="nccl" if cfg.scaling.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
-            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker},
+            num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu, accelerator_type=cfg.scaling.accelerator_type,
+            resources_per_worker={"CPU": cfg.scaling.cpus_per_worker, **cfg.scaling.resources_per_worker},
         ),
         run_config=RunConfig(
             name=f"{cfg.name}-ray",

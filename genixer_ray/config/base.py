@@ -70,12 +70,17 @@ class ActorPoolConfig(Strict):
     actor_resources: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources each actor needs (pins actors to labelled nodes)."
     )
+    accelerator_type: str | None = Field(
+        None, description="Only on nodes with this accelerator (Ray's label, e.g. L4, A100, H100); with gpus_per_actor > 0."
+    )
     max_tasks_in_flight_per_actor: int = Field(2, ge=1, description="Batches queued per actor: 2 keeps the engine fed while the next batch transfers.")
 
     @model_validator(mode="after")
     def _actor_counts(self) -> ActorPoolConfig:
         if self.min_actors > self.max_actors:
             raise ValueError(f"min_actors ({self.min_actors}) exceeds max_actors ({self.max_actors})")
+        if self.accelerator_type and not self.gpus_per_actor:
+            raise ValueError(f"accelerator_type ({self.accelerator_type}) needs gpus_per_actor > 0")
         return self
 
 

@@ -128,6 +128,16 @@ class TrainScalingConfig(Strict):
         "ddp", description="'ddp': a full replica per worker; 'fsdp': weights, gradients and optimizer state sharded across workers (models too large to replicate)."
     )
     cpus_per_worker: float = Field(1.0, gt=0.0)
+    resources_per_worker: dict[str, float] = Field(
+        default_factory=dict, description="Custom Ray resources each worker needs (pins workers to labelled nodes, e.g. {trainer: 1})."
+    )
+    accelerator_type: str | None = Field(None, description="Only on nodes with this accelerator (Ray's label, e.g. A100, H100); with use_gpu.")
+
+    @model_validator(mode="after")
+    def _accelerator_needs_gpu(self) -> TrainScalingConfig:
+        if self.accelerator_type and not self.use_gpu:
+            raise ValueError(f"accelerator_type ({self.accelerator_type}) needs use_gpu: true")
+        return self
     max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
 
 

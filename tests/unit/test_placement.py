@@ -63,3 +63,19 @@ def test_the_scoring_base_owns_the_loop_and_checks_the_count():
     assert out == [{"image_id": "a", "status": "ok", "clip_score": 0.5}, rows[1]]
     with pytest.raises(StageContractError, match=r"Halving returned 3 rows for 3 \(lost \['b'\]\)"):  # no renaming a row
         run_stages([Halving()], rows)
+
+
+def test_pools_and_training_ask_for_the_accelerators_and_resources_configured():
+    from genixer_ray.actors import pool_args
+    from genixer_ray.config import ConfigError, TrainConfig, build_config
+
+    cfg = build_config(None, ["scaling.gpus_per_actor=1", "scaling.accelerator_type=L4", "scaling.actor_resources={generator: 1}"])
+    args = pool_args(cfg.scaling)
+    assert args["num_gpus"] == 1 and args["accelerator_type"] == "L4" and args["resources"] == {"generator": 1.0}
+    assert pool_args(cfg.filters)["accelerator_type"] is None and pool_args(cfg.filters)["num_gpus"] == 0
+    with pytest.raises(ConfigError, match="scaling: .*accelerator_type \\(L4\\) needs gpus_per_actor > 0"):
+        build_config(None, ["scaling.accelerator_type=L4"])
+    train = build_config(None, ["scaling.use_gpu=true", "scaling.accelerator_type=A100", "scaling.resources_per_worker={trainer: 1}"], kind=TrainConfig)
+    assert train.scaling.resources_per_worker == {"trainer": 1.0} and train.scaling.accelerator_type == "A100"
+    with pytest.raises(ConfigError, match="needs use_gpu"):
+        build_config(None, ["scaling.accelerator_type=A100"], kind=TrainConfig)
