@@ -20,6 +20,7 @@ import fsspec
 import psutil
 import pytest
 from faulty_proxy import FaultyProxy
+from photo_manifest import write_manifest
 
 from genixer_ray.config import load_config
 from genixer_ray.images import embedded_image_paths
@@ -30,13 +31,6 @@ from genixer_ray.verify import verify_run
 pytestmark = pytest.mark.ray
 
 FAST = ["generator.backend=transformers", "generator.dtype=float32"]
-
-
-def write_manifest(path, n: int) -> str:
-    """A JSONL manifest of ``n`` rows over the bundled photos (ids ``img000``...)."""
-    photos = list(embedded_image_paths().values())
-    path.write_text("\n".join(json.dumps({"image_id": f"img{i:03d}", "path": str(photos[i % len(photos)])}) for i in range(n)))
-    return str(path)
 
 
 def ray_processes(title: str) -> list[psutil.Process]:
