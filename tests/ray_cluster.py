@@ -53,13 +53,14 @@ def _alive(proc: psutil.Process) -> bool:
 
 
 @contextlib.contextmanager
-def local_ray_cluster(head: list[str], workers: list[list[str]] = (), env: dict | None = None):
-    """A head started with ``ray start --head *head`` and one node per entry of ``workers``.
+def local_ray_cluster(head: list[str], workers: list[list[str]] = (), env: dict | None = None, port: int | None = None):
+    """A head started with ``ray start --head *head`` (its GCS on ``port``, else a free one) and one
+    node per entry of ``workers``.
 
     Yields ``{"address": dashboard URL, "gcs": "127.0.0.1:PORT", "env": environment for the ray
     CLI, "temp_dir": ...}``. On exit every process of the cluster is killed, and none may remain.
     """
-    port, dash = free_port(), free_port()
+    port, dash = port or free_port(), free_port()
     tmp = tempfile.mkdtemp(prefix="rj-", dir="/tmp")  # short: Ray's socket paths have a length limit
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})}
     gcs = f"127.0.0.1:{port}"
