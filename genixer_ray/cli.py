@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = sub.add_parser(name, help=help_text)
         _verbose_flag(p)
-        p.add_argument("config", nargs="?", help="run config YAML (default: the embedded demo run)")
+        p.add_argument("config", nargs="?", help="run config YAML, a path or URL such as s3://... (default: the embedded demo run)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. sampling.temperature=0.2")
         p.set_defaults(func=func)
 

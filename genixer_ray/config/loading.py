@@ -71,17 +71,33 @@ def build_config(
         raise ConfigError(_format_errors(e, source, kind)) from None
 
 
+def _read_config(path: str) -> str:
+    """The text of a config file: a local path or any fsspec URL (``s3://...``, credentials from the environment)."""
+    if "://" not in path:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file not found: {path}")
+        return Path(path).read_text()
+    import fsspec
+
+    try:
+        with fsspec.open(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"config {path} cannot be read: {type(e).__name__}: {e}") from None
+
+
 def load_config(path: str | Path | None, overrides: list[str] | None = None, *, kind: type[BaseModel] = RunConfig):
-    """Load a YAML config of ``kind`` from ``path`` (``None``: the built-in defaults) and validate it."""
+    """Load a YAML config of ``kind`` from ``path`` (a local path or a URL such as ``s3://...``;
+    ``None``: the built-in defaults) and validate it."""
     if path is None:
         return build_config(None, overrides, source="defaults", kind=kind)
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+    path = str(path)
     try:
-        data = yaml.safe_load(p.read_text()) or {}
+        data = yaml.safe_load(_read_config(path)) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
-    return build_config(data, overrides, source=str(p), kind=kind)
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return build_config(data, overrides, source=path, kind=kind)

@@ -139,3 +139,15 @@ def test_the_dockerfile_builds_the_image_the_manifests_run():
     for name in ("kuberay-raycluster.yaml", "kuberay-rayjob.yaml"):
         assert "genixer-ray:0.1.0" in (CLUSTER / name).read_text()
     assert "-t genixer-ray:0.1.0" in (CLUSTER / "Dockerfile").read_text()
+
+
+def test_the_runtime_env_installs_what_the_package_needs():
+    import tomllib
+
+    from ray.runtime_env import RuntimeEnv
+
+    raw = yaml.safe_load((CLUSTER / "runtime-env.yaml").read_text())
+    RuntimeEnv(**raw)  # Ray's own validation of a runtime_env
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = [d for d in project["dependencies"] if not d.startswith("ray[")] + project["optional-dependencies"]["gpu"]
+    assert raw["pip"]["packages"] == wanted

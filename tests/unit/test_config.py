@@ -173,3 +173,17 @@ def test_one_model_reference_check_for_every_kind(tmp_path):
     assert resolve_model("org/name") == "org/name"
     with pytest.raises(ValueError, match="model kind"):
         resolve_model("tiny", kind="judge")
+
+
+def test_a_config_is_read_from_object_storage(s3, monkeypatch):
+    """Jobs take a config URI (``s3://...``); credentials and endpoint come from the environment."""
+    import fsspec
+
+    fsspec.filesystem("s3", **s3["storage_options"]).pipe_file(f"{s3['bucket']}/configs/run.yaml", b"name: from-s3\nmode: agnostic\n")
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+                 "AWS_ENDPOINT_URL": s3["endpoint"]}.items():
+        monkeypatch.setenv(k, v)
+    cfg = load_config(f"s3://{s3['bucket']}/configs/run.yaml", ["sampling.temperature=0.1"])
+    assert cfg.name == "from-s3" and cfg.mode == "agnostic" and cfg.sampling.temperature == 0.1
+    with pytest.raises(ConfigError, match=f"config file not found: s3://{s3['bucket']}/configs/missing.yaml"):
+        load_config(f"s3://{s3['bucket']}/configs/missing.yaml")
