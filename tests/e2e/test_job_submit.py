@@ -76,6 +76,16 @@ def test_every_job_runs_on_the_cluster(local_cluster, tmp_path, tiny_models):
         assert res.returncode == 0 and made.is_file(), (job, (res.stdout + res.stderr)[-4000:])
     assert isinstance(json.loads((out / "export.json").read_text()), list)
 
+    # Fine-tuning, as a job: two Ray Train workers, placed by their custom resource on the second node.
+    res = submit(job_cmd(
+        local_cluster, "train_generator", "configs/train.yaml", "scaling.ray_address=auto", f"storage_path={out / 'train'}",
+        "optim.max_steps=2", "checkpoint_every=2", "scaling.num_workers=2", "scaling.resources_per_worker={gpu_like: 0.5}",
+    ), local_cluster["env"])
+    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    summary = json.loads((out / "train" / "genixer-tiny" / "train_summary.json").read_text())
+    assert summary["steps"] == 2
+    assert actor_nodes(local_cluster, "RayTrainWorker") == {False}
+
 
 def wait_for_commit(store: RunStore, timeout: float = 420) -> None:
     """Return once ``store`` has a committed shard."""
