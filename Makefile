@@ -1,8 +1,9 @@
 # Two commands on a fresh machine:  `make demo` (set up, run the main job)  and  `make test`.
 VENV := .venv
+comma := ,
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup lint test test-fast demo clean
+.PHONY: setup lint test test-fast demo bench clean
 
 setup: $(STAMP)
 
@@ -28,6 +29,15 @@ demo: setup
 	@$(VENV)/bin/genixer-ray generate configs/demo.yaml
 	@$(VENV)/bin/genixer-ray export runs/demo runs/demo-kept-llava.json
 	@$(VENV)/bin/genixer-ray report runs/demo
+
+# Benchmarks (about 7 minutes on 2 cores): each prints a table and ratios against a baseline
+# measured in the same run into bench/results/*_cpu.txt (see BENCHMARKS.md); framework and engine
+# output goes to $GENIXER_RAY_HOME/logs/bench-*.log.
+BENCH = set -o pipefail; { echo "\# $(1)  ($$(date -u +%F), $$(nproc) cores, $$(uname -m))"; $(VENV)/bin/python $(1); } | tee bench/results/$(2)
+bench: setup
+	@bash -c '$(call BENCH,bench/bench_pipeline.py,pipeline_cpu.txt)'
+	@bash -c '$(call BENCH,bench/bench_generate.py --rows 64 --vllm,generate_cpu.txt)'
+	@bash -c '$(call BENCH,bench/bench_filters.py --rows 64 --batches 8$(comma)32,filters_cpu.txt)'
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -13,11 +13,13 @@ each stage this prints rows/s at batch 1 (the baseline) and at larger batches, o
 """
 
 import argparse
+import functools
 import tempfile
 
 from bench_generate import timed  # bench/ is the script's folder, so its sibling imports
 
 from genixer_ray.config import ClipFilterConfig, GeneratorConfig, JudgeConfig
+from genixer_ray.console import console
 from genixer_ray.engines.base import get_generator, shutdown_generators
 from genixer_ray.filters.clip import ClipStage
 from genixer_ray.filters.judge import JudgeStage
@@ -50,29 +52,32 @@ def main() -> None:
     ap.add_argument("--batches", default="8,32")
     ap.add_argument("--dtype", default="auto")
     args = ap.parse_args()
-    model = args.generator
-    if args.build:
-        from genixer_ray.tiny_models import make_tiny_generator
+    # Framework and engine output goes to a log file; the table to the terminal.
+    with console("bench-filters", verbose=False) as con:
+        say = functools.partial(print, file=con.out)
+        model = args.generator
+        if args.build:
+            from genixer_ray.tiny_models import make_tiny_generator
 
-        model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-judge-"), size=args.build))
-    rows = bench_rows(args.rows)
-    batches = [int(b) for b in args.batches.split(",")]
-    import torch
+            model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-judge-"), size=args.build))
+        rows = bench_rows(args.rows)
+        batches = [int(b) for b in args.batches.split(",")]
+        import torch
 
-    print(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}; {args.rows} rows, 2 boxes each")
-    stages = {
-        f"clip {args.clip}": lambda b: ClipStage(ClipFilterConfig(enabled=True, model=args.clip, batch_size=2 * b)),
-        f"judge {args.build or model}": lambda b: JudgeStage(
-            JudgeConfig(enabled=True), get_generator(GeneratorConfig(model=model, backend="transformers", dtype=args.dtype, max_model_len=2048))
-        ),
-    }
-    for name, build in stages.items():
-        base = timed(build(1), rows, 1)
-        print(f"{name:<22} batch=1   {base:9.2f} rows/s  x1.00 (baseline)")
-        for b in batches:
-            r = timed(build(b), rows, b)
-            print(f"{name:<22} batch={b:<3} {r:9.2f} rows/s  x{r / base:.2f}")
-    shutdown_generators()
+        say(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}; {args.rows} rows, 2 boxes each")
+        stages = {
+            f"clip {args.clip}": lambda b: ClipStage(ClipFilterConfig(enabled=True, model=args.clip, batch_size=2 * b)),
+            f"judge {args.build or model}": lambda b: JudgeStage(
+                JudgeConfig(enabled=True), get_generator(GeneratorConfig(model=model, backend="transformers", dtype=args.dtype, max_model_len=2048))
+            ),
+        }
+        for name, build in stages.items():
+            base = timed(build(1), rows, 1)
+            say(f"{name:<22} batch=1   {base:9.2f} rows/s  x1.00 (baseline)")
+            for b in batches:
+                r = timed(build(b), rows, b)
+                say(f"{name:<22} batch={b:<3} {r:9.2f} rows/s  x{r / base:.2f}")
+        shutdown_generators()
 
 
 if __name__ == "__main__":

@@ -12,10 +12,12 @@ On CPU with the tiny model fixed costs dominate; read those ratios with that in 
 """
 
 import argparse
+import functools
 import tempfile
 import time
 
 from genixer_ray.config import GeneratorConfig, SamplingConfig
+from genixer_ray.console import console
 from genixer_ray.engines.base import GenerationRequest, get_generator, shutdown_generators
 from genixer_ray.images import decode_image, embedded_image_paths
 
@@ -65,35 +67,38 @@ def main() -> None:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--vllm", action="store_true")
     args = ap.parse_args()
-    model = args.model
-    if args.build:
-        from genixer_ray.tiny_models import make_tiny_generator
+    # Framework and engine output goes to a log file; the table to the terminal.
+    with console("bench-generate", verbose=False) as con:
+        say = functools.partial(print, file=con.out)
+        model = args.model
+        if args.build:
+            from genixer_ray.tiny_models import make_tiny_generator
 
-        t = time.perf_counter()
-        model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-gen-"), size=args.build))
-        print(f"built a random {args.build} generator in {time.perf_counter() - t:.1f} s")
-    imgs = [decode_image(p.read_bytes(), max_side=672) for p in embedded_image_paths().values()]
-    reqs = [
-        GenerationRequest(imgs[i % len(imgs)], "Write a question and its answer.", SamplingConfig(seed=i, max_tokens=args.max_tokens))
-        for i in range(args.rows)
-    ]
-    cfg = dict(model=model, dtype=args.dtype, max_model_len=2048)
-    hf = get_generator(GeneratorConfig(backend="transformers", **cfg))
-    print(f"device: {hf.device}; {args.rows} rows x {args.max_tokens} new tokens")
-    base = timed(hf.generate, reqs[: max(4, args.rows // 8)], 1)
-    print(f"transformers batch=1        {base:9.2f} rows/s  x1.00 (baseline)")
-    batches = [int(b) for b in args.batches.split(",")]
-    for b in batches:
-        r = timed(hf.generate, reqs, b)
-        print(f"transformers batch={b:<4}     {r:9.2f} rows/s  x{r / base:.2f}")
-    b = batches[-1]
-    r = timed(native_sampling(hf), reqs, b)
-    print(f"hf native sampling batch={b:<4}{r:9.2f} rows/s  x{r / base:.2f} (not batch-invariant)")
-    if args.vllm:
-        v = get_generator(GeneratorConfig(backend="vllm", **cfg))
-        r = timed(v.generate, reqs, len(reqs))
-        print(f"vllm all-at-once            {r:9.2f} rows/s  x{r / base:.2f}")
-    shutdown_generators()
+            t = time.perf_counter()
+            model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-gen-"), size=args.build))
+            say(f"built a random {args.build} generator in {time.perf_counter() - t:.1f} s")
+        imgs = [decode_image(p.read_bytes(), max_side=672) for p in embedded_image_paths().values()]
+        reqs = [
+            GenerationRequest(imgs[i % len(imgs)], "Write a question and its answer.", SamplingConfig(seed=i, max_tokens=args.max_tokens))
+            for i in range(args.rows)
+        ]
+        cfg = dict(model=model, dtype=args.dtype, max_model_len=2048)
+        hf = get_generator(GeneratorConfig(backend="transformers", **cfg))
+        say(f"device: {hf.device}; {args.rows} rows x {args.max_tokens} new tokens")
+        base = timed(hf.generate, reqs[: max(4, args.rows // 8)], 1)
+        say(f"transformers batch=1        {base:9.2f} rows/s  x1.00 (baseline)")
+        batches = [int(b) for b in args.batches.split(",")]
+        for b in batches:
+            r = timed(hf.generate, reqs, b)
+            say(f"transformers batch={b:<4}     {r:9.2f} rows/s  x{r / base:.2f}")
+        b = batches[-1]
+        r = timed(native_sampling(hf), reqs, b)
+        say(f"hf native sampling batch={b:<4}{r:9.2f} rows/s  x{r / base:.2f} (not batch-invariant)")
+        if args.vllm:
+            v = get_generator(GeneratorConfig(backend="vllm", **cfg))
+            r = timed(v.generate, reqs, len(reqs))
+            say(f"vllm all-at-once            {r:9.2f} rows/s  x{r / base:.2f}")
+        shutdown_generators()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,118 @@
+"""The whole pipeline against the paper's loop and the bare batched backend, on the same rows.
+
+Three ways to turn N images into parsed rows, measured in one run on one machine:
+
+* paper loop (the baseline): read, decode, generate and parse one image per call, as the Genixer
+  scripts do;
+* bare batched backend: the same stages without Ray, ``generator.batch_size`` rows per call;
+* pipeline: ``run_generation`` (Ray Data, one generator actor, shards written and committed),
+  end to end (Ray already up) and in steady state (start-up excluded, read from the rows' batch
+  start times).
+
+    .venv/bin/python bench/bench_pipeline.py [--rows 2048] [--baseline-rows 256] [--max-tokens 32] [--model tiny]
+
+The baselines have no start-up to amortize (their engine is built before the clock starts), so
+they run on the first ``--baseline-rows`` rows only; the pipeline's end-to-end figure includes
+its start-up (actors, engines, the first shard).
+
+Prints one table and the ratio lines the issue's targets are stated in.
+"""
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from genixer_ray.config import load_config
+from genixer_ray.console import console
+from genixer_ray.engines.base import shutdown_generators
+from genixer_ray.images import embedded_image_paths
+from genixer_ray.inputs import iter_inputs
+from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage
+from genixer_ray.store import RunStore
+
+
+def manifest(folder: Path, n: int) -> str:
+    """A JSONL manifest of ``n`` rows over the bundled photos."""
+    photos = sorted(embedded_image_paths().values())
+    path = folder / "manifest.jsonl"
+    path.write_text("\n".join(json.dumps({"image_id": f"img{i:05d}", "path": str(photos[i % len(photos)])}) for i in range(n)))
+    return str(path)
+
+
+def stages_rate(cfg, rows: list[dict], batch: int) -> float:
+    """Rows/s of decode, generate and parse called on ``batch`` rows at a time, without Ray (after a warm-up call)."""
+    decode, generate, parse = DecodeStage(cfg.input), GenerateStage(cfg), ParseStage()
+    parse(generate(decode(rows[:batch])))
+    t = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        parse(generate(decode(rows[i : i + batch])))
+    return len(rows) / (time.perf_counter() - t)
+
+
+def pipeline_rates(cfg) -> tuple[float, float, float, float]:
+    """``run_generation`` with Ray already running: (end to end rows/s, steady-state rows/s, seconds
+    to its first generator batch, seconds to its first commit).
+
+    Steady state is read from the rows: each carries the time its generator batch started
+    (``created_at``); the rows of every batch but the last, over the time from the first batch's
+    start to the last's, is the rate with start-up excluded.
+    """
+    import polars as pl
+
+    from genixer_ray.pipeline import run_generation
+
+    started, t = time.time(), time.perf_counter()
+    summary = run_generation(cfg)
+    end_to_end = summary.rows / (time.perf_counter() - t)
+    store = RunStore(summary.output)
+    times = store.read_rows().select(pl.col("created_at").dt.epoch("us") / 1e6)["created_at"]
+    first, last = times.min(), times.max()
+    steady = (times < last).sum() / (last - first)
+    first_commit = min(Path(store.path(store.marker_name(k))).stat().st_mtime for k in store.committed())
+    return end_to_end, steady, first - started, first_commit - started
+
+
+def main() -> None:
+    """Measure the three ways on the same rows and print rows/s and the ratios."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=2048, help="rows through the pipeline")
+    ap.add_argument("--baseline-rows", type=int, default=256, help="the first rows, through the paper loop and the bare backend")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--model", default="tiny")
+    ap.add_argument("--max-side", type=int, default=1024, help="input.max_side: the longest side images are decoded to")
+    args = ap.parse_args()
+
+    import ray
+
+    with console("bench-pipeline", verbose=False) as con, tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(None, [
+            f"input.source={manifest(Path(tmp), args.rows)}", f"output.path={tmp}/runs", "name=bench", "output.shard_size=64",
+            f"generator.model={args.model}", "generator.backend=transformers", "generator.dtype=float32",
+            f"sampling.max_tokens={args.max_tokens}", "scaling.min_actors=1", "scaling.max_actors=1", f"input.max_side={args.max_side}",
+        ])
+        rows = list(iter_inputs(cfg.input))[: args.baseline_rows]
+        paper = stages_rate(cfg, rows, 1)
+        bare = stages_rate(cfg, rows, cfg.generator.batch_size)
+        shutdown_generators()
+        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        end_to_end, steady, first_batch, first_commit = pipeline_rates(cfg)
+        ray.shutdown()
+        out = con.out
+        print(f"rows: {args.rows} through the pipeline, the first {len(rows)} through the baselines; model: {args.model}, "
+              f"transformers backend, {args.max_tokens} new tokens, batch {cfg.generator.batch_size}, images decoded to {args.max_side} px",
+              file=out)
+        print(f"{'way':<44}{'rows/s':>10}", file=out)
+        for name, rate in [("paper loop, one image per call (baseline)", paper), ("bare batched backend, no Ray", bare),
+                           ("pipeline, end to end (Ray up)", end_to_end), ("pipeline, steady state", steady)]:
+            print(f"{name:<44}{rate:>10.1f}", file=out)
+        print(f"pipeline: first generator batch {first_batch:.1f} s, first commit ({cfg.output.shard_size} rows) {first_commit:.1f} s "
+              "after its start", file=out)
+        print(f"ratio pipeline steady / bare batched: {steady / bare:.2f}x (target >= 0.9)", file=out)
+        print(f"ratio pipeline end to end / bare batched: {end_to_end / bare:.2f}x (target >= 0.8)", file=out)
+        print(f"ratio pipeline end to end / paper loop: {end_to_end / paper:.2f}x (target >= 4 with the tiny model)", file=out)
+
+
+if __name__ == "__main__":
+    main()
