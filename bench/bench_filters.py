@@ -4,7 +4,9 @@ The paper's filtering scripts scored one image per forward pass; the filter stag
 each stage this prints rows/s at batch 1 (the baseline) and at larger batches, on the same rows:
 
 * CLIP: box crops scored against their expressions (``ClipStage``, open_clip);
-* judge: P(Yes) from one decode step (``JudgeStage`` on the transformers backend).
+* judge: P(Yes) from one decode step (``JudgeStage`` on the transformers backend);
+* the single-step judge against the paper's sampled reply (temperature 1, 10 tokens) at the
+  largest batch: rows/s, and how often their Yes/No decisions agree.
 
     .venv/bin/python bench/bench_filters.py [--generator tiny | --build 1b] [--clip tiny] [--rows 64]
 
@@ -22,7 +24,7 @@ from genixer_ray.config import ClipFilterConfig, GeneratorConfig, JudgeConfig
 from genixer_ray.console import console
 from genixer_ray.engines.base import get_generator, shutdown_generators
 from genixer_ray.filters.clip import ClipStage
-from genixer_ray.filters.judge import JudgeStage
+from genixer_ray.filters.judge import JudgeStage, says_yes
 from genixer_ray.images import decode_image, embedded_image_paths
 
 
@@ -77,7 +79,24 @@ def main() -> None:
             for b in batches:
                 r = timed(build(b), rows, b)
                 say(f"{name:<22} batch={b:<3} {r:9.2f} rows/s  x{r / base:.2f}")
+        judge = stages[f"judge {args.build or model}"](batches[-1])
+        sampled, single, agree = judge_comparison(judge, rows, batches[-1])
+        say(f"judge, the paper's sampled reply (baseline)  batch={batches[-1]:<3} {sampled:9.2f} rows/s  x1.00")
+        say(f"judge, one greedy step for P(Yes)             batch={batches[-1]:<3} {single:9.2f} rows/s  x{single / sampled:.2f}")
+        say(f"ratio single-step / sampled judge: {single / sampled:.2f}x (target >= 5); Yes/No decisions agree on "
+            f"{agree:.0%} of rows (target >= 95%; P(Yes) >= 0.5 against a reply saying Yes)")
         shutdown_generators()
+
+
+def judge_comparison(judge: JudgeStage, rows: list[dict], batch: int) -> tuple[float, float, float]:
+    """Rows/s of the paper's sampled judge reply and of the single greedy step, and the share of
+    rows whose Yes/No the two agree on (the single step says Yes where P(Yes) >= 0.5)."""
+    sampled = timed(judge._paper, rows, batch)  # the sampled reply alone, as the paper's script judged
+    single = timed(judge.score, rows, batch)  # JudgeConfig's default: P(Yes) from one step, nothing sampled
+    replies = [r.text for r in judge._paper(rows)]
+    p = [s["judge_p_yes"] for s in judge.score(rows)]
+    agree = sum((x is not None and x >= 0.5) == says_yes(t or "") for x, t in zip(p, replies, strict=True)) / len(rows)
+    return sampled, single, agree
 
 
 if __name__ == "__main__":
