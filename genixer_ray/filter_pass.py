@@ -70,7 +70,7 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     plan = src.plan()
     if plan is None:
         raise ConfigError(f"no generation run at {run} (it has no complete plan)")
-    engine = cfg.engine_for(run_generator(src), src.url)
+    engine = cfg.engine_for(lambda: run_generator(src), src.url)
     decode = cfg.decode_config(plan.get("input") or {})
     dst = RunStore(filter_url(src.url, cfg), cfg.run.storage_options)
     dst.check_writable()

@@ -99,7 +99,8 @@ def submit(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
         time.sleep(3)
 
 
-def job_cmd(cluster: dict, job: str, *args: str, wait: bool = True) -> list[str]:
+def job_cmd(cluster: dict, job: str, *args: str, wait: bool = True, submission_id: str | None = None) -> list[str]:
     """``ray job submit`` of ``jobs/{job}.py ARGS`` to ``cluster``, the repository as working dir."""
-    return [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), *([] if wait else ["--no-wait"]), "--",
+    options = [*([] if wait else ["--no-wait"]), *([f"--submission-id={submission_id}"] if submission_id else [])]
+    return [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), *options, "--",
             sys.executable, f"jobs/{job}.py", *args]

@@ -7,6 +7,7 @@ judge or re-answerer without its own ``model`` uses is the run's generator, read
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -58,11 +59,13 @@ class FilterPassConfig(Strict):
                 raise ValueError(f"a filter pass config has no {', '.join(given)} section ({hints})")
         return data
 
-    def engine_for(self, run_generator: GeneratorConfig | None, run: str) -> GeneratorConfig | None:
+    def engine_for(self, run_generator: Callable[[], GeneratorConfig | None], run: str) -> GeneratorConfig | None:
         """The engine of the judge and re-answerer: its settings, and the model of those naming none.
 
-        ``None`` when neither runs. The model is the run's generator (``run_generator``, read from
-        the run); the settings are ``engine``'s, else the run's generator's.
+        ``None`` when neither runs. The model is the run's generator and the settings are
+        ``engine``'s, else the run's generator's; ``run_generator`` reads it from the run (or gives
+        ``None``), and is called only when one of them is needed, so that a pass whose filters name
+        their models and engine does not depend on the run's generator being usable here.
 
         Raises:
             ConfigError: a judge or re-answerer without a model, and a run that records no generator.
@@ -71,12 +74,13 @@ class FilterPassConfig(Strict):
         if not users:
             return None
         unnamed = [n for n, s in users.items() if s.model is None]
-        if unnamed and run_generator is None:
+        recorded = run_generator() if unnamed or self.engine is None else None
+        if unnamed and recorded is None:
             raise ConfigError(
                 f"filters.{unnamed[0]}.model is unset and the run at {run} records no generator (no run.json): name the model"
             )
-        settings = self.engine or run_generator or EngineConfig()
-        model = run_generator.model if run_generator else next(s.model for s in users.values())
+        settings = self.engine or recorded or EngineConfig()
+        model = recorded.model if recorded else next(s.model for s in users.values())
         return GeneratorConfig.model_validate({**settings.model_dump(include=set(EngineConfig.model_fields)), "model": model})
 
     def decode_config(self, planned: dict) -> InputConfig:

@@ -99,8 +99,7 @@ def stop_and_resume(cluster: dict, out: RunStore, job: str, *args: str) -> tuple
     """Submit ``job``, ``ray job stop`` it after its first commit, check it stopped midway with no
     driver left, submit it again; return the marker mtimes from before and the re-run's result."""
     sid = f"{job}-{uuid.uuid4().hex[:8]}"
-    cmd = job_cmd(cluster, job, *args, wait=False)
-    res = submit([*cmd[:5], f"--submission-id={sid}", *cmd[5:]], cluster["env"])
+    res = submit(job_cmd(cluster, job, *args, wait=False, submission_id=sid), cluster["env"])
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     wait_for_commit(out)
     stop = subprocess.run([RAY, "job", "stop", "--address", cluster["address"], sid], env=cluster["env"], capture_output=True, text=True)

@@ -111,17 +111,27 @@ def test_filter_pass_engines_come_from_the_run_unless_named():
     run_gen = GeneratorConfig(model="tiny", backend="transformers", max_model_len=512)
     both = ["filters.judge.enabled=true", "filters.consistency.enabled=true"]
     # Nothing named: the run's generator, as it was built.
-    assert build_config(None, both, kind=FilterPassConfig).engine_for(run_gen, "r") == run_gen
+    assert build_config(None, both, kind=FilterPassConfig).engine_for(lambda: run_gen, "r") == run_gen
     # Engine settings given: the run's generator built with them.
-    tuned = build_config(None, [*both, "engine.max_model_len=2048"], kind=FilterPassConfig).engine_for(run_gen, "r")
+    tuned = build_config(None, [*both, "engine.max_model_len=2048"], kind=FilterPassConfig).engine_for(lambda: run_gen, "r")
     assert tuned.model == "tiny" and tuned.max_model_len == 2048 and tuned.backend == "vllm"
     # A run recording no generator: fine while every model is named, refused (naming the field) otherwise.
     named = build_config(None, [*both, "filters.judge.model=org/judge", "filters.consistency.model=org/judge"], kind=FilterPassConfig)
-    assert named.engine_for(None, "r") == GeneratorConfig(model="org/judge", **EngineConfig().model_dump())
+    assert named.engine_for(lambda: None, "r") == GeneratorConfig(model="org/judge", **EngineConfig().model_dump())
     with pytest.raises(ConfigError, match="filters.consistency.model is unset and the run at r records no generator"):
-        build_config(None, [*both, "filters.judge.model=org/judge"], kind=FilterPassConfig).engine_for(None, "r")
+        build_config(None, [*both, "filters.judge.model=org/judge"], kind=FilterPassConfig).engine_for(lambda: None, "r")
+
+    # Every model and the engine named: the run's generator is not read at all (it may not be usable here).
+    def unusable():
+        raise ConfigError("the generator recorded by the run cannot be used here")
+
+    settled = build_config(None, ["filters.judge.enabled=true", "filters.judge.model=org/judge", "engine.backend=transformers"],
+                           kind=FilterPassConfig)
+    assert settled.engine_for(unusable, "r") == GeneratorConfig(model="org/judge", backend="transformers")
+    with pytest.raises(ConfigError, match="cannot be used here"):
+        build_config(None, ["filters.judge.enabled=true"], kind=FilterPassConfig).engine_for(unusable, "r")
     # CLIP alone needs no engine.
-    assert build_config(None, ["filters.clip.enabled=true"], kind=FilterPassConfig).engine_for(None, "r") is None
+    assert build_config(None, ["filters.clip.enabled=true"], kind=FilterPassConfig).engine_for(unusable, "r") is None
     # Images decode as the run decoded them, unless the pass says otherwise; credentials are the pass's.
     cfg = build_config(None, ['images.storage_options={"anon": true}'], kind=FilterPassConfig)
     assert cfg.decode_config({"max_side": 512, "max_pixels": 10**6, "storage_options": {"key": "***"}}).model_dump(
