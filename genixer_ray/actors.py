@@ -111,7 +111,9 @@ def filter_stages(filters: FiltersConfig, engine: GeneratorConfig | None, genera
 class GeneratorActor:
     """Ray Data actor: one engine per actor; generate, parse, and the filters that use its engine.
 
-    With ``then_filter_actor`` the rows keep their image for the filter actors that follow.
+    With ``then_filter_actor`` the rows keep their image for the filter actors that follow. A vLLM
+    actor is called from several threads at once (:meth:`EngineConfig.concurrent_batches`); the
+    stages keep no state between calls.
     """
 
     def __init__(self, cfg_json: str, then_filter_actor: bool):
@@ -180,16 +182,20 @@ def check_contract(stage, rows_in: list[dict], rows_out: list[dict]) -> None:
         )
 
 
-def pool_args(pool: ActorPoolConfig) -> dict:
+def pool_args(pool: ActorPoolConfig, *, concurrent_calls: int = 1) -> dict:
     """``map_batches`` arguments of an actor pool: autoscaling bounds, resources per actor, restarts.
 
-    The generator pool and the filter pool are built from the same options this way.
+    The generator pool and the filter pool are built from the same options this way. With
+    ``concurrent_calls`` > 1 each actor runs that many calls at once in threads (a vLLM generator,
+    whose engine takes every thread's requests); the queue beyond them stays as configured.
     """
     import ray
 
+    threads = {"max_concurrent_calls_per_actor": concurrent_calls, "enable_true_multi_threading": True} if concurrent_calls > 1 else {}
     return {
         "compute": ray.data.ActorPoolStrategy(
-            min_size=pool.min_actors, max_size=pool.max_actors, max_tasks_in_flight_per_actor=pool.max_tasks_in_flight_per_actor
+            min_size=pool.min_actors, max_size=pool.max_actors,
+            max_tasks_in_flight_per_actor=pool.max_tasks_in_flight_per_actor + concurrent_calls - 1, **threads,
         ),
         "num_cpus": pool.cpus_per_actor,
         "num_gpus": pool.gpus_per_actor,

@@ -58,7 +58,7 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
         batch_format="pyarrow",
         batch_size=cfg.generator.batch_size,
         fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "then_filter_actor": then_filter},
-        **pool_args(sc),
+        **pool_args(sc, concurrent_calls=cfg.generator.concurrent_batches()),
     )
     return with_filter_actors(ds, cfg.filters, cfg.generator, filter_pass=False) if then_filter else ds
 
@@ -85,7 +85,7 @@ def run_generation(cfg: RunConfig) -> RunSummary:
     if expected:
         sc = cfg.scaling
         ensure_ray_data(sc, sc.max_actors * sc.cpus_per_actor + cfg.filters.max_actors * cfg.filters.cpus_per_actor)
-        writer = ShardWriter(store, expected, functools.partial(decide_shard, cfg=cfg.filters))
+        writer = ShardWriter(store, expected, functools.partial(decide_shard, cfg=cfg.filters), engine_stats=True)
         log.info(
             f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {sc.min_actors}-{sc.max_actors} "
             f"{cfg.generator.backend} generator actor(s) with {cfg.generator.model}"

@@ -84,6 +84,8 @@ GENERATION_SCHEMA = {
     "logprobs": pl.List(pl.Float32),
     "finish_reason": pl.String,
     "prompt_tokens": pl.Int32,
+    "cached_tokens": pl.Int32,  # of the prompt's tokens, those vLLM's prefix cache served (null: transformers)
+    "engine_running": pl.Float32,  # mean sequences the engine ran while this row's request ran
     "parsed_task": pl.String,  # the task the output was parsed as (inferred in task-agnostic mode)
     "question": pl.String,
     "answer": pl.String,

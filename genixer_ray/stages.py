@@ -124,6 +124,7 @@ class GenerateStage:
             out[i].update(
                 text=res.text, token_ids=res.token_ids, logprobs=res.logprobs,
                 finish_reason=res.finish_reason, prompt_tokens=res.prompt_tokens,
+                cached_tokens=res.cached_tokens, engine_running=res.engine_running,
             )
             if res.error_code:
                 out[i] = fail(out[i], self.name, res.error_code, res.error or "")

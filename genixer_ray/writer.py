@@ -25,6 +25,52 @@ CommitStep = Callable[[list[dict]], tuple[list[dict], dict]]
 
 
 @dataclass
+class EngineTally:
+    """How full the generator's engine ran, summed over rows.
+
+    Each row carries the mean sequences its engine ran while the row's request ran
+    (``engine_running``: vLLM's own per-step count) and the prompt tokens the prefix cache served
+    (``cached_tokens``); sums travel in shard markers and add up across runs and resumes.
+    """
+
+    rows: int = 0
+    running: float = 0.0
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    def add_row(self, r: dict) -> None:
+        """Count one output row (rows the engine never saw carry nulls and count nowhere)."""
+        if r.get("engine_running") is not None:
+            self.rows += 1
+            self.running += r["engine_running"]
+        if r.get("cached_tokens") is not None:
+            self.prompt_tokens += r.get("prompt_tokens") or 0
+            self.cached_tokens += r["cached_tokens"]
+
+    def add(self, sums: dict) -> None:
+        """Add another tally's :meth:`sums` (a shard marker's)."""
+        for k, v in sums.items():
+            setattr(self, k, getattr(self, k) + v)
+
+    def sums(self) -> dict:
+        """The raw sums, for a shard marker."""
+        return {"rows": self.rows, "running": self.running, "prompt_tokens": self.prompt_tokens, "cached_tokens": self.cached_tokens}
+
+    def summary(self) -> dict:
+        """Mean sequences running per row, and the share of prompt tokens served from the prefix cache."""
+        hit = self.cached_tokens / self.prompt_tokens if self.prompt_tokens else None
+        return {"mean_running": round(self.running / max(self.rows, 1), 2), "prefix_cache_hit_rate": hit and round(hit, 4)}
+
+    def line(self) -> str:
+        """``engine: 61.8 sequences running, prefix cache 37%`` for the progress line (empty without rows)."""
+        if not self.rows:
+            return ""
+        s = self.summary()
+        hit = "" if s["prefix_cache_hit_rate"] is None else f", prefix cache {s['prefix_cache_hit_rate']:.0%}"
+        return f", engine: {s['mean_running']:.1f} sequences running{hit}"
+
+
+@dataclass
 class RunSummary:
     """What a run did: where it wrote and its rows counted by status, error code and task."""
 
@@ -37,6 +83,7 @@ class RunSummary:
     by_task: Counter = field(default_factory=Counter)
     kept: int = 0
     funnel: dict[str, Counter] = field(default_factory=dict)
+    engine: EngineTally = field(default_factory=EngineTally)
 
     def add_marker(self, m: dict) -> None:
         """Count one committed shard's marker."""
@@ -47,10 +94,11 @@ class RunSummary:
         self.kept += m.get("kept", 0)
         for task, steps in m.get("funnel", {}).items():
             self.funnel.setdefault(task, Counter()).update(steps)
+        self.engine.add(m.get("engine", {}))
 
     def counts(self) -> dict:
         """The counts as JSON-ready data for a manifest."""
-        return {
+        out = {
             "rows": self.rows,
             "kept": self.kept,
             "by_status": dict(self.by_status),
@@ -58,6 +106,9 @@ class RunSummary:
             "by_task": dict(self.by_task),
             "funnel": {t: dict(c) for t, c in sorted(self.funnel.items())},
         }
+        if self.engine.rows:
+            out["engine"] = self.engine.summary()
+        return out
 
 
 class ShardWriter:
@@ -65,12 +116,13 @@ class ShardWriter:
 
     Committing a shard is three named steps: ``decide`` (the commit step given by the run: keep
     decisions and the counts they add), :func:`~genixer_ray.schema.to_frame` (the schema check),
-    and :meth:`RunStore.commit_shard` (the shard file, then its marker).
+    and :meth:`RunStore.commit_shard` (the shard file, then its marker). With ``engine_stats``
+    (a generation run) progress and markers say how full the generator's engine ran.
     """
 
     def __init__(
         self, store: RunStore, expected: dict[int, int], decide: CommitStep, *,
-        label: str = "generate", every_s: float = 10.0,
+        label: str = "generate", every_s: float = 10.0, engine_stats: bool = False,
     ):
         self.store = store
         self.expected = expected
@@ -85,6 +137,7 @@ class ShardWriter:
         self.first_row: float | None = None  # the rate counts from the first row (engines start before)
         self.last_report = 0.0
         self.reported_rows = -1
+        self.engine = EngineTally() if engine_stats else None
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         """Take output rows (any shards, any order, possibly repeated) and commit full shards."""
@@ -100,6 +153,8 @@ class ShardWriter:
             self.first_row = self.first_row or time.monotonic()
             if r.get("error_code"):
                 self.by_error[r["error_code"]] += 1
+            if self.engine is not None:
+                self.engine.add_row(r)
             if len(buf) == self.expected[k]:
                 self._commit(k)
         self._report()
@@ -114,6 +169,11 @@ class ShardWriter:
             "by_task": dict(Counter(t for t in df["parsed_task"].to_list() if t)),
             **decided,
         }
+        if self.engine is not None:
+            tally = EngineTally()
+            for r in rows:
+                tally.add_row(r)
+            counts["engine"] = tally.sums()
         self.store.commit_shard(k, df, counts)
         self.committed += 1
 
@@ -130,7 +190,7 @@ class ShardWriter:
         eta = f", ETA {format_duration((total - self.rows) / rate)}" if 0 < self.rows < total else ""
         log.info(
             f"[{self.label}] {self.rows}/{total} rows, {self.committed}/{len(self.expected)} shards, "
-            f"{rate:.2f} rows/s{eta}, errors: {errors}"
+            f"{rate:.2f} rows/s{eta}, errors: {errors}{self.engine.line() if self.engine is not None else ''}"
         )
 
     def finish(self) -> None:

@@ -35,8 +35,21 @@ class EngineConfig(Strict):
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="vLLM on CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE, if not set already).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans.")
     max_num_seqs: int = Field(64, ge=1, description="Sequences the engine decodes at once.")
-    batch_size: int = Field(16, ge=1, description="Rows handed to the engine per call.")
+    batch_size: int = Field(
+        16, ge=1,
+        description="Rows handed to the engine per call; vLLM actors run several calls at once, enough to keep max_num_seqs sequences running.",
+    )
     enforce_eager: bool = Field(False, description="Skip CUDA-graph capture: faster start, slower decode.")
+
+    def concurrent_batches(self) -> int:
+        """Batches one engine runs at once.
+
+        vLLM: enough for ``max_num_seqs`` sequences to run while one more batch waits, so the
+        engine never drains at a batch boundary; transformers runs one batch per ``generate``.
+        """
+        if self.backend != "vllm":
+            return 1
+        return -(-self.max_num_seqs // self.batch_size) + 1
 
     def memory_utilization(self, *, cpu: bool) -> float:
         """The memory share to give vLLM on this platform."""

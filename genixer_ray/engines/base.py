@@ -44,6 +44,10 @@ class GenerationResult:
     error_code: str | None = None
     error: str | None = None
     prompt_tokens: int = 0
+    # How full the engine was: mean sequences it ran while this request ran (vLLM: from its own
+    # per-step statistics; transformers: the rows of the one ``generate`` call).
+    engine_running: float | None = None
+    cached_tokens: int | None = None  # prompt tokens served from vLLM's prefix cache
 
     @classmethod
     def failed(cls, code: str, message: str) -> GenerationResult:

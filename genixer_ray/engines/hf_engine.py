@@ -137,6 +137,7 @@ class TransformersGenerator(Generator):
             except Exception as e:
                 raise EngineError(f"transformers generate failed: {type(e).__name__}: {e}") from e
             for i, res in zip(todo, outs):
+                res.engine_running = float(len(todo))  # one padded batch: every row runs to the longest
                 results[i] = res
         return results  # type: ignore[return-value]
 

