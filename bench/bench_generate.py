@@ -2,7 +2,11 @@
 
 Baseline: the transformers backend, one request per `generate` call. Compared: batched calls of
 the backend; transformers' own batch sampling (one global RNG: not batch-invariant), which shows
-what the backend's per-row seeded sampler costs; with `--vllm`, the vLLM backend.
+what the backend's per-row seeded sampler costs; with `--vllm`, the vLLM backend: all rows in one
+call, then `--vllm-rows` rows in batches of `--vllm-batch`, one batch at a time (a synchronous
+engine's way) against as many batches at once as a generator actor runs
+(`EngineConfig.concurrent_batches`), with the sequences vLLM itself reports running while rows
+were still being handed out (its fill: that mean over `max_num_seqs`).
 
     .venv/bin/python bench/bench_generate.py [--model tiny | --build 1b] [--rows 64] [--vllm]
 
@@ -15,6 +19,7 @@ import argparse
 import functools
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from genixer_ray.config import GeneratorConfig, SamplingConfig
 from genixer_ray.console import console
@@ -31,6 +36,27 @@ def timed(fn, reqs, batch: int) -> float:
         fn(reqs[i : i + batch])
     sync()
     return len(reqs) / (time.perf_counter() - t)
+
+
+def in_batches(gen, reqs, batch: int, calls: int) -> tuple[float, float]:
+    """Rows/s over ``reqs`` in batches of ``batch`` with ``calls`` batches at once, and the mean
+    sequences vLLM ran from the start until the last batch was handed out (after a warm-up batch)."""
+    from genixer_ray.engines.vllm_engine import EngineLoad
+
+    batches = [reqs[i : i + batch] for i in range(0, len(reqs), batch)]
+    gen.generate(batches[0])
+    last_handed = []
+
+    def one(item):
+        k, b = item
+        if k == len(batches) - 1:
+            last_handed.append(gen.load.mark())
+        return gen.generate(b)
+
+    start, t = gen.load.mark(), time.perf_counter()
+    with ThreadPoolExecutor(calls) as pool:
+        list(pool.map(one, enumerate(batches)))
+    return len(reqs) / (time.perf_counter() - t), EngineLoad.mean(start, last_handed[0])
 
 
 def sync() -> None:
@@ -66,6 +92,9 @@ def main() -> None:
     ap.add_argument("--batches", default="8,32")
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--vllm", action="store_true")
+    ap.add_argument("--vllm-rows", type=int, default=256)
+    ap.add_argument("--vllm-batch", type=int, default=8)
+    ap.add_argument("--max-num-seqs", type=int, default=32)
     args = ap.parse_args()
     # Framework and engine output goes to a log file; the table to the terminal.
     with console("bench-generate", verbose=False) as con:
@@ -95,9 +124,20 @@ def main() -> None:
         r = timed(native_sampling(hf), reqs, b)
         say(f"hf native sampling batch={b:<4}{r:9.2f} rows/s  x{r / base:.2f} (not batch-invariant)")
         if args.vllm:
-            v = get_generator(GeneratorConfig(backend="vllm", **cfg))
+            vcfg = GeneratorConfig(backend="vllm", max_num_seqs=args.max_num_seqs, batch_size=args.vllm_batch, **cfg)
+            v = get_generator(vcfg)
             r = timed(v.generate, reqs, len(reqs))
             say(f"vllm all-at-once            {r:9.2f} rows/s  x{r / base:.2f}")
+            many = [
+                GenerationRequest(imgs[i % len(imgs)], "Write a question and its answer.", SamplingConfig(seed=i, max_tokens=args.max_tokens))
+                for i in range(args.vllm_rows)
+            ]
+            say(f"vLLM, {args.vllm_rows} rows in batches of {args.vllm_batch}, max_num_seqs={args.max_num_seqs}:")
+            one_rate, one_run = in_batches(v, many, args.vllm_batch, 1)
+            say(f"  one batch at a time       {one_rate:9.2f} rows/s  x1.00 (baseline)  {one_run:5.1f} running, fill {one_run / args.max_num_seqs:.2f}")
+            k = vcfg.concurrent_batches()
+            r, run = in_batches(v, many, args.vllm_batch, k)
+            say(f"  {k} batches at once{'':8}{r:9.2f} rows/s  x{r / one_rate:.2f}             {run:5.1f} running, fill {run / args.max_num_seqs:.2f}")
         shutdown_generators()
 
 

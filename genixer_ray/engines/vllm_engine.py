@@ -142,6 +142,9 @@ class VLLMGenerator(Generator):
         """Stop the engine-core subprocess and the loop now rather than at interpreter exit."""
         self.engine.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)
+        # AsyncLLM shuts down again when collected; at interpreter exit, with vLLM's modules
+        # already torn down, that fails noisily. Collected here, it finds nothing left to do.
+        del self.engine
 
     def format_prompt(self, instruction: str) -> str:
         """The chat-formatted prompt for ``instruction`` (see :func:`chat_prompt`)."""
