@@ -3,7 +3,9 @@
 The paper's filtering scripts scored one image per forward pass; the filter stages batch. For
 each stage this prints rows/s at batch 1 (the baseline) and at larger batches, on the same rows:
 
-* CLIP: box crops scored against their expressions (``ClipStage``, open_clip);
+* CLIP: box crops scored against their expressions (``ClipStage``, open_clip); then, at the
+  largest batch, the stage against a bare batched open_clip forward on the same crops and texts
+  (cut beforehand: what the stage adds) and against one crop per forward pass;
 * judge: P(Yes) from one decode step (``JudgeStage`` on the transformers backend);
 * the single-step judge against the paper's sampled reply (temperature 1, 10 tokens) at the
   largest batch: rows/s, and how often their Yes/No decisions agree.
@@ -23,7 +25,7 @@ from bench_generate import timed  # bench/ is the script's folder, so its siblin
 from genixer_ray.config import ClipFilterConfig, GeneratorConfig, JudgeConfig
 from genixer_ray.console import console
 from genixer_ray.engines.base import get_generator, shutdown_generators
-from genixer_ray.filters.clip import ClipStage
+from genixer_ray.filters.clip import ClipScorer, ClipStage, crop_box, region_texts
 from genixer_ray.filters.judge import JudgeStage, says_yes
 from genixer_ray.images import decode_image, embedded_image_paths
 
@@ -79,6 +81,11 @@ def main() -> None:
             for b in batches:
                 r = timed(build(b), rows, b)
                 say(f"{name:<22} batch={b:<3} {r:9.2f} rows/s  x{r / base:.2f}")
+        stage, bare, one = clip_comparison(args.clip, rows, batches[-1])
+        say(f"clip, one crop per forward pass (baseline)   {one:9.2f} rows/s  x1.00")
+        say(f"clip, bare open_clip, {2 * batches[-1]} crops per forward  {bare:9.2f} rows/s  x{bare / one:.2f}")
+        say(f"clip, the stage, {2 * batches[-1]} crops per forward       {stage:9.2f} rows/s  x{stage / one:.2f} "
+            f"({stage / bare:.2f}x the bare forward)")
         judge = stages[f"judge {args.build or model}"](batches[-1])
         sampled, single, agree = judge_comparison(judge, rows, batches[-1])
         say(f"judge, the paper's sampled reply (baseline)  batch={batches[-1]:<3} {sampled:9.2f} rows/s  x1.00")
@@ -86,6 +93,26 @@ def main() -> None:
         say(f"ratio single-step / sampled judge: {single / sampled:.2f}x (target >= 5); Yes/No decisions agree on "
             f"{agree:.0%} of rows (target >= 95%; P(Yes) >= 0.5 against a reply saying Yes)")
         shutdown_generators()
+
+
+def clip_comparison(clip: str, rows: list[dict], batch: int) -> tuple[float, float, float]:
+    """Rows/s of the CLIP stage at ``batch`` rows per call, of a bare open_clip forward on the
+    same crops and texts (cut beforehand) at the same crops per forward, and of one crop per forward."""
+    from genixer_ray.stages import row_image
+
+    stage = ClipStage(ClipFilterConfig(enabled=True, model=clip, batch_size=2 * batch))
+    pairs = [(crop_box(row_image(r), box, 0.0), text) for r in rows for box, text in region_texts(r)]
+    scorer = ClipScorer(clip)
+    per_row = len(pairs) / len(rows)
+
+    def forward(chunk):
+        scorer.scores([c for c, _ in chunk], [t for _, t in chunk])
+
+    return (
+        timed(stage, rows, batch),
+        timed(forward, pairs, 2 * batch) / per_row,
+        timed(forward, pairs, 1) / per_row,
+    )
 
 
 def judge_comparison(judge: JudgeStage, rows: list[dict], batch: int) -> tuple[float, float, float]:

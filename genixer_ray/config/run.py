@@ -34,7 +34,9 @@ class EngineConfig(Strict):
     )
     cpu_kvcache_space_gib: int = Field(1, ge=1, description="vLLM on CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE, if not set already).")
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans.")
-    max_num_seqs: int = Field(64, ge=1, description="Sequences the engine decodes at once.")
+    max_num_seqs: int = Field(
+        256, ge=1, description="Sequences the engine decodes at once (vLLM's own offline default on most GPUs; H100-class take 1024).",
+    )
     batch_size: int = Field(
         16, ge=1,
         description="Rows handed to the engine per call; vLLM actors run several calls at once, enough to keep max_num_seqs sequences running.",

