@@ -81,7 +81,7 @@ class WorkerPeaks:
     """Samples the RSS of every Ray worker process (``ray::`` titles) until stopped."""
 
     def __init__(self, every_s: float = 0.5):
-        self.every_s, self.one, self.total = every_s, 0, 0
+        self.every_s, self.one, self.total, self.largest = every_s, 0, 0, ""
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -90,18 +90,21 @@ class WorkerPeaks:
         import psutil
 
         while not self._stop.wait(self.every_s):
-            sizes = []
-            for p in psutil.process_iter(["name", "memory_info"]):
+            sizes = []  # (rss, title) of each worker process
+            for p in psutil.process_iter(["name", "cmdline", "memory_info"]):
                 if (p.info["name"] or "").startswith("ray::") and p.info["memory_info"]:
-                    sizes.append(p.info["memory_info"].rss)
+                    sizes.append((p.info["memory_info"].rss, " ".join(p.info["cmdline"] or [p.info["name"]]).strip()))
             if sizes:
-                self.one, self.total = max(self.one, max(sizes)), max(self.total, sum(sizes))
+                top, name = max(sizes)
+                if top > self.one:
+                    self.one, self.largest = top, name
+                self.total = max(self.total, sum(rss for rss, _ in sizes))
 
-    def stop(self) -> tuple[int, int]:
-        """Stop sampling; (largest single worker peak, largest sum) in bytes."""
+    def stop(self) -> tuple[int, int, str]:
+        """Stop sampling; (largest single worker peak, largest sum) in bytes, and that worker's title."""
         self._stop.set()
         self._thread.join()
-        return self.one, self.total
+        return self.one, self.total, self.largest
 
 
 def one_size(manifest: str, out: str, n: int) -> dict:
@@ -124,7 +127,7 @@ def one_size(manifest: str, out: str, n: int) -> dict:
         summary = run_generation(cfg)
         wall = time.perf_counter() - t
         driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        worker_one, worker_total = peaks.stop()
+        worker_one, worker_total, largest = peaks.stop()
         ray.shutdown()
     # Every image generated for; some answers do not parse as their task (one fixed answer for all nine).
     assert summary.rows == n and not set(summary.by_error) & {"missing", "read_failed", "not_an_image", "truncated"}, summary.counts()
@@ -133,6 +136,7 @@ def one_size(manifest: str, out: str, n: int) -> dict:
     return {
         "rows": n, "wall_s": wall, "rows_per_s": n / wall, "steady_rows_per_s": int((times < last).sum()) / (last - first),
         "first_batch_s": first - started, "driver_peak": driver_peak, "worker_peak": worker_one, "workers_peak_sum": worker_total,
+        "largest_worker": largest,
     }
 
 
@@ -175,7 +179,7 @@ def main() -> None:
         return
     mib = 1 << 20
     print("stand-in engine, 32x32 PNGs inline, shards of 256, batches of 64, one generator actor")
-    print(f"{'rows':>9} {'wall s':>8} {'rows/s':>8} {'steady':>8} {'1st batch s':>11} {'driver MiB':>10} {'worker MiB':>10} {'workers MiB':>11}")
+    print(f"{'rows':>9} {'wall s':>8} {'rows/s':>8} {'steady':>8} {'1st batch s':>11} {'driver MiB':>10} {'worker MiB':>10} {'workers MiB':>11}  largest worker")
     results = []
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as d:
@@ -187,7 +191,7 @@ def main() -> None:
         results.append(r)
         print(
             f"{n:>9} {r['wall_s']:>8.1f} {r['rows_per_s']:>8.0f} {r['steady_rows_per_s']:>8.0f} {r['first_batch_s']:>11.1f} "
-            f"{r['driver_peak'] / mib:>10.0f} {r['worker_peak'] / mib:>10.0f} {r['workers_peak_sum'] / mib:>11.0f}",
+            f"{r['driver_peak'] / mib:>10.0f} {r['worker_peak'] / mib:>10.0f} {r['workers_peak_sum'] / mib:>11.0f}  {r['largest_worker']}",
             flush=True,
         )
     if len(results) > 1:
