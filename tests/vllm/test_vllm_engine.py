@@ -33,7 +33,9 @@ def test_batches_from_several_threads_share_the_engine(gen, embedded_images, mak
     with ThreadPoolExecutor(4) as pool:
         together = [r for out in pool.map(gen.generate, batches) for r in out]
     assert all(r.error_code is None and r.engine_running <= CFG["max_num_seqs"] + 1e-6 for r in together)
-    assert sum(r.engine_running for r in together) / len(together) > 1.5 * len(imgs)
+    # More than one batch ran at once: beyond what one caller can ever reach (4 here). Seen at
+    # 5.5-7 on 2 cores; how much more depends on the machine's load, so only "more" is asserted.
+    assert sum(r.engine_running for r in together) / len(together) > len(imgs)
 
 
 def test_prefix_cache_hits_are_reported(gen, embedded_images, make_requests):
