@@ -38,14 +38,18 @@ class EngineTally:
     prompt_tokens: int = 0
     cached_tokens: int = 0
 
-    def add_row(self, r: dict) -> None:
-        """Count one output row (rows the engine never saw carry nulls and count nowhere)."""
-        if r.get("engine_running") is not None:
-            self.rows += 1
-            self.running += r["engine_running"]
-        if r.get("cached_tokens") is not None:
-            self.prompt_tokens += r.get("prompt_tokens") or 0
-            self.cached_tokens += r["cached_tokens"]
+    @classmethod
+    def of(cls, rows: list[dict]) -> EngineTally:
+        """The tally of output rows (rows the engine never saw carry nulls and count nowhere)."""
+        t = cls()
+        for r in rows:
+            if r.get("engine_running") is not None:
+                t.rows += 1
+                t.running += r["engine_running"]
+            if r.get("cached_tokens") is not None:
+                t.prompt_tokens += r.get("prompt_tokens") or 0
+                t.cached_tokens += r["cached_tokens"]
+        return t
 
     def add(self, sums: dict) -> None:
         """Add another tally's :meth:`sums` (a shard marker's)."""
@@ -117,7 +121,8 @@ class ShardWriter:
     Committing a shard is three named steps: ``decide`` (the commit step given by the run: keep
     decisions and the counts they add), :func:`~genixer_ray.schema.to_frame` (the schema check),
     and :meth:`RunStore.commit_shard` (the shard file, then its marker). With ``engine_stats``
-    (a generation run) progress and markers say how full the generator's engine ran.
+    (a generation run) markers and progress (over committed shards) say how full the generator's
+    engine ran.
     """
 
     def __init__(
@@ -153,8 +158,6 @@ class ShardWriter:
             self.first_row = self.first_row or time.monotonic()
             if r.get("error_code"):
                 self.by_error[r["error_code"]] += 1
-            if self.engine is not None:
-                self.engine.add_row(r)
             if len(buf) == self.expected[k]:
                 self._commit(k)
         self._report()
@@ -170,10 +173,9 @@ class ShardWriter:
             **decided,
         }
         if self.engine is not None:
-            tally = EngineTally()
-            for r in rows:
-                tally.add_row(r)
-            counts["engine"] = tally.sums()
+            # Counted once per shard: the marker's sums, and the progress line's over committed shards.
+            counts["engine"] = EngineTally.of(rows).sums()
+            self.engine.add(counts["engine"])
         self.store.commit_shard(k, df, counts)
         self.committed += 1
 
