@@ -115,13 +115,16 @@ def one_size(manifest: str, out: str, n: int) -> dict:
     from genixer_ray.config import load_config
     from genixer_ray.console import console
     from genixer_ray.pipeline import run_generation
+    from genixer_ray.ray_start import local_ray_cpus
 
     cfg = load_config(None, [
         f"input.source={manifest}", f"output.path={out}", "name=scale", "generator.backend=transformers",
         "generator.batch_size=64", "scaling.decode_batch_size=64",
     ])
     with console("bench-scale", verbose=False):
-        ray.init(num_cpus=6, runtime_env={"worker_process_setup_hook": install_standin})
+        # As run_generation would start Ray (ray_start.ensure_ray), plus the stand-in's setup hook.
+        reserved = cfg.scaling.max_actors * cfg.scaling.cpus_per_actor
+        ray.init(runtime_env={"worker_process_setup_hook": install_standin}, **local_ray_cpus(None, reserved))
         peaks = WorkerPeaks()
         started, t = time.time(), time.perf_counter()
         summary = run_generation(cfg)
