@@ -13,7 +13,8 @@ import os
 import polars as pl
 
 from genixer_ray.config import ActorPoolConfig, FiltersConfig, GeneratorConfig, RunConfig
-from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA
+from genixer_ray.schema import DECODED_SCHEMA, FILTER_SCHEMA, GENERATION_SCHEMA, SCORING_SCHEMA, row_key
+from genixer_ray.seeding import sample_id
 from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, StageContractError, drop_image, fail
 from genixer_ray.store import RunStore
 
@@ -64,13 +65,15 @@ def load_for_filter(table, *, run_url: str, storage_options: dict, input_cfg_jso
     for k in table.column("shard").to_pylist():
         planned = {r["image_id"]: r for r in src.read_frame(src.plan_name(k)).to_dicts()}
         rows = src.read_frame(src.shard_name(k)).to_dicts()
+        img: dict = {}  # an image's samples are adjacent in a shard: each image is decoded once
         for start in range(0, len(rows), chunk):
             out = []
             for row in rows[start : start + chunk]:
                 row |= dict.fromkeys(FILTER_SCHEMA)
                 if row["status"] == "ok":
-                    p = planned[row["image_id"]]
-                    img = decode([{"shard": k, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
+                    if img.get("image_id") != row["image_id"]:
+                        p = planned[row["image_id"]]
+                        img = decode([{"shard": k, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
                     if img["status"] == "ok":
                         row |= {c: img[c] for c in IMAGE_COLUMNS}
                     else:
@@ -169,16 +172,20 @@ def run_stages(stages: list, rows: list[dict]) -> list[dict]:
 def check_contract(stage, rows_in: list[dict], rows_out: list[dict]) -> None:
     """Raise :class:`StageContractError` unless ``rows_out`` holds one row per row of ``rows_in``, in order.
 
-    Every row must reach the writer, or its shard never commits; a stage that drops, adds or
-    reorders rows is a bug, and is named here rather than found as a shard left incomplete.
+    A stage with ``samples_per_row`` (the generate stage) must return that many rows per row
+    in, samples 0, 1, ... in order. Every row must reach the writer, or its shard never commits;
+    a stage that drops, adds or reorders rows is a bug, and is named here rather than found as a
+    shard left incomplete.
     """
-    ids_in = [r["image_id"] for r in rows_in]
-    ids_out = [r.get("image_id") for r in rows_out]
-    if ids_in != ids_out:
-        lost = sorted(set(ids_in) - set(ids_out))[:3]
+    fan_out = getattr(stage, "samples_per_row", None)
+    keys_in = [row_key(r) for r in rows_in]
+    want = [(i, k) for i, _ in keys_in for k in range(fan_out)] if fan_out else keys_in
+    got = [row_key(r) if "image_id" in r else None for r in rows_out]
+    if want != got:
+        lost = sorted(set(want) - set(got))[:3]
         raise StageContractError(
-            f"stage {type(stage).__name__} returned {len(ids_out)} rows for {len(ids_in)}"
-            + (f" (lost {lost})" if lost else " (reordered or renamed)")
+            f"stage {type(stage).__name__} returned {len(got)} rows for {len(want)}"
+            + (f" (lost {[sample_id(*k) for k in lost]})" if lost else " (reordered or renamed)")
         )
 
 

@@ -2,7 +2,7 @@
 
 One record per kept row (or per parsed row with ``only_kept=False``)::
 
-    {"id": "<image id>", "image": "<path>", "task": "rec",
+    {"id": "<image id>[#<sample>]", "image": "<path>", "task": "rec",
      "conversations": [{"from": "human", "value": "<image>\\nWhere is the dog?"},
                        {"from": "gpt", "value": "[0.120,0.300,0.450,0.800]"}],
      "genixer": {"run_id": ..., "generator_hash": ..., "seed": ..., "clip_score": ..., ...}}
@@ -24,6 +24,8 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 
+from genixer_ray.schema import row_key
+from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore
 
 PROVENANCE = ("run_id", "generator_hash", "seed", "clip_score", "consistency_score", "judge_p_yes")
@@ -37,7 +39,7 @@ def llava_record(row: dict, image: str) -> dict:
         question = f"<image>\n{t['question']}" if i == 0 else t["question"]
         conversations += [{"from": "human", "value": question}, {"from": "gpt", "value": t["answer"]}]
     return {
-        "id": row["image_id"],
+        "id": sample_id(*row_key(row)),
         "image": image,
         "task": row.get("parsed_task"),
         "conversations": conversations,

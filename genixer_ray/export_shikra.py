@@ -84,7 +84,7 @@ def _plain(text: str) -> str:
 def shikra_records(row: dict, image: str) -> tuple[str, list[dict]] | None:
     """``(file key, records)`` of one parsed row, or ``None`` for a task Shikra's files do not hold."""
     w, h, task = row["image_width"], row["image_height"], row.get("parsed_task")
-    meta = {"genixer": {"image_id": row["image_id"], "task": task, **{k: finite(row.get(k)) for k in PROVENANCE}}}
+    meta = {"genixer": {"image_id": row["image_id"], "sample": row.get("sample") or 0, "task": task, **{k: finite(row.get(k)) for k in PROVENANCE}}}
     if task == "rec" and len(row.get("answer_boxes") or []) == 1:
         rec = {"img_path": image, "expression": rec_expression(row["question"]), "bbox": to_pixels(row["answer_boxes"][0], w, h),
                "dataset_name": "genixer", "height": h, "width": w}

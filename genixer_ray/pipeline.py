@@ -17,7 +17,7 @@ from genixer_ray.config import ConfigError, RunConfig, redact, redacted
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.ray_start import ensure_ray_data
-from genixer_ray.store import RunStore
+from genixer_ray.store import RunStore, plan_samples
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,9 @@ def _ensure_plan(store: RunStore, cfg: RunConfig) -> dict:
     if plan is None:
         log.info("[plan] listing %s into shards of %d", redact(cfg.input.source), cfg.output.shard_size)
         try:
-            return store.write_plan(iter_inputs(cfg.input), cfg.output.shard_size, meta={"input": wanted})
+            return store.write_plan(
+                iter_inputs(cfg.input), cfg.output.shard_size, meta={"input": wanted, "samples_per_image": cfg.samples_per_image}
+            )
         except ValueError as e:  # InputError, duplicate ids
             raise ConfigError(str(e)) from None
     planned = plan.get("input")
@@ -42,6 +44,11 @@ def _ensure_plan(store: RunStore, cfg: RunConfig) -> dict:
         raise ConfigError(
             f"run {cfg.name!r} was planned with input {planned}, not {wanted}; "
             "resume with the same input or choose another run name"
+        )
+    if plan_samples(plan) != cfg.samples_per_image:
+        raise ConfigError(
+            f"samples_per_image: run {cfg.name!r} was planned with {plan_samples(plan)} sample(s) per image, "
+            f"not {cfg.samples_per_image}; resume with the same number or choose another run name"
         )
     return plan
 
@@ -58,7 +65,7 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
         batch_format="pyarrow",
         batch_size=cfg.generator.batch_size,
         fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "then_filter_actor": then_filter},
-        **pool_args(sc, concurrent_calls=cfg.generator.concurrent_batches()),
+        **pool_args(sc, concurrent_calls=cfg.generator.concurrent_batches(cfg.samples_per_image)),
     )
     return with_filter_actors(ds, cfg.filters, cfg.generator, filter_pass=False) if then_filter else ds
 
@@ -80,8 +87,10 @@ def run_generation(cfg: RunConfig) -> RunSummary:
     plan = _ensure_plan(store, cfg)
     store.write_config(redacted(cfg))  # a later filter pass reads the run's generator from it
     done = store.committed()
-    expected = {k: n for k, n in enumerate(plan["rows_per_shard"]) if k not in done}
-    log.info("[plan] %d images in %d shards; %d already committed", plan["rows"], plan["shards"], len(done))
+    n = plan_samples(plan)
+    expected = {k: rows * n for k, rows in enumerate(plan["rows_per_shard"]) if k not in done}
+    each = f", {n} samples each" if n > 1 else ""
+    log.info("[plan] %d images%s in %d shards; %d already committed", plan["rows"], each, plan["shards"], len(done))
     if expected:
         sc = cfg.scaling
         ensure_ray_data(sc, sc.max_actors * sc.cpus_per_actor + cfg.filters.max_actors * cfg.filters.cpus_per_actor)
@@ -94,7 +103,10 @@ def run_generation(cfg: RunConfig) -> RunSummary:
     summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))
     for m in store.markers():
         summary.add_marker(m)
-    write_manifest(store, summary, started, run=cfg.name, config=redacted(cfg), plan={"rows": plan["rows"], "shards": plan["shards"]})
+    write_manifest(
+        store, summary, started, run=cfg.name, config=redacted(cfg),
+        plan={"images": plan["rows"], "samples_per_image": n, "rows": plan["rows"] * n, "shards": plan["shards"]},
+    )
     return summary
 
 

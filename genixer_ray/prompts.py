@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from genixer_ray.seeding import derive_seed
+from genixer_ray.seeding import derive_seed, sample_id
 from genixer_ray.tasks import TASKS
 
 # Our own phrasings of "look at the image, write a question and its answer" (step 2's generic level).
@@ -191,27 +191,50 @@ class PromptChoice:
     mode: str  # "agnostic" or "specific"
 
 
-def choose_prompt(image_id: str, *, seed: int, mode: str, task_mix: dict[str, float], profile: PromptProfile) -> PromptChoice:
+def choose_prompt(
+    image_id: str, *, seed: int, mode: str, task_mix: dict[str, float], profile: PromptProfile, avoid: frozenset[str] = frozenset(),
+) -> PromptChoice:
     """Pick the generic instruction (and, in task-specific mode, the task) for one image.
 
-    The choice depends only on ``(seed, image_id)``, so re-runs and resumed runs repeat it.
+    The choice depends only on ``(seed, image_id, avoid)``, so re-runs and resumed runs repeat it.
 
     Args:
-        image_id: the image's stable id.
+        image_id: the image's stable id (a sample's :func:`~genixer_ray.seeding.sample_id`).
         seed: the run seed.
         mode: ``"agnostic"`` (generic instruction only) or ``"specific"`` (plus a task sentence).
         task_mix: task id -> relative weight, used in task-specific mode (tasks of ``profile``).
         profile: the prompt profile (sentences, separator, pools).
+        avoid: tasks not to draw (the image's earlier samples took them), unless no other is left.
     """
     rng = random.Random(derive_seed(seed, f"prompt:{image_id}"))
     idx = rng.randrange(len(profile.generic))
     generic = profile.generic[idx]
     if mode == "agnostic":
         return PromptChoice(generic, f"g{idx:02d}", None, mode)
-    tasks = sorted(t for t, w in task_mix.items() if w > 0)
+    tasks = sorted(t for t, w in task_mix.items() if w > 0 and t not in avoid) or sorted(t for t, w in task_mix.items() if w > 0)
     task = rng.choices(tasks, weights=[task_mix[t] for t in tasks])[0]
     template = "fixed" if task in profile.fixed else f"g{idx:02d}"
     return PromptChoice(profile.specific(generic, task), template, task, mode)
+
+
+def choose_prompts(image_id: str, samples: int, *, seed: int, mode: str, task_mix: dict[str, float], profile: PromptProfile) -> list[PromptChoice]:
+    """The prompts of an image's ``samples`` samples (sample 0's is :func:`choose_prompt`'s for the image).
+
+    In task-specific mode an image's samples take different tasks, drawn by weight from those
+    not yet taken, until every task of ``task_mix`` is taken; then a new round begins. Each
+    sample's draw is keyed by its :func:`~genixer_ray.seeding.sample_id`.
+    """
+    out: list[PromptChoice] = []
+    taken: set[str] = set()
+    tasks = {t for t, w in task_mix.items() if w > 0}
+    for s in range(samples):
+        if taken >= tasks:
+            taken.clear()
+        choice = choose_prompt(sample_id(image_id, s), seed=seed, mode=mode, task_mix=task_mix, profile=profile, avoid=frozenset(taken))
+        out.append(choice)
+        if choice.task:
+            taken.add(choice.task)
+    return out
 
 
 def referring_question(profile: PromptProfile, task: str, referring: dict, rng: random.Random) -> tuple[str, str, str]:

@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 
 from genixer_ray.filters.decide import FILTERS
 from genixer_ray.inspection import inspect_run
+from genixer_ray.schema import row_key
+from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore
 
 SCORES = {
@@ -183,7 +185,7 @@ def _card(row: dict) -> str:
     else:
         img = f"<div class='noimg'>image not readable: {_e(row.get('_thumb_error'))}</div>"
     return (
-        f"<div class='card'>{img}<div class='meta'><code>{_e(row['image_id'])}</code> "
+        f"<div class='card'>{img}<div class='meta'><code>{_e(sample_id(*row_key(row)))}</code> "
         f"<span class='task'>{_e(row.get('parsed_task') or row.get('task'))}</span></div>{qa}"
         f"<div class='scores'>{_e(scores)}</div>"
         + (f"<div class='reasons'>rejected: {_e(reasons)}</div>" if reasons else "")

@@ -1,7 +1,7 @@
 """The output table: its columns, types and the error codes a row can carry.
 
-Every input image ends in exactly one row: ``status == "ok"``, or ``status == "error"`` with an
-``error_code`` from :data:`ERROR_CODES`, the ``error_stage`` that failed and a message.
+Every (input image, sample) ends in exactly one row: ``status == "ok"``, or ``status == "error"``
+with an ``error_code`` from :data:`ERROR_CODES`, the ``error_stage`` that failed and a message.
 """
 
 from __future__ import annotations
@@ -57,6 +57,9 @@ _BOXES = pl.List(pl.List(pl.Float32))
 ROW_COLUMNS = {
     "shard": pl.Int32,
     "image_id": pl.String,
+    # Which of the image's ``samples_per_image`` samples (0-based); null before generation, where
+    # a row is an image. Rows are keyed by (image_id, sample): see row_key.
+    "sample": pl.Int32,
     "source": pl.String,
     # The image's size before any downscale (after EXIF orientation): boxes, normalized to it,
     # become pixels again without reopening the image (Shikra's export).
@@ -134,6 +137,11 @@ GENERATION_SCHEMA |= FILTER_SCHEMA
 
 # Between generator actors and filter actors: the rows plus the decoded image they are judged on.
 SCORING_SCHEMA = {**GENERATION_SCHEMA, "pixels": pl.Binary, "height": pl.Int32, "width": pl.Int32}
+
+
+def row_key(row: dict) -> tuple[str, int]:
+    """A row's identity, ``(image_id, sample)``; rows of runs written before samples existed are sample 0."""
+    return row["image_id"], row.get("sample") or 0
 
 
 def to_frame(rows: list[dict]) -> pl.DataFrame:

@@ -1,7 +1,8 @@
 """Pipeline stages: plain callables over a batch of rows, runnable and testable without Ray.
 
 A batch is a list of row dicts. Each stage returns exactly one row per input row, in order,
-keeping ``shard`` and ``image_id``; a row that fails gets ``status = "error"`` with a code and the
+keeping ``shard``, ``image_id`` and ``sample``; the generate stage alone turns each image into
+``samples_per_image`` rows (samples 0, 1, ...), in order. A row that fails gets ``status = "error"`` with a code and the
 stage's name, and passes through later stages untouched. Images travel between stages as raw
 RGB bytes plus height and width (Ray can size bytes; it cannot size PIL objects). Outcomes are
 counted from the rows themselves (by status and error code) where shards are committed, since a
@@ -18,8 +19,8 @@ import numpy as np
 from genixer_ray.config import InputConfig, RunConfig
 from genixer_ray.engines.base import GenerationRequest, checkpoint_hash, get_generator
 from genixer_ray.images import DecodeError, decode_image_sized
-from genixer_ray.prompts import choose_prompt
-from genixer_ray.seeding import derive_seed
+from genixer_ray.prompts import choose_prompts
+from genixer_ray.seeding import derive_seed, sample_id
 from genixer_ray.tasks import ParseError, parse_output
 
 
@@ -89,7 +90,12 @@ def drop_image(batch: list[dict]) -> list[dict]:
 
 
 class GenerateStage:
-    """Choose each row's instruction and run the generator; the engine is built once per process."""
+    """Choose each sample's instruction and run the generator; the engine is built once per process.
+
+    Each image row becomes ``samples_per_image`` rows (``sample`` 0, 1, ...) sharing its decoded
+    image; an image's requests are handed to the engine back to back, so its tokens are reused
+    from the engine's caches.
+    """
 
     name = "generate"
 
@@ -98,27 +104,31 @@ class GenerateStage:
         self.generator = get_generator(cfg.generator)
         self.generator_hash = checkpoint_hash(self.generator.model_path)
         self.profile = cfg.prompts.build()
+        self.samples_per_row = cfg.samples_per_image
 
     def __call__(self, batch: list[dict]) -> list[dict]:
-        """Generate for every ``ok`` row; error rows pass through; rows keep their image."""
+        """Generate for every sample of every ``ok`` row; error rows pass through, once per sample; rows keep their image."""
         s, cfg = self.cfg.sampling, self.cfg
         now = datetime.now(UTC)
         out: list[dict[str, Any]] = []
         todo: list[tuple[int, GenerationRequest]] = []
         for row in batch:
-            choice = choose_prompt(row["image_id"], seed=s.seed, mode=cfg.mode, task_mix=cfg.task_mix, profile=self.profile)
-            seed = derive_seed(s.seed, row["image_id"])
-            new = dict(row)
-            new.update(
-                run_id=cfg.name, mode=cfg.mode, task=choice.task, prompt_profile=self.profile.name, template_id=choice.template_id,
-                instruction=choice.instruction, generator=self.generator.model_path,
-                generator_hash=self.generator_hash, backend=self.generator.backend, seed=seed,
-                temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, created_at=now,
+            image = row_image(row) if row["status"] == "ok" else None
+            choices = choose_prompts(
+                row["image_id"], self.samples_per_row, seed=s.seed, mode=cfg.mode, task_mix=cfg.task_mix, profile=self.profile
             )
-            if row["status"] == "ok":
-                req = GenerationRequest(row_image(row), choice.instruction, s.model_copy(update={"seed": seed}))
-                todo.append((len(out), req))
-            out.append(new)
+            for k, choice in enumerate(choices):
+                seed = derive_seed(s.seed, sample_id(row["image_id"], k))
+                new = dict(row)
+                new.update(
+                    sample=k, run_id=cfg.name, mode=cfg.mode, task=choice.task, prompt_profile=self.profile.name,
+                    template_id=choice.template_id, instruction=choice.instruction, generator=self.generator.model_path,
+                    generator_hash=self.generator_hash, backend=self.generator.backend, seed=seed,
+                    temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens, created_at=now,
+                )
+                if image is not None:
+                    todo.append((len(out), GenerationRequest(image, choice.instruction, s.model_copy(update={"seed": seed}))))
+                out.append(new)
         results = self.generator.generate([r for _, r in todo])
         for (i, _), res in zip(todo, results):
             out[i].update(

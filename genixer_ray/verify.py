@@ -1,12 +1,14 @@
 """``genixer-ray verify RUN``: check that a finished run (or filter pass) holds what it promises.
 
-* every planned id (a run's plan; for a filter pass, the source run's committed rows) is in
-  exactly one committed row, in the shard it was planned in;
+* every planned (image id, sample) (a run's plan, each image times its ``samples_per_image``; for
+  a filter pass, the source run's committed rows) is in exactly one committed row, in the shard
+  it was planned in;
 * each commit marker's row count and sha256 match its shard file;
 * no shard file exists without a marker, no marker without its shard file.
 
-Shards are read one at a time (only their ``image_id`` column); the set of ids seen is the only
-thing held for the whole run.
+Shards are read one at a time (only their ``image_id`` and ``sample`` columns); the set of keys
+seen is the only thing held for the whole run. Keys are shown as
+:func:`~genixer_ray.seeding.sample_id` writes them (``img#2``: sample 2 of ``img``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
-from genixer_ray.store import RunStore, source_run
+from genixer_ray.schema import row_key
+from genixer_ray.seeding import sample_id
+from genixer_ray.store import RunStore, plan_samples, source_run
 
 SHOW = 5  # examples per problem
 
@@ -67,11 +71,16 @@ def _shard_numbers(store: RunStore, folder: str, prefix: str, suffix: str) -> se
     return out
 
 
-def _ids(store: RunStore, rel: str) -> list[str]:
+def _keys(store: RunStore, rel: str, samples: int = 1) -> list[tuple[str, int]]:
+    """The ``(image_id, sample)`` of each row of a shard file, or of each planned (image, sample)
+    of a plan file (``samples`` per image)."""
     import pyarrow.parquet as pq
 
     with store.fs.open(store.path(rel), "rb") as f:
-        return pq.read_table(f, columns=["image_id"]).column("image_id").to_pylist()
+        pf = pq.ParquetFile(f)
+        columns = [c for c in ("image_id", "sample") if c in pf.schema_arrow.names]
+        rows = pf.read(columns=columns).to_pylist()
+    return [(i, k) for i, s in map(row_key, rows) for k in (range(samples) if samples > 1 else [s])]
 
 
 def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
@@ -89,22 +98,23 @@ def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
     # What each shard must hold: the plan's ids, or for a pass the source run's committed rows.
     planned_shards = sorted(source.committed()) if is_pass else range(source.plan()["shards"])
     planned_rel = source.shard_name if is_pass else source.plan_name
+    samples = 1 if is_pass else plan_samples(source.plan())
     markers = store.committed()
     files = _shard_numbers(store, "data", "shard-", ".parquet")
     for k in sorted(files - markers):
         v.add("shard_without_marker", store.shard_name(k))
     for k in sorted(markers - files):
         v.add("marker_without_shard", store.marker_name(k))
-    seen: dict[str, int] = {}
+    seen: dict[tuple[str, int], int] = {}
     for k in planned_shards:
-        want = _ids(source, planned_rel(k))
+        want = _keys(source, planned_rel(k), samples)
         v.planned += len(want)
         if k not in markers or k not in files:
             for i in want[:SHOW]:
-                v.add("missing", f"{i} (shard {k} not committed)")
+                v.add("missing", f"{sample_id(*i)} (shard {k} not committed)")
             v.counts["missing"] += max(len(want) - SHOW, 0)
             continue
-        got = _ids(store, store.shard_name(k))
+        got = _keys(store, store.shard_name(k))
         v.rows += len(got)
         marker = store.read_json(store.marker_name(k)) or {}
         if marker.get("rows") != len(got):
@@ -115,16 +125,16 @@ def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
                 v.add("checksum_mismatch", f"shard {k}")
         want_set, counts = set(want), Counter(got)
         for i in sorted(want_set - set(counts)):
-            v.add("missing", f"{i} (shard {k})")
+            v.add("missing", f"{sample_id(*i)} (shard {k})")
         for i, n in sorted(counts.items()):
             if i not in want_set:
-                v.add("not_planned", f"{i} in shard {k}")
+                v.add("not_planned", f"{sample_id(*i)} in shard {k}")
             if n > 1:
-                v.add("doubled", f"{i} {n} times in shard {k}")
+                v.add("doubled", f"{sample_id(*i)} {n} times in shard {k}")
             if i in seen:
-                v.add("doubled", f"{i} in shards {seen[i]} and {k}")
+                v.add("doubled", f"{sample_id(*i)} in shards {seen[i]} and {k}")
             seen.setdefault(i, k)
     for k in sorted(markers & files - set(planned_shards)):  # committed shards no plan names
-        for i in _ids(store, store.shard_name(k))[:SHOW]:
-            v.add("not_planned", f"{i} in unplanned shard {k}")
+        for i in _keys(store, store.shard_name(k))[:SHOW]:
+            v.add("not_planned", f"{sample_id(*i)} in unplanned shard {k}")
     return v

@@ -1,7 +1,7 @@
 """Where output rows land: the shard writer, the run summary and the manifest.
 
 Rows come back to the driver in any order, possibly twice (Ray retries batches). The writer
-collects each shard's rows by image id and commits the shard the moment its last row arrives;
+collects each shard's rows by (image id, sample) and commits the shard the moment its last row arrives;
 memory is bounded by the rows in flight, not by the dataset.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from genixer_ray.schema import to_frame
+from genixer_ray.schema import row_key, to_frame
 from genixer_ray.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class ShardWriter:
         self.expected = expected
         self.decide = decide
         self.label = label
-        self.buffers: dict[int, dict[str, dict]] = {}
+        self.buffers: dict[int, dict[tuple[str, int], dict]] = {}
         self.every_s = every_s
         self.rows = 0
         self.by_error: Counter = Counter()
@@ -151,9 +151,10 @@ class ShardWriter:
             if k not in self.expected:
                 raise RuntimeError(f"row {r['image_id']!r} belongs to shard {k}, which this run does not process")
             buf = self.buffers.setdefault(k, {})
-            if r["image_id"] in buf:
+            key = row_key(r)
+            if key in buf:
                 continue  # at-least-once delivery: a retried batch came back twice
-            buf[r["image_id"]] = r
+            buf[key] = r
             self.rows += 1
             self.first_row = self.first_row or time.monotonic()
             if r.get("error_code"):
@@ -163,8 +164,9 @@ class ShardWriter:
         self._report()
 
     def _commit(self, k: int) -> None:
-        # The commit step (keep decisions) sees the whole shard, in image id order.
-        rows, decided = self.decide(sorted(self.buffers.pop(k).values(), key=lambda r: r["image_id"]))
+        # The commit step (keep decisions) sees the whole shard, in (image id, sample) order.
+        buf = self.buffers.pop(k)
+        rows, decided = self.decide([buf[key] for key in sorted(buf)])
         df = to_frame(rows)
         counts = {
             "by_status": dict(Counter(df["status"].to_list())),

@@ -43,15 +43,15 @@ class EngineConfig(Strict):
     )
     enforce_eager: bool = Field(False, description="Skip CUDA-graph capture: faster start, slower decode.")
 
-    def concurrent_batches(self) -> int:
-        """Batches one engine runs at once.
+    def concurrent_batches(self, samples_per_row: int = 1) -> int:
+        """Batches one engine runs at once (a batch of ``batch_size`` rows, ``samples_per_row`` requests each).
 
         vLLM: enough for ``max_num_seqs`` sequences to run while one more batch waits, so the
         engine never drains at a batch boundary; transformers runs one batch per ``generate``.
         """
         if self.backend != "vllm":
             return 1
-        return -(-self.max_num_seqs // self.batch_size) + 1
+        return -(-self.max_num_seqs // (self.batch_size * samples_per_row)) + 1
 
     def memory_utilization(self, *, cpu: bool) -> float:
         """The memory share to give vLLM on this platform."""
@@ -165,6 +165,12 @@ class RunConfig(Strict):
     task_mix: TaskWeights = Field(
         default_factory=lambda: {t: 1.0 for t in TASK_IDS},
         description="Task id -> relative weight for task-specific mode (ids: " + ", ".join(TASK_IDS) + ").",
+    )
+    samples_per_image: int = Field(
+        1, ge=1, le=64,
+        description="Samples generated per image. The image is read and decoded once and its requests run back to back in one "
+        "engine (vLLM's prefix and encoder caches reuse its tokens); in task-specific mode an image's samples take different "
+        "tasks of task_mix while any are left. Every (image, sample) is one output row.",
     )
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)

@@ -17,6 +17,7 @@ from genixer_ray.config import ConfigError, load_config
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.pipeline import run_generation
 from genixer_ray.store import RunStore
+from genixer_ray.verify import verify_run
 
 pytestmark = pytest.mark.ray
 
@@ -58,19 +59,20 @@ def test_vllm_pipeline_over_s3_with_bad_inputs(ray_session, s3):
             f"input.source={manifest}", f"input.storage_options={so}", "input.max_pixels=20000000",
             f"output.path=s3://{s3['bucket']}/runs", f"output.storage_options={so}", "output.shard_size=4",
             "name=vllm-s3", "generator.backend=vllm", "generator.dtype=float32", "generator.max_model_len=512",
-            "generator.batch_size=4", "sampling.max_tokens=16",
+            "generator.batch_size=4", "sampling.max_tokens=16", "samples_per_image=2",
         ],
     )
     summary = run_generation(cfg)
     store = RunStore(summary.output, s3["storage_options"])
-    n = len(embedded_image_paths()) + len(expected_errors)
+    n = 2 * (len(embedded_image_paths()) + len(expected_errors))  # two samples of every image
     assert store.committed() == set(range(4))  # ceil(14 / 4)
     # Read the shards back with pyarrow through s3fs, independently of our reader.
     fs = fsspec.filesystem("s3", **s3["storage_options"])
     table = pq.read_table([store.path(store.shard_name(k)) for k in range(4)], filesystem=fs)
     rows = table.to_pylist()
-    ids = [r["image_id"] for r in rows]
-    assert len(ids) == len(set(ids)) == n
+    keys = [(r["image_id"], r["sample"]) for r in rows]
+    assert len(keys) == len(set(keys)) == n and {s for _, s in keys} == {0, 1}
+    assert verify_run(store.url, storage_options=s3["storage_options"]).ok  # every (image, sample) exactly once
     for r in rows:
         assert r["status"] in ("ok", "error")
         if r["image_id"] in expected_errors:
@@ -81,19 +83,20 @@ def test_vllm_pipeline_over_s3_with_bad_inputs(ray_session, s3):
             assert 0 < r["engine_running"] <= 256 and 0 <= r["cached_tokens"] <= r["prompt_tokens"]
     manifest_json = store.read_json("manifest.json")
     assert manifest_json["rows"] == n and sum(manifest_json["by_status"].values()) == n
+    assert manifest_json["plan"] == {"images": n // 2, "samples_per_image": 2, "rows": n, "shards": 4}
     # How full the engine ran, from vLLM's own statistics (tests/vllm shows batches sharing it).
     assert 0 < manifest_json["engine"]["mean_running"] <= 256 and manifest_json["engine"]["prefix_cache_hit_rate"] is not None
     assert manifest_json["config"]["output"]["storage_options"]["key"] == "***"  # no secrets written
 
 
 def test_resume_after_killing_the_driver(ray_session, tmp_path):
-    """Kill a run after its first shard commits; the re-run writes exactly the missing rows."""
+    """Kill a run after its first shard commits; the re-run writes exactly the missing rows (two samples per image)."""
     photos = list(embedded_image_paths().values())
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps({"image_id": f"img{i:02d}", "path": str(photos[i % len(photos)])}) for i in range(40)))
     args = [f"input.source={manifest}", f"output.path={tmp_path / 'out'}", "name=resume", "output.shard_size=2",
             "generator.batch_size=2", "scaling.decode_batch_size=2", "scaling.max_tasks_in_flight_per_actor=1",
-            *FAST, "sampling.max_tokens=48"]
+            *FAST, "sampling.max_tokens=48", "samples_per_image=2"]
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -113,8 +116,8 @@ def test_resume_after_killing_the_driver(ray_session, tmp_path):
     summary = run_generation(load_config(None, args))
     assert summary.skipped_shards == len(first)
     assert store.committed() == set(range(20))
-    ids = store.read_rows()["image_id"].to_list()
-    assert sorted(ids) == [f"img{i:02d}" for i in range(40)]  # none lost, none twice
+    df = store.read_rows()
+    assert sorted(zip(df["image_id"], df["sample"])) == [(f"img{i:02d}", s) for i in range(40) for s in (0, 1)]  # none lost, none twice
     assert {k: os.stat(store.path(store.shard_name(k))).st_mtime_ns for k in first} == stamps  # not redone
 
 
@@ -133,6 +136,8 @@ def test_changed_input_refuses_to_resume(ray_session, tmp_path):
     run_generation(load_config(None, out))
     with pytest.raises(ConfigError, match="was planned with input"):
         run_generation(load_config(None, [*out, "input.limit=3"]))
+    with pytest.raises(ConfigError, match="samples_per_image: run 'demo' was planned with 1 sample"):
+        run_generation(load_config(None, [*out, "samples_per_image=2"]))
 
 
 def test_broken_engine_stops_the_run_with_a_message(ray_session, tmp_path):

@@ -187,3 +187,16 @@ def test_shikra_export_writes_pixel_boxes_that_land_in_shikras_frame(tmp_path):
     pq = read["pointQA_genixer.jsonl"][0]
     assert pq["point"] == [160.0, 240.0] and pq["bbox"] is None and pq["question"] == "What is at ?"  # the region is a field
     assert read["GPT4GEN_genixer.jsonl"] == []  # common VQA is not grounding data
+
+
+def test_each_sample_of_an_image_is_its_own_record_with_one_copy_of_the_image(tmp_path):
+    store = RunStore(str(tmp_path / "runs" / "s"))
+    store.write_plan(iter([{"image_id": "a", "source": "inline:a", "data": png("red")}]), shard_size=10, meta={"samples_per_image": 3})
+    rows = [{"shard": 0, "image_id": "a", "sample": s, "source": "inline:a", "status": "ok", "parsed_task": "common_vqa",
+             "question": f"Q{s}?", "answer": "yes", "keep": True} for s in range(3)]
+    store.commit_shard(0, to_frame(rows), {"by_status": {"ok": 3}, "by_error": {}, "by_task": {}})
+    out = tmp_path / "kept.json"
+    counts = export_llava(store.url, str(out))
+    records = strict_json(out.read_text())
+    assert [r["id"] for r in records] == ["a", "a#1", "a#2"] and counts["images_copied"] == 1
+    assert len({r["image"] for r in records}) == 1 and opens_as_llava_does(str(tmp_path), records[0]) == (40, 30)

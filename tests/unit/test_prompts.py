@@ -6,7 +6,7 @@ import pytest
 
 from genixer_ray.config import ConfigError, RunConfig, TrainConfig, build_config
 from genixer_ray.instruct import build_instruction_set
-from genixer_ray.prompts import GENERIC_INSTRUCTIONS, PROFILES, REC_QUESTIONS, choose_prompt, referring_question
+from genixer_ray.prompts import GENERIC_INSTRUCTIONS, PROFILES, REC_QUESTIONS, choose_prompt, choose_prompts, referring_question
 from genixer_ray.tasks import TASKS
 
 OURS = PROFILES["genixer-ray"]
@@ -116,3 +116,15 @@ def test_referring_question_uses_the_pools_placeholders():
     assert a == "[0.1,0.1,0.2,0.2]" and "the dog" in q and q == REC_QUESTIONS[int(k[3:])].replace("<expr>", "the dog")
     q, a, _ = referring_question(OURS, "reg", {"expression": "the dog", "region": "[0.1,0.1,0.2,0.2]"}, random.Random(0))
     assert a == "the dog" and "[0.1,0.1,0.2,0.2]" in q
+
+
+def test_an_images_samples_take_different_tasks_until_every_task_is_taken():
+    mix = {"rec": 1.0, "reg": 5.0, "pointqa": 1.0, "q_ca": 0.0}
+    for i in range(30):
+        ps = choose_prompts(f"img{i}", 7, seed=2, mode="specific", task_mix=mix, profile=OURS)
+        assert ps[0] == choose_prompt(f"img{i}", seed=2, mode="specific", task_mix=mix, profile=OURS)  # sample 0: the one-sample choice
+        tasks = [p.task for p in ps]
+        assert sorted(tasks[:3]) == sorted(tasks[3:6]) == ["pointqa", "rec", "reg"]  # rounds over the weighted tasks, none at 0
+        assert ps == choose_prompts(f"img{i}", 7, seed=2, mode="specific", task_mix=mix, profile=OURS)
+    agnostic = choose_prompts("x", 3, seed=0, mode="agnostic", task_mix=mix, profile=OURS)
+    assert {p.task for p in agnostic} == {None} and len({p.instruction for p in agnostic}) > 1

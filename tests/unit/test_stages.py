@@ -3,10 +3,12 @@
 import io
 
 import numpy as np
+import pytest
 from PIL import Image
 
+from genixer_ray.actors import check_contract, run_stages
 from genixer_ray.config import InputConfig, load_config
-from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, drop_image, row_image
+from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, StageContractError, drop_image, row_image
 
 
 def png(w=40, h=30) -> bytes:
@@ -62,3 +64,26 @@ def test_generate_and_parse_stages_carry_provenance(tiny_models):
     assert parsed[1] == b
     bad = ParseStage()([{**a, "text": "random words", "task": "rec"}])[0]
     assert (bad["status"], bad["error_code"], bad["error_stage"], bad["text"]) == ("error", "no_question_answer", "parse", "random words")
+
+
+def test_several_samples_per_image_share_one_decode_and_take_different_tasks(tiny_models):
+    cfg = load_config(None, [
+        "generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=4", "mode=specific", "samples_per_image=3",
+    ])
+    decoded = DecodeStage(cfg.input)([
+        {"shard": 0, "image_id": "a", "source": "inline:a", "data": png()},
+        {"shard": 0, "image_id": "b", "source": "inline:b", "data": b""},
+    ])
+    gen = GenerateStage(cfg)
+    out = run_stages([gen], decoded)  # the contract: three rows per image, samples in order
+    assert [(r["image_id"], r["sample"]) for r in out] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)]
+    a = out[:3]
+    assert all(r["status"] == "ok" and r["token_ids"] for r in a)
+    assert len({r["task"] for r in a}) == 3 and len({r["seed"] for r in a}) == 3  # different tasks and seeds
+    assert all(r["pixels"] is decoded[0]["pixels"] for r in a)  # one decoded image, shared
+    assert [(r["status"], r["error_code"]) for r in out[3:]] == [("error", "empty")] * 3  # every sample accounted for
+    # Sample 0 is what a one-sample run asks for the image: same prompt and seed.
+    single = GenerateStage(cfg.model_copy(update={"samples_per_image": 1}))(decoded[:1])[0]
+    assert (single["sample"], single["instruction"], single["seed"]) == (0, a[0]["instruction"], a[0]["seed"])
+    with pytest.raises(StageContractError, match=r"returned 3 rows for 6 \(lost \['b', 'b#1', 'b#2'\]\)"):
+        check_contract(gen, decoded, out[:3])

@@ -90,3 +90,16 @@ def test_s3_store_round_trip(s3):
     w.add(rows(0, ["only"]))
     assert store.committed() == {0}
     assert store.read_rows()["image_id"].to_list() == ["only"]
+
+
+def test_the_writer_keys_rows_by_image_and_sample(tmp_path):
+    store = RunStore(str(tmp_path / "run"))
+    w = ShardWriter(store, {0: 4}, DECIDE)
+    sampled = [r | {"sample": s} for s in (1, 0) for r in rows(0, ["b", "a"])]
+    w.add(sampled[:3])
+    w.add(sampled[1:2])  # (a, 1) again: a retried batch, ignored
+    assert store.committed() == set()
+    w.add(sampled[3:])
+    w.finish()
+    df = store.read_rows()
+    assert list(zip(df["image_id"], df["sample"])) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]  # (image, sample) order

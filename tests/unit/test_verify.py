@@ -66,3 +66,20 @@ def test_not_a_run(tmp_path, capsys):
     with pytest.raises(ValueError, match="no run at"):
         verify_run(str(tmp_path))
     assert main(["verify", str(tmp_path)]) == 2
+
+
+def test_every_image_and_sample_exactly_once(tmp_path):
+    """A plan of 4 images at 3 samples each promises 12 rows; a missing or doubled sample is named as ``id#sample``."""
+    store = RunStore(str(tmp_path / "runs" / "s"))
+    store.write_plan(iter({"image_id": i, "source": f"/x/{i}.png", "data": None} for i in IDS[:4]), shard_size=2, meta={"samples_per_image": 3})
+    for k in range(2):
+        rows = [{"shard": k, "image_id": i, "sample": s, "source": "/x", "status": "ok"} for i in IDS[2 * k : 2 * k + 2] for s in range(3)]
+        store.commit_shard(k, to_frame(rows), {"by_status": {"ok": 6}, "by_error": {}, "by_task": {}})
+    v = verify_run(store.url)
+    assert v.ok and v.planned == 12 and v.rows == 12
+    rows = [{"shard": 1, "image_id": i, "sample": s, "source": "/x", "status": "ok"} for i, s in
+            [("img02", 0), ("img02", 1), ("img02", 1), ("img03", 0), ("img03", 1), ("img03", 2)]]
+    store.commit_shard(1, to_frame(rows), {"by_status": {"ok": 6}, "by_error": {}, "by_task": {}})
+    v = verify_run(store.url)
+    assert v.counts == {"missing": 1, "doubled": 1}
+    assert v.problems == {"missing": ["img02#2 (shard 1)"], "doubled": ["img02#1 2 times in shard 1"]}
