@@ -87,3 +87,23 @@ def test_several_samples_per_image_share_one_decode_and_take_different_tasks(tin
     assert (single["sample"], single["instruction"], single["seed"]) == (0, a[0]["instruction"], a[0]["seed"])
     with pytest.raises(StageContractError, match=r"returned 3 rows for 6 \(lost \['b', 'b#1', 'b#2'\]\)"):
         check_contract(gen, decoded, out[:3])
+
+
+def test_a_filter_pass_decodes_each_image_once_for_all_its_samples(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    from genixer_ray.actors import load_for_filter
+    from genixer_ray.schema import to_frame
+    from genixer_ray.store import RunStore
+
+    store = RunStore(str(tmp_path / "run"))
+    store.write_plan(iter([{"image_id": i, "source": f"inline:{i}", "data": png()} for i in ("a", "b")]), shard_size=2, meta={})
+    rows = [{"shard": 0, "image_id": i, "sample": s, "source": f"inline:{i}", "status": "ok"} for i in ("a", "b") for s in range(3)]
+    store.commit_shard(0, to_frame(rows), {"by_status": {"ok": 6}, "by_error": {}, "by_task": {}})
+    decoded = []
+    real = DecodeStage.__call__
+    monkeypatch.setattr(DecodeStage, "__call__", lambda self, batch: decoded.extend(r["image_id"] for r in batch) or real(self, batch))
+    out = [r for t in load_for_filter(pa.table({"shard": [0]}), run_url=store.url, storage_options={},
+                                      input_cfg_json=InputConfig().model_dump_json(), chunk=4) for r in t.to_pylist()]
+    assert [(r["image_id"], r["sample"]) for r in out] == [(r["image_id"], r["sample"]) for r in rows]
+    assert all(r["pixels"] and r["height"] == 30 for r in out) and decoded == ["a", "b"]
