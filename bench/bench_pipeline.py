@@ -6,8 +6,14 @@ Three ways to turn N images into parsed rows, measured in one run on one machine
   scripts do;
 * bare batched backend: the same stages without Ray, ``generator.batch_size`` rows per call;
 * pipeline: ``run_generation`` (Ray Data, one generator actor, shards written and committed),
-  end to end (Ray already up) and in steady state (start-up excluded, read from the rows' batch
-  start times).
+  end to end (Ray already up) and in steady state (start-up excluded: from the first shard's
+  commit to the last's).
+
+The paper loop decodes images whole (up to ``--max-side``), as the Genixer scripts do; the bare
+backend and the pipeline decode them to the size the generator takes (``pipeline.decode_input``).
+A second table gives the bytes per row that move from the decode tasks to the generator actors
+(the Arrow block of decoded rows), at ``--max-side`` alone and sized for the tiny generator and
+for LLaVA-1.5's 336-pixel processor.
 
     .venv/bin/python bench/bench_pipeline.py [--rows 2048] [--baseline-rows 256] [--max-tokens 32] [--model tiny]
 
@@ -29,6 +35,7 @@ from genixer_ray.console import console
 from genixer_ray.engines.base import shutdown_generators
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.inputs import iter_inputs
+from genixer_ray.pipeline import decode_input
 from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage
 from genixer_ray.store import RunStore
 
@@ -41,9 +48,10 @@ def manifest(folder: Path, n: int) -> str:
     return str(path)
 
 
-def stages_rate(cfg, rows: list[dict], batch: int) -> float:
-    """Rows/s of decode, generate and parse called on ``batch`` rows at a time, without Ray (after a warm-up call)."""
-    decode, generate, parse = DecodeStage(cfg.input), GenerateStage(cfg), ParseStage()
+def stages_rate(cfg, decode_cfg, rows: list[dict], batch: int) -> float:
+    """Rows/s of decode (as ``decode_cfg`` says), generate and parse called on ``batch`` rows at a
+    time, without Ray (after a warm-up call)."""
+    decode, generate, parse = DecodeStage(decode_cfg), GenerateStage(cfg), ParseStage()
     parse(generate(decode(rows[:batch])))
     t = time.perf_counter()
     for i in range(0, len(rows), batch):
@@ -51,13 +59,21 @@ def stages_rate(cfg, rows: list[dict], batch: int) -> float:
     return len(rows) / (time.perf_counter() - t)
 
 
+def bytes_per_row(input_cfg, rows: list[dict]) -> float:
+    """Mean bytes per row of the Arrow block the decode tasks hand to the generator actors."""
+    from genixer_ray.actors import to_arrow
+    from genixer_ray.schema import DECODED_SCHEMA
+
+    return to_arrow(DecodeStage(input_cfg)(rows), DECODED_SCHEMA).nbytes / len(rows)
+
+
 def pipeline_rates(cfg) -> tuple[float, float, float, float]:
     """``run_generation`` with Ray already running: (end to end rows/s, steady-state rows/s, seconds
     to its first generator batch, seconds to its first commit).
 
-    Steady state is read from the rows: each carries the time its generator batch started
-    (``created_at``); the rows of every batch but the last, over the time from the first batch's
-    start to the last's, is the rate with start-up excluded.
+    Steady state is read from the commit markers' times, as the progress lines show it: the rows
+    of every shard after the first, over the time from the first shard's commit to the last's
+    (start-up and the pipeline's ramp excluded).
     """
     import polars as pl
 
@@ -67,11 +83,10 @@ def pipeline_rates(cfg) -> tuple[float, float, float, float]:
     summary = run_generation(cfg)
     end_to_end = summary.rows / (time.perf_counter() - t)
     store = RunStore(summary.output)
-    times = store.read_rows().select(pl.col("created_at").dt.epoch("us") / 1e6)["created_at"]
-    first, last = times.min(), times.max()
-    steady = (times < last).sum() / (last - first)
-    first_commit = min(Path(store.path(store.marker_name(k))).stat().st_mtime for k in store.committed())
-    return end_to_end, steady, first - started, first_commit - started
+    first_batch = store.read_rows().select(pl.col("created_at").dt.epoch("us") / 1e6)["created_at"].min()
+    commits = sorted((Path(store.path(store.marker_name(m["shard"]))).stat().st_mtime, m["rows"]) for m in store.markers())
+    steady = sum(n for _, n in commits[1:]) / (commits[-1][0] - commits[0][0])
+    return end_to_end, steady, first_batch - started, commits[0][0] - started
 
 
 def main() -> None:
@@ -93,16 +108,17 @@ def main() -> None:
             f"sampling.max_tokens={args.max_tokens}", "scaling.min_actors=1", "scaling.max_actors=1", f"input.max_side={args.max_side}",
         ])
         rows = list(iter_inputs(cfg.input))[: args.baseline_rows]
-        paper = stages_rate(cfg, rows, 1)
-        bare = stages_rate(cfg, rows, cfg.generator.batch_size)
+        sized = decode_input(cfg)
+        paper = stages_rate(cfg, cfg.input, rows, 1)
+        bare = stages_rate(cfg, sized, rows, cfg.generator.batch_size)
         shutdown_generators()
         ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
         end_to_end, steady, first_batch, first_commit = pipeline_rates(cfg)
         ray.shutdown()
         out = con.out
         print(f"rows: {args.rows} through the pipeline, the first {len(rows)} through the baselines; model: {args.model}, "
-              f"transformers backend, {args.max_tokens} new tokens, batch {cfg.generator.batch_size}, images decoded to {args.max_side} px",
-              file=out)
+              f"transformers backend, {args.max_tokens} new tokens, batch {cfg.generator.batch_size}; images decoded to {args.max_side} px "
+              f"(paper loop), to a shorter side of {sized.short_side} px (the generator's input; bare and pipeline)", file=out)
         print(f"{'way':<44}{'rows/s':>10}", file=out)
         for name, rate in [("paper loop, one image per call (baseline)", paper), ("bare batched backend, no Ray", bare),
                            ("pipeline, end to end (Ray up)", end_to_end), ("pipeline, steady state", steady)]:
@@ -112,6 +128,11 @@ def main() -> None:
         print(f"ratio pipeline steady / bare batched: {steady / bare:.2f}x (target >= 0.9)", file=out)
         print(f"ratio pipeline end to end / bare batched: {end_to_end / bare:.2f}x (target >= 0.8)", file=out)
         print(f"ratio pipeline end to end / paper loop: {end_to_end / paper:.2f}x (target >= 4 with the tiny model)", file=out)
+        print(f"bytes per row from the decode tasks to the generator actors ({len(photos := rows[:8])} bundled photos, 300-1411 px):", file=out)
+        before = bytes_per_row(cfg.input, photos)
+        for name, side in [(f"max_side {args.max_side} alone (before)", None), ("tiny generator (56 px)", sized.short_side), ("LLaVA-1.5 (336 px)", 336)]:
+            b = bytes_per_row(cfg.input.model_copy(update={"short_side": side}), photos)
+            print(f"  {name:<42}{b / 1024:>10.1f} KiB  x{before / b:.1f} fewer", file=out)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,9 @@ def decode_image(data: bytes, *, max_pixels: int = 64_000_000, max_side: int | N
     return decode_image_sized(data, max_pixels=max_pixels, max_side=max_side)[0]
 
 
-def decode_image_sized(data: bytes, *, max_pixels: int = 64_000_000, max_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+def decode_image_sized(
+    data: bytes, *, max_pixels: int = 64_000_000, max_side: int | None = None, short_side: int | None = None,
+) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode image bytes into an RGB ``uint8`` array, fully and with EXIF orientation applied,
     and the image's ``(width, height)`` before any downscale (after the orientation).
 
@@ -61,6 +63,8 @@ def decode_image_sized(data: bytes, *, max_pixels: int = 64_000_000, max_side: i
         data: the encoded file's bytes.
         max_pixels: refuse images with more pixels than this (decompression bombs) before decoding.
         max_side: when set, downscale so the longer side is at most this many pixels.
+        short_side: when set, downscale so the shorter side is at most this many pixels (never
+            upscale); with ``max_side`` too, the smaller of the two scales applies.
 
     Raises:
         DecodeError: with code ``empty``, ``not_an_image``, ``too_large`` or ``truncated``.
@@ -91,8 +95,10 @@ def decode_image_sized(data: bytes, *, max_pixels: int = 64_000_000, max_side: i
         except (OSError, SyntaxError, ValueError) as e:
             raise DecodeError("truncated", f"cannot decode pixels: {e}") from None
     size = img.size
-    if max_side is not None and max(img.size) > max_side:
-        img.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    scale = min(1.0, max_side / max(size) if max_side else 1.0, short_side / min(size) if short_side else 1.0)
+    if scale < 1.0:
+        new = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
+        img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=2.0)
     return np.asarray(img, dtype=np.uint8), size
 
 

@@ -48,3 +48,35 @@ def resolve_model(spec: str, *, kind: str = "generator") -> str:
         return str(getattr(ensure_tiny_models(), kind))
     p = Path(spec).expanduser()
     return str(p.resolve()) if p.is_dir() else spec
+
+
+def input_side(spec: str) -> int | None:
+    """The shorter image side a generator's image processor resizes to.
+
+    Read from ``preprocessor_config.json`` (as llava-hf's checkpoints ship it) or the
+    ``image_processor`` of ``processor_config.json`` (as transformers 5 saves a processor).
+    ``None`` when it cannot be told here without loading anything: a hub id (nothing is
+    downloaded for this), no processor config, or a processor without a fixed size (dynamic
+    resolution). A fixed ``height``/``width`` resize needs both sides, so the larger counts.
+    """
+    import json
+
+    if spec != "tiny" and not Path(spec).expanduser().is_dir():
+        return None
+    folder = Path(resolve_model(spec))
+    size = None
+    for name, key in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        try:
+            config = json.loads((folder / name).read_text())
+        except (OSError, ValueError):
+            continue
+        size = (config.get(key) or {} if key else config).get("size")
+        if size is not None:
+            break
+    if isinstance(size, int):
+        return size
+    if isinstance(size, dict) and "shortest_edge" in size:
+        return int(size["shortest_edge"])
+    if isinstance(size, dict) and {"height", "width"} <= set(size):
+        return int(max(size["height"], size["width"]))
+    return None

@@ -13,9 +13,10 @@ import logging
 from datetime import UTC, datetime
 
 from genixer_ray.actors import GeneratorActor, load_shards, pool_args, shard_blocks, with_filter_actors
-from genixer_ray.config import ConfigError, RunConfig, redact, redacted
+from genixer_ray.config import ConfigError, InputConfig, RunConfig, redact, redacted
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
+from genixer_ray.models import input_side
 from genixer_ray.ray_start import ensure_ray_data
 from genixer_ray.store import RunStore, plan_samples
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
@@ -39,7 +40,8 @@ def _ensure_plan(store: RunStore, cfg: RunConfig) -> dict:
             )
         except ValueError as e:  # InputError, duplicate ids
             raise ConfigError(str(e)) from None
-    planned = plan.get("input")
+    # A setting added since the plan was written counts at its default.
+    planned = redacted(InputConfig()) | (plan.get("input") or {})
     if planned != wanted:
         raise ConfigError(
             f"run {cfg.name!r} was planned with input {planned}, not {wanted}; "
@@ -53,11 +55,34 @@ def _ensure_plan(store: RunStore, cfg: RunConfig) -> dict:
     return plan
 
 
+def decode_input(cfg: RunConfig) -> InputConfig:
+    """How the decode tasks size images: ``input.short_side``, else sized for the run's consumers.
+
+    Unset, the shorter side becomes the largest input side of the models that see the decoded
+    image (the generator; a judge or re-answerer with its own model), so rows carry no pixels an
+    image processor would discard; a run that scores CLIP crops, or a model whose side cannot be
+    read, keeps ``max_side`` alone.
+    """
+    if cfg.input.short_side is not None or cfg.filters.clip.enabled:
+        return cfg.input
+    f = cfg.filters
+    models = {cfg.generator.model} | {s.model for s in (f.judge, f.consistency) if s.enabled and s.model}
+    sides = [input_side(m) for m in sorted(models)]
+    if None in sides:
+        return cfg.input
+    return cfg.input.model_copy(update={"short_side": max(sides)})
+
+
 def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
     sc = cfg.scaling
+    decode = decode_input(cfg)
+    log.info(
+        f"[decode] images downscaled to a shorter side of at most {decode.short_side} and a longer side of at most {decode.max_side}"
+        if decode.short_side else f"[decode] images downscaled to a longer side of at most {decode.max_side}"
+    )
     ds = shard_blocks(
         todo, load_shards, num_cpus=sc.decode_cpus, run_url=store.url, storage_options=store.storage_options,
-        input_cfg_json=cfg.input.model_dump_json(), chunk=sc.decode_batch_size,
+        input_cfg_json=decode.model_dump_json(), chunk=sc.decode_batch_size,
     )
     then_filter = cfg.filters.needs_filter_actor
     ds = ds.map_batches(

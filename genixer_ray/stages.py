@@ -66,7 +66,9 @@ class DecodeStage:
         except Exception as e:  # permissions, network, a directory where a file was expected, ...
             return fail(row, self.name, "read_failed", f"{type(e).__name__}: {e}")
         try:
-            image, (w, h) = decode_image_sized(data, max_pixels=self.cfg.max_pixels, max_side=self.cfg.max_side)
+            image, (w, h) = decode_image_sized(
+                data, max_pixels=self.cfg.max_pixels, max_side=self.cfg.max_side, short_side=self.cfg.short_side
+            )
         except DecodeError as e:
             return fail(row, self.name, e.code, e.message)
         return row | {"pixels": image.tobytes(), "height": image.shape[0], "width": image.shape[1], "image_width": w, "image_height": h}

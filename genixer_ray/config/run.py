@@ -82,6 +82,12 @@ class InputConfig(Strict):
     storage_options: dict[str, Any] = Field(default_factory=dict, description="Passed to fsspec for the input (endpoint, credentials).")
     max_pixels: int = Field(64_000_000, ge=1, description="Images with more pixels are refused (error row too_large) before decoding.")
     max_side: int = Field(1024, ge=16, description="Decoded images are downscaled to this longest side; bounds memory per row.")
+    short_side: int | None = Field(
+        None, ge=16,
+        description="Decoded images are downscaled so their shorter side is at most this, the size their consumer needs. Unset: "
+        "the largest input side of the run's generator and judge (from their image processors), so rows carry no pixels the "
+        "engine would discard; max_side alone when the run scores CLIP crops (small regions need the pixels) or a side is unknown.",
+    )
 
 
 class OutputConfig(Strict):

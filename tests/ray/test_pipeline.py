@@ -138,6 +138,12 @@ def test_changed_input_refuses_to_resume(ray_session, tmp_path):
         run_generation(load_config(None, [*out, "input.limit=3"]))
     with pytest.raises(ConfigError, match="samples_per_image: run 'demo' was planned with 1 sample"):
         run_generation(load_config(None, [*out, "samples_per_image=2"]))
+    # A plan written before a setting existed resumes while that setting stays at its default.
+    store = RunStore(str(tmp_path / "out" / "demo"))
+    plan = store.plan()
+    del plan["input"]["short_side"], plan["samples_per_image"]
+    store.write_json("plan/_COMPLETE.json", plan)
+    assert run_generation(load_config(None, out)).skipped_shards == 1
 
 
 def test_broken_engine_stops_the_run_with_a_message(ray_session, tmp_path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genixer_ray.images import DecodeError, decode_image, embedded_image_paths
+from genixer_ray.images import DecodeError, decode_image, decode_image_sized, embedded_image_paths
 
 
 def encode(img: Image.Image, fmt: str = "PNG", **kw) -> bytes:
@@ -81,3 +81,50 @@ def test_pixel_budget_refuses_before_decoding():
     with pytest.raises(DecodeError) as e:
         decode_image(encode(Image.new("L", (400, 400))), max_pixels=100_000)
     assert e.value.code == "too_large"
+
+
+def test_sized_for_the_consumer_by_the_shorter_side_within_the_longer_cap():
+    img = encode(Image.new("RGB", (1024, 768)))
+    assert decode_image_sized(img, max_side=1024, short_side=336)[0].shape == (336, 448, 3)  # LLaVA-1.5's 336 px
+    assert decode_image_sized(img, max_side=300, short_side=336)[0].shape == (225, 300, 3)  # the cap still bounds
+    arr, size = decode_image_sized(encode(Image.new("RGB", (200, 100))), short_side=336)
+    assert arr.shape == (100, 200, 3) and size == (200, 100)  # never upscaled
+    from genixer_ray.config import InputConfig
+    from genixer_ray.stages import DecodeStage
+
+    row = DecodeStage(InputConfig(short_side=336))([{"shard": 0, "image_id": "a", "source": "inline:a", "data": img}])[0]
+    assert (row["height"], row["width"], row["image_height"], row["image_width"]) == (336, 448, 768, 1024)
+
+
+# llava-hf/llava-1.5-7b-hf's preprocessor_config.json as published (transformers' CLIPImageProcessor).
+LLAVA_15_PREPROCESSOR = {
+    "crop_size": {"height": 336, "width": 336}, "do_center_crop": True, "do_convert_rgb": True, "do_normalize": True,
+    "do_rescale": True, "do_resize": True, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_processor_type": "CLIPImageProcessor", "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "processor_class": "LlavaProcessor", "resample": 3, "rescale_factor": 0.00392156862745098, "size": {"shortest_edge": 336},
+}
+
+
+def test_rows_carry_what_the_run_s_models_take(tmp_path, tiny_models):
+    import json
+
+    from genixer_ray.config import load_config
+    from genixer_ray.models import input_side
+    from genixer_ray.pipeline import decode_input
+
+    llava = tmp_path / "llava-1.5"
+    llava.mkdir()
+    (llava / "preprocessor_config.json").write_text(json.dumps(LLAVA_15_PREPROCESSOR))
+    dynamic = tmp_path / "dynamic"  # a processor with dynamic resolution (no fixed size)
+    dynamic.mkdir()
+    (dynamic / "preprocessor_config.json").write_text(json.dumps({"min_pixels": 3136, "max_pixels": 12845056}))
+    assert (input_side(str(llava)), input_side("tiny"), input_side(str(dynamic)), input_side("llava-hf/llava-1.5-7b-hf")) == (336, 56, None, None)
+
+    def side(*over):
+        return decode_input(load_config(None, list(over))).short_side
+
+    assert side() == 56  # the tiny generator's processor (transformers 5's processor_config.json)
+    assert side(f"generator.model={llava}") == 336
+    assert side("filters.judge.enabled=true", f"filters.judge.model={llava}") == 336  # the larger of generator and judge
+    assert side("filters.clip.enabled=true") is None  # CLIP crops of small regions need the pixels
+    assert side(f"generator.model={dynamic}") is None and side("input.short_side=500") == 500
