@@ -36,6 +36,7 @@ from genixer_ray.engines.base import shutdown_generators
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.pipeline import decode_input
+from genixer_ray.ray_start import local_ray_cpus
 from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage
 from genixer_ray.store import RunStore
 
@@ -112,7 +113,7 @@ def main() -> None:
         paper = stages_rate(cfg, cfg.input, rows, 1)
         bare = stages_rate(cfg, sized, rows, cfg.generator.batch_size)
         shutdown_generators()
-        ray.init(num_cpus=8, include_dashboard=False, log_to_driver=False)
+        ray.init(**local_ray_cpus(None, cfg.scaling.max_actors * cfg.scaling.cpus_per_actor), include_dashboard=False, log_to_driver=False)
         end_to_end, steady, first_batch, first_commit = pipeline_rates(cfg)
         ray.shutdown()
         out = con.out

@@ -26,17 +26,18 @@ def to_arrow(rows: list[dict], schema: dict):
     return pl.DataFrame(rows, schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
-def shard_blocks(shards: list[int], load, *, num_cpus: float, **load_kwargs):
+def shard_blocks(shards: list[int], load, *, num_cpus: float, tasks: int | None, **load_kwargs):
     """A dataset of one block per shard, each turned into rows by the task ``load(table, **load_kwargs)``.
 
     Left to itself, Ray Data reads many small files in one task and a whole run's rows surface at
     its end (no commit, and no resume point, until then); one block per shard makes rows flow, and
-    shards commit, one by one.
+    shards commit, one by one. At most ``tasks`` run at once (``None``: as Ray Data schedules).
     """
     import ray
 
     return ray.data.from_items([{"shard": k} for k in shards], override_num_blocks=len(shards)).map_batches(
-        load, batch_format="pyarrow", batch_size=1, num_cpus=num_cpus, fn_kwargs=load_kwargs
+        load, batch_format="pyarrow", batch_size=1, num_cpus=num_cpus, fn_kwargs=load_kwargs,
+        compute=ray.data.TaskPoolStrategy(size=tasks),
     )
 
 

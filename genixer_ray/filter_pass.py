@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from genixer_ray.actors import load_for_filter, shard_blocks, with_filter_actors
 from genixer_ray.config import ConfigError, FilterPassConfig, GeneratorConfig, redacted
 from genixer_ray.filters.decide import decide_shard
-from genixer_ray.ray_start import ensure_ray_data
+from genixer_ray.ray_start import decode_tasks, ensure_ray_data
 from genixer_ray.store import RunStore
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
@@ -91,7 +91,7 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
         f = cfg.filters
         ensure_ray_data(cfg.scaling, f.max_actors * f.cpus_per_actor)
         ds = shard_blocks(
-            sorted(expected), load_for_filter, num_cpus=cfg.scaling.decode_cpus, run_url=src.url,
+            sorted(expected), load_for_filter, num_cpus=cfg.scaling.decode_cpus, tasks=decode_tasks(cfg.scaling), run_url=src.url,
             storage_options=cfg.run.storage_options, input_cfg_json=decode.model_dump_json(), chunk=f.batch_size,
         )
         writer = ShardWriter(dst, expected, functools.partial(decide_shard, cfg=f), label="filter")

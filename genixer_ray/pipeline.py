@@ -17,7 +17,7 @@ from genixer_ray.config import ConfigError, InputConfig, RunConfig, redact, reda
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.models import input_side
-from genixer_ray.ray_start import ensure_ray_data
+from genixer_ray.ray_start import decode_tasks, ensure_ray_data
 from genixer_ray.store import RunStore, plan_samples
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
@@ -81,7 +81,7 @@ def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
         if decode.short_side else f"[decode] images downscaled to a longer side of at most {decode.max_side}"
     )
     ds = shard_blocks(
-        todo, load_shards, num_cpus=sc.decode_cpus, run_url=store.url, storage_options=store.storage_options,
+        todo, load_shards, num_cpus=sc.decode_cpus, tasks=decode_tasks(sc), run_url=store.url, storage_options=store.storage_options,
         input_cfg_json=decode.model_dump_json(), chunk=sc.decode_batch_size,
     )
     then_filter = cfg.filters.needs_filter_actor

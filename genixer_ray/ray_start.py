@@ -9,6 +9,19 @@ if TYPE_CHECKING:
     from genixer_ray.config import RayConfig
 
 
+def joins_cluster(address: str | None) -> bool:
+    """Whether Ray is a cluster to join (``address``, or a job's ``RAY_ADDRESS``), not a local instance."""
+    return address is not None or bool(os.environ.get("RAY_ADDRESS"))
+
+
+def decode_tasks(cfg: RayConfig) -> int | None:
+    """How many decode tasks run at once: ``cfg.decode_tasks``, else the machine's cores on a
+    local instance (whose logical CPUs :func:`local_ray_cpus` inflates), else no limit."""
+    if cfg.decode_tasks is not None:
+        return cfg.decode_tasks
+    return None if joins_cluster(cfg.ray_address) else os.cpu_count() or 1
+
+
 def local_ray_cpus(address: str | None, reserved: float) -> dict:
     """``ray.init`` arguments for a local instance that can schedule the whole job.
 
@@ -17,7 +30,7 @@ def local_ray_cpus(address: str | None, reserved: float) -> dict:
     instance therefore advertises a few more logical CPUs than are reserved. A cluster
     (``address`` set) advertises its own.
     """
-    if address is not None or os.environ.get("RAY_ADDRESS"):  # joining a cluster (or a job's)
+    if joins_cluster(address):
         return {}
     return {"num_cpus": max(os.cpu_count() or 1, int(reserved) + 4)}
 

@@ -103,6 +103,11 @@ class RayConfig(Strict):
 
     ray_address: str | None = Field(None, description="Ray cluster to join ('auto' inside `ray job submit`); unset: start or reuse a local one.")
     decode_cpus: float = Field(0.5, gt=0.0, description="CPUs per decode task; fractional lets decode share small machines.")
+    decode_tasks: int | None = Field(
+        None, ge=1,
+        description="Decode tasks running at once. Unset: on a local Ray instance, the machine's cores (more would only compete "
+        "with the engines for them, each new worker process costing seconds of CPU to start); on a cluster, as many as its CPUs allow.",
+    )
     actor_start_timeout_s: float = Field(1800.0, gt=0.0, description="How long to wait for an actor (a large vLLM engine) to start.")
 
 

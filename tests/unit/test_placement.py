@@ -97,3 +97,17 @@ def test_a_vllm_actor_runs_enough_batches_at_once_to_keep_its_engine_full():
     assert hf.generator.concurrent_batches() == 1
     compute = pool_args(hf.scaling)["compute"]
     assert compute.max_concurrent_calls_per_actor is None and not compute.enable_true_multi_threading
+
+
+def test_decode_tasks_are_bounded_by_the_cores_of_a_local_instance(monkeypatch):
+    import os
+
+    from genixer_ray.config import RayConfig
+    from genixer_ray.ray_start import decode_tasks
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert decode_tasks(RayConfig()) == os.cpu_count()  # local: its logical CPUs are inflated, its cores are not
+    assert decode_tasks(RayConfig(ray_address="auto")) is None  # a cluster: as many as its CPUs allow
+    assert decode_tasks(RayConfig(ray_address="auto", decode_tasks=64)) == 64
+    monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # inside `ray job submit`
+    assert decode_tasks(RayConfig()) is None
