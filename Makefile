@@ -30,7 +30,7 @@ demo: setup
 	@$(VENV)/bin/genixer-ray export runs/demo runs/demo-kept-llava.json
 	@$(VENV)/bin/genixer-ray report runs/demo
 
-# Benchmarks (about 13 minutes on 2 cores): each prints a table and ratios against a baseline
+# Benchmarks (about 15 minutes on 2 cores): each prints a table and ratios against a baseline
 # measured in the same run into bench/results/*_cpu.txt (see BENCHMARKS.md); framework and engine
 # output goes to $GENIXER_RAY_HOME/logs/bench-*.log. bench-scale adds the 1,000,000-row run
 # (about 25 minutes here).
@@ -40,6 +40,7 @@ bench: setup
 	@bash -c '$(call BENCH,bench/bench_generate.py --rows 64 --vllm,generate_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_filters.py --rows 64 --batches 8$(comma)32,filters_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_samples.py,samples_cpu.txt)'
+	@bash -c '$(call BENCH,bench/bench_resume.py,resume_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_scale.py --sizes 10000$(comma)100000,scale_cpu.txt)'
 
 bench-scale: setup
