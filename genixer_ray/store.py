@@ -139,10 +139,10 @@ class RunStore:
         """Write ``obj`` as indented JSON, whole."""
         self.write_bytes(rel, json.dumps(obj, indent=2, sort_keys=True, default=str).encode())
 
-    def read_frame(self, rel: str) -> pl.DataFrame:
-        """The Parquet object at ``rel`` as a frame."""
+    def read_frame(self, rel: str, columns: list[str] | None = None) -> pl.DataFrame:
+        """The Parquet object at ``rel`` as a frame (only ``columns``, when given)."""
         with self.fs.open(self.path(rel), "rb") as f:
-            return pl.read_parquet(f)
+            return pl.read_parquet(f, columns=columns)
 
     def write_frame(self, rel: str, df: pl.DataFrame) -> str:
         """Write ``df`` as one Parquet object (zstd), read its footer back to check it; return its sha256."""
@@ -201,22 +201,28 @@ class RunStore:
         return summary
 
     def check_unique_ids(self, n_shards: int, *, show: int = 5) -> None:
-        """Raise ``ValueError`` naming duplicate image ids across the plan (Polars, streaming)."""
-        if n_shards == 0:
+        """Raise ``ValueError`` naming duplicate image ids across the plan.
+
+        Memory stays flat with the plan's size: each plan file's ids are read alone and only their
+        64-bit hashes are kept (8 bytes an image); ids whose hash repeats are then read again and
+        compared whole, so a hash collision is never taken for a duplicate. (Grouping the ids
+        themselves with Polars, as before, took the driver from 163 to 375 MiB at 1,000,000 ids.)
+        """
+        import numpy as np
+
+        hashes = np.concatenate([self._ids(k).hash(seed=0).to_numpy() for k in range(n_shards)] or [np.empty(0, np.uint64)])
+        hashes.sort()
+        repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
+        if not repeated.size:
             return
-        dup = (
-            self.scan([self.plan_name(k) for k in range(n_shards)])
-            .select("image_id")
-            .group_by("image_id")
-            .len()
-            .filter(pl.col("len") > 1)
-            .sort("image_id")
-            .head(show)
-            .collect(engine="streaming")
-        )
+        ids = pl.concat([ids.filter(ids.hash(seed=0).is_in(repeated)) for ids in map(self._ids, range(n_shards))])
+        dup = ids.value_counts().filter(pl.col("count") > 1).sort("image_id").head(show)
         if dup.height:
-            listed = ", ".join(f"{r['image_id']!r} x{r['len']}" for r in dup.iter_rows(named=True))
+            listed = ", ".join(f"{r['image_id']!r} x{r['count']}" for r in dup.iter_rows(named=True))
             raise ValueError(f"input: duplicate image ids ({listed}); every image id must be unique")
+
+    def _ids(self, shard: int) -> pl.Series:
+        return self.read_frame(self.plan_name(shard), columns=["image_id"])["image_id"]
 
     # -- shards ---------------------------------------------------------------------------------
     def committed(self) -> set[int]:
