@@ -2,8 +2,8 @@
 
 A batch is a list of row dicts. Each stage returns exactly one row per input row, in order,
 keeping ``shard``, ``image_id`` and ``sample``; the generate stage alone turns each image into
-``samples_per_image`` rows (samples 0, 1, ...), in order. A row that fails gets ``status = "error"`` with a code and the
-stage's name, and passes through later stages untouched. Images travel between stages as raw
+``samples_per_image`` rows (samples 0, 1, ...), in order. A row that fails gets
+``status = "error"`` with a code and the stage's name, and passes through later stages untouched. Images travel between stages as raw
 RGB bytes plus height and width (Ray can size bytes; it cannot size PIL objects). Outcomes are
 counted from the rows themselves (by status and error code) where shards are committed, since a
 stage's own counters would stay in whichever Ray worker ran it.

@@ -49,9 +49,9 @@ class Verdict:
 
     def lines(self) -> list[str]:
         """The verdict as lines a person reads."""
-        head = f"{self.kind} {self.url}: {self.rows} committed rows for {self.planned} planned ids"
+        head = f"{self.kind} {self.url}: {self.rows} committed rows for {self.planned} planned (image, sample) keys"
         if self.ok:
-            return [f"{head}: OK (every id exactly once, every marker matches its shard)"]
+            return [f"{head}: OK (every key exactly once, every marker matches its shard)"]
         out = [f"{head}: {sum(self.counts.values())} problem(s)"]
         for p, n in sorted(self.counts.items()):
             out.append(f"  {p}: {n} (e.g. {', '.join(self.problems[p])})")
