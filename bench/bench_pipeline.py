@@ -15,7 +15,10 @@ A second table gives the bytes per row that move from the decode tasks to the ge
 (the Arrow block of decoded rows), at ``--max-side`` alone and sized for the tiny generator and
 for LLaVA-1.5's 336-pixel processor.
 
-    .venv/bin/python bench/bench_pipeline.py [--rows 2048] [--baseline-rows 256] [--max-tokens 32] [--model tiny]
+    .venv/bin/python bench/bench_pipeline.py [--rows 2048] [--baseline-rows 256] [--max-tokens 32] [--model tiny | --build 30m]
+
+``--build 30m`` first writes the 30M-parameter random generator (224-pixel images) to a
+temporary folder and uses it.
 
 The baselines have no start-up to amortize (their engine is built before the clock starts), so
 they run on the first ``--baseline-rows`` rows only; the pipeline's end-to-end figure includes
@@ -97,12 +100,17 @@ def main() -> None:
     ap.add_argument("--baseline-rows", type=int, default=256, help="the first rows, through the paper loop and the bare backend")
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--build", choices=["tiny", "30m", "1b"], help="build a random generator of this size and use it")
     ap.add_argument("--max-side", type=int, default=1024, help="input.max_side: the longest side images are decoded to")
     args = ap.parse_args()
 
     import ray
 
     with console("bench-pipeline", verbose=False) as con, tempfile.TemporaryDirectory() as tmp:
+        if args.build:
+            from genixer_ray.tiny_models import make_tiny_generator
+
+            args.model = str(make_tiny_generator(Path(tmp) / "generator", size=args.build))
         cfg = load_config(None, [
             f"input.source={manifest(Path(tmp), args.rows)}", f"output.path={tmp}/runs", "name=bench", "output.shard_size=64",
             f"generator.model={args.model}", "generator.backend=transformers", "generator.dtype=float32",
@@ -117,7 +125,7 @@ def main() -> None:
         end_to_end, steady, first_batch, first_commit = pipeline_rates(cfg)
         ray.shutdown()
         out = con.out
-        print(f"rows: {args.rows} through the pipeline, the first {len(rows)} through the baselines; model: {args.model}, "
+        print(f"rows: {args.rows} through the pipeline, the first {len(rows)} through the baselines; model: {args.build or args.model}, "
               f"transformers backend, {args.max_tokens} new tokens, batch {cfg.generator.batch_size}; images decoded to {args.max_side} px "
               f"(paper loop), to a shorter side of {sized.short_side} px (the generator's input; bare and pipeline)", file=out)
         print(f"{'way':<44}{'rows/s':>10}", file=out)
@@ -131,7 +139,7 @@ def main() -> None:
         print(f"ratio pipeline end to end / paper loop: {end_to_end / paper:.2f}x (target >= 4 with the tiny model)", file=out)
         print(f"bytes per row from the decode tasks to the generator actors ({len(photos := rows[:8])} bundled photos, 300-1411 px):", file=out)
         before = bytes_per_row(cfg.input, photos)
-        for name, side in [(f"max_side {args.max_side} alone (before)", None), ("tiny generator (56 px)", sized.short_side), ("LLaVA-1.5 (336 px)", 336)]:
+        for name, side in [(f"max_side {args.max_side} alone (before)", None), (f"{args.build or args.model} generator ({sized.short_side} px)", sized.short_side), ("LLaVA-1.5 (336 px)", 336)]:
             b = bytes_per_row(cfg.input.model_copy(update={"short_side": side}), photos)
             print(f"  {name:<42}{b / 1024:>10.1f} KiB  x{before / b:.1f} fewer", file=out)
 
