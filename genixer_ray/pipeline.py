@@ -73,13 +73,8 @@ def decode_input(cfg: RunConfig) -> InputConfig:
     return cfg.input.model_copy(update={"short_side": max(sides)})
 
 
-def _dataset(store: RunStore, todo: list[int], cfg: RunConfig):
+def _dataset(store: RunStore, todo: list[int], cfg: RunConfig, decode: InputConfig):
     sc = cfg.scaling
-    decode = decode_input(cfg)
-    log.info(
-        f"[decode] images downscaled to a shorter side of at most {decode.short_side} and a longer side of at most {decode.max_side}"
-        if decode.short_side else f"[decode] images downscaled to a longer side of at most {decode.max_side}"
-    )
     ds = shard_blocks(
         todo, load_shards, num_cpus=sc.decode_cpus, tasks=decode_tasks(sc), run_url=store.url, storage_options=store.storage_options,
         input_cfg_json=decode.model_dump_json(), chunk=sc.decode_batch_size,
@@ -120,11 +115,13 @@ def run_generation(cfg: RunConfig) -> RunSummary:
         sc = cfg.scaling
         ensure_ray_data(sc, sc.max_actors * sc.cpus_per_actor + cfg.filters.max_actors * cfg.filters.cpus_per_actor)
         writer = ShardWriter(store, expected, functools.partial(decide_shard, cfg=cfg.filters), engine_stats=True)
+        decode = decode_input(cfg)
+        sized = f"shorter side at most {decode.short_side} px, " if decode.short_side else ""
         log.info(
             f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {sc.min_actors}-{sc.max_actors} "
-            f"{cfg.generator.backend} generator actor(s) with {cfg.generator.model}"
+            f"{cfg.generator.backend} generator actor(s) with {cfg.generator.model}; images decoded to a {sized}longer side at most {decode.max_side} px"
         )
-        stream_into(_dataset(store, sorted(expected), cfg), writer, f"run {cfg.name!r}")
+        stream_into(_dataset(store, sorted(expected), cfg, decode), writer, f"run {cfg.name!r}")
     summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))
     for m in store.markers():
         summary.add_marker(m)
