@@ -70,7 +70,7 @@ def input_side(spec: str) -> int | None:
             config = json.loads((folder / name).read_text())
         except (OSError, ValueError):
             continue
-        size = (config.get(key) or {} if key else config).get("size")
+        size = ((config.get(key) or {}) if key else config).get("size")
         if size is not None:
             break
     if isinstance(size, int):

@@ -204,14 +204,14 @@ def choose_prompt(
         mode: ``"agnostic"`` (generic instruction only) or ``"specific"`` (plus a task sentence).
         task_mix: task id -> relative weight, used in task-specific mode (tasks of ``profile``).
         profile: the prompt profile (sentences, separator, pools).
-        avoid: tasks not to draw (the image's earlier samples took them), unless no other is left.
+        avoid: tasks not to draw (the image's earlier samples took them); a weighted task must remain.
     """
     rng = random.Random(derive_seed(seed, f"prompt:{image_id}"))
     idx = rng.randrange(len(profile.generic))
     generic = profile.generic[idx]
     if mode == "agnostic":
         return PromptChoice(generic, f"g{idx:02d}", None, mode)
-    tasks = sorted(t for t, w in task_mix.items() if w > 0 and t not in avoid) or sorted(t for t, w in task_mix.items() if w > 0)
+    tasks = sorted(t for t, w in task_mix.items() if w > 0 and t not in avoid)
     task = rng.choices(tasks, weights=[task_mix[t] for t in tasks])[0]
     template = "fixed" if task in profile.fixed else f"g{idx:02d}"
     return PromptChoice(profile.specific(generic, task), template, task, mode)
