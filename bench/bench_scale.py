@@ -2,7 +2,10 @@
 
 Each size runs in a fresh driver process with its own Ray instance, so every peak is that size's
 own: the driver's peak RSS (``ru_maxrss``), the largest peak RSS of any Ray worker process and the
-largest sum over them (sampled twice a second), rows/s end to end (planning and start-up included)
+largest sum over them (sampled twice a second), and of the driver and the largest worker also the
+peak of their private memory (``RssAnon``: what the process itself allocated; RSS also counts the
+pages of Ray's shared-memory object store that the process has touched, which belong to the store,
+bounded by its own capacity), rows/s end to end (planning and start-up included)
 and in steady state (from the rows' batch start times). The stand-in engine answers every request
 at once with a fixed, parseable output; it is defined here and installed in Ray's workers by
 ``worker_process_setup_hook``, so no run config can select it. Images are tiny PNGs carried
@@ -18,6 +21,7 @@ Parquet shard and marker) on rows shaped like real output rows.
 import argparse
 import io
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -77,11 +81,22 @@ def write_manifest(path: Path, n: int) -> str:
     return str(path)
 
 
+def private_bytes(pid: int) -> int:
+    """A process's private resident memory (``RssAnon`` of ``/proc/<pid>/status``, Linux), 0 once it is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return 0
+    return next((int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("RssAnon:")), 0)
+
+
 class WorkerPeaks:
-    """Samples the RSS of every Ray worker process (``ray::`` titles) until stopped."""
+    """Samples the RSS and private memory of every Ray worker process (``ray::`` titles), and the
+    driver's private memory, until stopped."""
 
     def __init__(self, every_s: float = 0.5):
         self.every_s, self.one, self.total, self.largest = every_s, 0, 0, ""
+        self.one_private = self.driver_private = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -89,22 +104,28 @@ class WorkerPeaks:
     def _run(self) -> None:
         import psutil
 
+        driver = os.getpid()
         while not self._stop.wait(self.every_s):
+            self.driver_private = max(self.driver_private, private_bytes(driver))
             sizes = []  # (rss, title) of each worker process
             for p in psutil.process_iter(["name", "cmdline", "memory_info"]):
                 if (p.info["name"] or "").startswith("ray::") and p.info["memory_info"]:
                     sizes.append((p.info["memory_info"].rss, " ".join(p.info["cmdline"] or [p.info["name"]]).strip()))
+                    self.one_private = max(self.one_private, private_bytes(p.pid))
             if sizes:
                 top, name = max(sizes)
                 if top > self.one:
                     self.one, self.largest = top, name
                 self.total = max(self.total, sum(rss for rss, _ in sizes))
 
-    def stop(self) -> tuple[int, int, str]:
-        """Stop sampling; (largest single worker peak, largest sum) in bytes, and that worker's title."""
+    def stop(self) -> dict:
+        """Stop sampling; the peaks in bytes and the title of the worker with the largest RSS."""
         self._stop.set()
         self._thread.join()
-        return self.one, self.total, self.largest
+        return {
+            "worker_peak": self.one, "workers_peak_sum": self.total, "largest_worker": self.largest,
+            "worker_private_peak": self.one_private, "driver_private_peak": self.driver_private,
+        }
 
 
 def one_size(manifest: str, out: str, n: int) -> dict:
@@ -130,7 +151,7 @@ def one_size(manifest: str, out: str, n: int) -> dict:
         summary = run_generation(cfg)
         wall = time.perf_counter() - t
         driver_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        worker_one, worker_total, largest = peaks.stop()
+        memory = peaks.stop()
         ray.shutdown()
     # Every image generated for; some answers do not parse as their task (one fixed answer for all nine).
     assert summary.rows == n and not set(summary.by_error) & {"missing", "read_failed", "not_an_image", "truncated"}, summary.counts()
@@ -138,8 +159,7 @@ def one_size(manifest: str, out: str, n: int) -> dict:
     first, last = times.min(), times.max()
     return {
         "rows": n, "wall_s": wall, "rows_per_s": n / wall, "steady_rows_per_s": int((times < last).sum()) / (last - first),
-        "first_batch_s": first - started, "driver_peak": driver_peak, "worker_peak": worker_one, "workers_peak_sum": worker_total,
-        "largest_worker": largest,
+        "first_batch_s": first - started, "driver_peak": driver_peak, **memory,
     }
 
 
@@ -182,7 +202,8 @@ def main() -> None:
         return
     mib = 1 << 20
     print("stand-in engine, 32x32 PNGs inline, shards of 256, batches of 64, one generator actor")
-    print(f"{'rows':>9} {'wall s':>8} {'rows/s':>8} {'steady':>8} {'1st batch s':>11} {'driver MiB':>10} {'worker MiB':>10} {'workers MiB':>11}  largest worker")
+    print(f"{'rows':>9} {'wall s':>8} {'rows/s':>8} {'steady':>8} {'1st batch s':>11} {'driver MiB':>10} {'private':>8} "
+          f"{'worker MiB':>10} {'private':>8} {'workers MiB':>11}  largest worker")
     results = []
     for n in [int(s) for s in args.sizes.split(",")]:
         with tempfile.TemporaryDirectory(prefix="bench-scale-") as d:
@@ -194,12 +215,17 @@ def main() -> None:
         results.append(r)
         print(
             f"{n:>9} {r['wall_s']:>8.1f} {r['rows_per_s']:>8.0f} {r['steady_rows_per_s']:>8.0f} {r['first_batch_s']:>11.1f} "
-            f"{r['driver_peak'] / mib:>10.0f} {r['worker_peak'] / mib:>10.0f} {r['workers_peak_sum'] / mib:>11.0f}  {r['largest_worker']}",
+            f"{r['driver_peak'] / mib:>10.0f} {r['driver_private_peak'] / mib:>8.0f} {r['worker_peak'] / mib:>10.0f} "
+            f"{r['worker_private_peak'] / mib:>8.0f} {r['workers_peak_sum'] / mib:>11.0f}  {r['largest_worker']}",
             flush=True,
         )
     if len(results) > 1:
         first, last = results[0], results[-1]
-        for key, what in (("driver_peak", "driver peak memory"), ("steady_rows_per_s", "steady rows/s"), ("worker_peak", "worker peak memory")):
+        for key, what in (
+            ("driver_peak", "driver peak memory"), ("driver_private_peak", "driver peak private memory"),
+            ("steady_rows_per_s", "steady rows/s"), ("worker_peak", "worker peak memory"),
+            ("worker_private_peak", "worker peak private memory"),
+        ):
             print(f"{what}: {last['rows']} rows / {first['rows']} rows = x{last[key] / first[key]:.2f} (target 0.80-1.20)")
     print(f"commit path alone ({args.commit_rows} rows, shards of 256): {commit_rate(args.commit_rows):.0f} rows/s (target >= 10000)")
 
