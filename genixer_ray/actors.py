@@ -139,7 +139,9 @@ class GeneratorActor:
 class FilterActor:
     """Ray Data actor: CLIP and the filters with their own models (all filters in a filter pass).
 
-    ``engine_json`` is the engine of the judge and re-answerer (see :func:`filter_stages`), if either runs here.
+    ``engine_json`` is the engine of the judge and re-answerer (see :func:`filter_stages`), if either
+    runs here; on vLLM the actor is called from several threads at once, and the stages keep no
+    state between calls.
     """
 
     def __init__(self, filters_json: str, engine_json: str | None, filter_pass: bool):
@@ -217,7 +219,11 @@ def pool_args(pool: ActorPoolConfig, *, concurrent_calls: int = 1) -> dict:
 
 
 def with_filter_actors(ds, filters: FiltersConfig, engine: GeneratorConfig | None, *, filter_pass: bool):
-    """``ds`` followed by the pool of filter actors (after the generator actors, or in a filter pass)."""
+    """``ds`` followed by the pool of filter actors (after the generator actors, or in a filter pass).
+
+    An actor whose judge or re-answerer runs on vLLM is called from several threads at once
+    (:meth:`FiltersConfig.concurrent_batches`), as a vLLM generator actor is.
+    """
     return ds.map_batches(
         FilterActor,
         batch_format="pyarrow",
@@ -225,5 +231,5 @@ def with_filter_actors(ds, filters: FiltersConfig, engine: GeneratorConfig | Non
         fn_constructor_kwargs={
             "filters_json": filters.model_dump_json(), "engine_json": engine and engine.model_dump_json(), "filter_pass": filter_pass,
         },
-        **pool_args(filters),
+        **pool_args(filters, concurrent_calls=filters.concurrent_batches(engine, filter_pass=filter_pass)),
     )

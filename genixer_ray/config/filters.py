@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from genixer_ray.config.base import ActorPoolConfig, ClipModelSpec, ModelSpec, Strict, TaskIdMap, path_safe_name
 from genixer_ray.filters.policies import PAPER_BAND
+
+if TYPE_CHECKING:
+    from genixer_ray.config.run import EngineConfig
 
 
 class ClipFilterConfig(Strict):
@@ -158,3 +161,14 @@ class FiltersConfig(ActorPoolConfig):
     def needs_filter_actor(self) -> bool:
         """Whether a generation run needs filter actors after its generator actors."""
         return "filter_actor" in self.placement().values()
+
+    def concurrent_batches(self, engine: EngineConfig | None, *, filter_pass: bool = False) -> int:
+        """Calls one filter actor runs at once: 1, unless a judge or re-answerer runs on the
+        filter actors on a vLLM engine, which takes every thread's requests; then enough batches
+        of ``batch_size`` rows for ``engine.max_num_seqs`` sequences (a re-answerer asks
+        ``consistency.samples`` per row) while one more waits, as a vLLM generator actor runs."""
+        placed = self.placement(filter_pass=filter_pass)
+        per_row = [n for name, n in (("judge", 1), ("consistency", self.consistency.samples)) if placed.get(name) == "filter_actor"]
+        if engine is None or not per_row:
+            return 1
+        return engine.model_copy(update={"batch_size": self.batch_size}).concurrent_batches(max(per_row))

@@ -99,6 +99,31 @@ def test_a_vllm_actor_runs_enough_batches_at_once_to_keep_its_engine_full():
     assert compute.max_concurrent_calls_per_actor is None and not compute.enable_true_multi_threading
 
 
+def test_a_filter_actor_with_a_vllm_judge_keeps_its_engine_full_too():
+    """Filter actors whose judge or re-answerer runs on vLLM take as many calls at once as fill
+    max_num_seqs (a re-answerer asks k answers per row); CLIP alone, transformers, or filters on
+    the generator's actors leave them at one call."""
+    from genixer_ray.actors import pool_args
+    from genixer_ray.config import build_config
+
+    vllm = ["generator.backend=vllm", "generator.max_num_seqs=64", "filters.batch_size=8"]
+    cfg = build_config(None, [*vllm, "filters.judge.enabled=true", "filters.judge.model=tiny"])
+    assert cfg.filters.concurrent_batches(cfg.generator) == 64 // 8 + 1
+    compute = pool_args(cfg.filters, concurrent_calls=9)["compute"]
+    assert compute.max_concurrent_calls_per_actor == 9 and compute.enable_true_multi_threading
+    both = build_config(None, [*vllm, "filters.judge.enabled=true", "filters.judge.model=tiny", "filters.consistency.enabled=true",
+                               "filters.consistency.model=tiny", "filters.consistency.samples=4"])
+    assert both.filters.concurrent_batches(both.generator) == 64 // (8 * 4) + 1
+    # The judge on the generator's engine runs on the generator's actors: the filter actor holds CLIP only.
+    on_generator = build_config(None, [*vllm, "filters.judge.enabled=true", "filters.clip.enabled=true"])
+    assert on_generator.filters.concurrent_batches(on_generator.generator) == 1
+    # A filter pass has no generator actor: the generator's engine is built on the filter actors.
+    assert on_generator.filters.concurrent_batches(on_generator.generator, filter_pass=True) == 64 // 8 + 1
+    hf = build_config(None, ["generator.backend=transformers", "filters.judge.enabled=true", "filters.judge.model=tiny"])
+    assert hf.filters.concurrent_batches(hf.generator) == 1
+    assert cfg.filters.concurrent_batches(None) == 1
+
+
 def test_decode_tasks_are_bounded_by_the_cores_of_a_local_instance(monkeypatch):
     import os
 
