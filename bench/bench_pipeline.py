@@ -18,7 +18,9 @@ for LLaVA-1.5's 336-pixel processor.
     .venv/bin/python bench/bench_pipeline.py [--rows 2048] [--baseline-rows 256] [--max-tokens 32] [--model tiny | --build 30m]
 
 ``--build 30m`` first writes the 30M-parameter random generator (224-pixel images) to a
-temporary folder and uses it.
+temporary folder and uses it. ``--cpus-per-actor 2`` gives the generator actor two CPUs, and so
+two torch threads (Ray sets an actor's ``OMP_NUM_THREADS`` to its CPUs; the baselines run in this
+process with all of the machine's).
 
 The baselines have no start-up to amortize (their engine is built before the clock starts), so
 they run on the first ``--baseline-rows`` rows only; the pipeline's end-to-end figure includes
@@ -102,6 +104,10 @@ def main() -> None:
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--build", choices=["tiny", "30m", "1b"], help="build a random generator of this size and use it")
     ap.add_argument("--max-side", type=int, default=1024, help="input.max_side: the longest side images are decoded to")
+    ap.add_argument(
+        "--cpus-per-actor", type=float, default=1.0,
+        help="scaling.cpus_per_actor: Ray sets the generator actor's OMP_NUM_THREADS, so its torch threads, to it",
+    )
     args = ap.parse_args()
 
     import ray
@@ -114,7 +120,8 @@ def main() -> None:
         cfg = load_config(None, [
             f"input.source={manifest(Path(tmp), args.rows)}", f"output.path={tmp}/runs", "name=bench", "output.shard_size=64",
             f"generator.model={args.model}", "generator.backend=transformers", "generator.dtype=float32",
-            f"sampling.max_tokens={args.max_tokens}", "scaling.min_actors=1", "scaling.max_actors=1", f"input.max_side={args.max_side}",
+            f"sampling.max_tokens={args.max_tokens}", "scaling.min_actors=1", "scaling.max_actors=1", f"scaling.cpus_per_actor={args.cpus_per_actor}",
+            f"input.max_side={args.max_side}",
         ])
         rows = list(iter_inputs(cfg.input))[: args.baseline_rows]
         sized = decode_input(cfg)
