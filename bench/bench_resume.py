@@ -76,14 +76,12 @@ def main() -> None:
     import ray
 
     from genixer_ray.console import console
-    from genixer_ray.images import embedded_image_paths
+    from genixer_ray.images import write_photo_manifest
     from genixer_ray.ray_start import local_ray_cpus
     from genixer_ray.store import RunStore
 
     with console("bench-resume", verbose=False) as con, tempfile.TemporaryDirectory() as tmp:
-        photos = sorted(embedded_image_paths().values())
-        manifest = Path(tmp) / "manifest.jsonl"
-        manifest.write_text("\n".join(json.dumps({"image_id": f"img{i:05d}", "path": str(photos[i % len(photos)])}) for i in range(args.rows)))
+        manifest = write_photo_manifest(Path(tmp) / "manifest.jsonl", args.rows)
         ray.init(**local_ray_cpus(None, 1), include_dashboard=False, log_to_driver=False)
         address = ray.get_runtime_context().gcs_address
         shards = -(-args.rows // args.shard_size)

@@ -37,6 +37,16 @@ def embedded_image_paths() -> dict[str, Path]:
     return {k: root / v for k, v in sorted(EMBEDDED_IMAGES.items())}
 
 
+def write_photo_manifest(path: Path, n: int) -> str:
+    """Write a JSONL manifest of ``n`` rows over the bundled photos, repeated under new ids
+    (``img00000``, ...), for runs that need more rows than eight; returns its path."""
+    import json
+
+    photos = list(embedded_image_paths().values())
+    path.write_text("\n".join(json.dumps({"image_id": f"img{i:05d}", "path": str(photos[i % len(photos)])}) for i in range(n)))
+    return str(path)
+
+
 @dataclass(frozen=True)
 class DecodeError(Exception):
     """An image that cannot be used; ``code`` is a stable machine-readable reason."""

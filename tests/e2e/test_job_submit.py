@@ -8,10 +8,10 @@ import uuid
 
 import psutil
 import pytest
-from photo_manifest import write_manifest
 from ray.job_submission import JobStatus, JobSubmissionClient
 from ray_cluster import RAY, job_cmd, local_ray_cluster, submit
 
+from genixer_ray.images import write_photo_manifest
 from genixer_ray.schema import to_frame
 from genixer_ray.store import RunStore
 
@@ -122,7 +122,7 @@ def test_ray_job_stop_then_resubmit_resumes(local_cluster, tmp_path, tiny_models
     submitted again: committed shards are kept untouched and every id ends up exactly once."""
     from genixer_ray.verify import verify_run
 
-    manifest = write_manifest(tmp_path / "manifest.jsonl", 160)  # enough that a stop lands midway
+    manifest = write_photo_manifest(tmp_path / "manifest.jsonl", 160)  # enough that a stop lands midway
     run = RunStore(str(tmp_path / "out" / "stopped"))
     before, res = stop_and_resume(
         local_cluster, run, "generate", "configs/demo.yaml", "scaling.ray_address=auto", "name=stopped",

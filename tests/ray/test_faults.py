@@ -20,10 +20,9 @@ import fsspec
 import psutil
 import pytest
 from faulty_proxy import FaultyProxy
-from photo_manifest import write_manifest
 
 from genixer_ray.config import load_config
-from genixer_ray.images import embedded_image_paths
+from genixer_ray.images import embedded_image_paths, write_photo_manifest
 from genixer_ray.pipeline import run_generation
 from genixer_ray.store import RunStore
 from genixer_ray.verify import verify_run
@@ -98,7 +97,7 @@ def test_generator_and_filter_actors_killed_mid_run(ray_session, tmp_path):
     """SIGKILL the generator actor and the CLIP filter actor after the first commit, batches in flight."""
     n = 96
     args = [
-        f"input.source={write_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=killed",
+        f"input.source={write_photo_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=killed",
         "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=48",
         "filters.clip.enabled=true", "filters.clip.model=tiny", "filters.batch_size=4", *FAST,
     ]
@@ -121,7 +120,7 @@ def test_engine_core_killed_mid_run_restarts_the_actor(ray_session, tmp_path):
     """The vLLM engine-core process dies mid-run: the actor exits, Ray restarts it, the run completes."""
     n = 48
     args = [
-        f"input.source={write_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=engine",
+        f"input.source={write_photo_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=engine",
         "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=32",
         "generator.backend=vllm", "generator.dtype=float32", "generator.max_model_len=512",
         # Two batches in the engine at a time, so the run lasts long enough for the kill to land
@@ -176,7 +175,7 @@ def test_a_flaky_store_is_survived(ray_session, s3, tmp_path, fault):
 
 def test_driver_killed_between_shard_and_marker(ray_session, tmp_path):
     """A kill between a shard's file and its marker leaves the file alone: the re-run redoes it once."""
-    args = [f"input.source={write_manifest(tmp_path / 'm.jsonl', 12)}", f"output.path={tmp_path / 'out'}", "name=mid-commit",
+    args = [f"input.source={write_photo_manifest(tmp_path / 'm.jsonl', 12)}", f"output.path={tmp_path / 'out'}", "name=mid-commit",
             "output.shard_size=4", "sampling.max_tokens=8", *FAST]
     run_generation(load_config(None, args))
     store = RunStore(str(tmp_path / "out" / "mid-commit"))
@@ -197,7 +196,7 @@ def test_beyond_the_retries_the_run_stops_whole_and_resumes(ray_session, tmp_pat
     shutil.copytree(tiny_models.generator, model)
     n = 96
     args = [
-        f"input.source={write_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=beyond",
+        f"input.source={write_photo_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=beyond",
         "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=48",
         f"generator.model={model}", *FAST,
     ]
