@@ -30,7 +30,7 @@ demo: setup
 	@$(VENV)/bin/genixer-ray export runs/demo runs/demo-kept-llava.json
 	@$(VENV)/bin/genixer-ray report runs/demo
 
-# Benchmarks (about 15 minutes on 2 cores): each prints a table and ratios against a baseline
+# Benchmarks (about 17 minutes on 2 cores): each prints a table and ratios against a baseline
 # measured in the same run into bench/results/*_cpu.txt (see BENCHMARKS.md); framework and engine
 # output goes to $GENIXER_RAY_HOME/logs/bench-*.log. bench-scale adds the 1,000,000-row run
 # (about 25 minutes here).
