@@ -76,6 +76,16 @@ def test_plan_shards_and_duplicate_ids(tmp_path):
     assert dup.plan() is None  # no complete plan: nothing will run
 
 
+def test_planning_unique_ids_reads_no_plan_file_back(tmp_path, monkeypatch):
+    """The duplicate check hashes each shard's ids as it is written: with every id unique, no
+    plan file is read back (on an object store each would be a request)."""
+    store = RunStore(str(tmp_path / "run"))
+    reads = []
+    monkeypatch.setattr(store, "read_frame", lambda name, **kw: reads.append(name))
+    plan = store.write_plan(({"image_id": f"i{n}", "source": "s", "data": None} for n in range(50)), 4)
+    assert plan["shards"] == 13 and reads == []
+
+
 def test_s3_folder_and_manifest(s3):
     import fsspec
 
