@@ -29,7 +29,6 @@ colour.
 
 import argparse
 import functools
-import io
 import random
 import tempfile
 from pathlib import Path
@@ -159,9 +158,7 @@ def colour_rows(folder: Path, n: int, *, seed: int) -> list[dict]:
         colour = rng.choice(list(COLOURS))
         noise = np.random.default_rng([seed, i]).normal(0, 25, (64, 64, 3))
         pixels = np.clip(np.array(COLOURS[colour]) + noise, 0, 255).astype(np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(pixels).save(buf, format="PNG")
-        (folder / f"{i}.png").write_bytes(buf.getvalue())
+        Image.fromarray(pixels).save(folder / f"{i}.png")
         truth = rng.random() < 0.5
         said = colour if truth else rng.choice([c for c in COLOURS if c != colour])
         rows.append({

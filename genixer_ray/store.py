@@ -218,7 +218,8 @@ class RunStore:
         repeated = np.unique(hashes[1:][hashes[1:] == hashes[:-1]])
         if not repeated.size:
             return
-        ids = pl.concat([ids.filter(ids.hash(seed=0).is_in(repeated)) for ids in map(self._ids, range(len(shard_hashes)))])
+        # Only the plan files holding a repeated hash are read again; their kept hashes pick the ids.
+        ids = pl.concat([self._ids(k).filter(hit) for k, h in enumerate(shard_hashes) if (hit := np.isin(h, repeated)).any()])
         dup = ids.value_counts().filter(pl.col("count") > 1).sort("image_id").head(show)
         if dup.height:
             listed = ", ".join(f"{r['image_id']!r} x{r['count']}" for r in dup.iter_rows(named=True))
