@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from genixer_ray.actors import load_for_filter, shard_blocks, with_filter_actors
 from genixer_ray.config import ConfigError, FilterPassConfig, GeneratorConfig, redacted
 from genixer_ray.filters.decide import decide_shard
-from genixer_ray.ray_start import decode_tasks, ensure_ray_data
+from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
 from genixer_ray.store import RunStore
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
@@ -66,6 +66,7 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     if not cfg.filters.any_enabled:
         raise ConfigError("filters: no filter is enabled (set filters.clip.enabled, filters.judge.enabled or filters.consistency.enabled)")
     started = datetime.now(UTC)
+    use_system_arrow_allocator()
     src = RunStore(run, cfg.run.storage_options)
     plan = src.plan()
     if plan is None:

@@ -17,7 +17,7 @@ from genixer_ray.config import ConfigError, InputConfig, RunConfig, redact, reda
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.models import input_side
-from genixer_ray.ray_start import decode_tasks, ensure_ray_data
+from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
 from genixer_ray.store import RunStore, plan_samples
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
@@ -102,6 +102,7 @@ def run_generation(cfg: RunConfig) -> RunSummary:
         RuntimeError: the generator failed beyond its retries.
     """
     started = datetime.now(UTC)
+    use_system_arrow_allocator()
     store = RunStore(run_url(cfg), cfg.output.storage_options)
     store.check_writable()
     plan = _ensure_plan(store, cfg)

@@ -50,3 +50,17 @@ def ensure_ray_data(cfg: RayConfig, reserved: float) -> None:
 
     ensure_ray(cfg.ray_address, reserved)
     ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.actor_start_timeout_s
+
+
+def use_system_arrow_allocator() -> None:
+    """Send this process's Arrow allocations to the system allocator, unless
+    ``ARROW_DEFAULT_MEMORY_POOL`` chooses one.
+
+    A run's driver streams the whole run through Arrow (the manifest it plans from, every output
+    batch). Arrow's default pool here, mimalloc, kept much of what it freed: the driver's private
+    memory grew with the run's size (BENCHMARKS.md, scale). The system allocator hands it back.
+    """
+    import pyarrow as pa
+
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
+        pa.set_memory_pool(pa.system_memory_pool())

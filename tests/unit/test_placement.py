@@ -136,3 +136,33 @@ def test_decode_tasks_are_bounded_by_the_cores_of_a_local_instance(monkeypatch):
     assert decode_tasks(RayConfig(ray_address="auto", decode_tasks=64)) == 64
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # inside `ray job submit`
     assert decode_tasks(RayConfig()) is None
+
+
+def test_a_run_driver_hands_the_memory_arrow_frees_back(monkeypatch, tmp_path):
+    """A run's driver puts Arrow on the system allocator before it plans (Arrow's mimalloc pool
+    kept what it freed, and the driver grew with the run), unless the user chose a pool."""
+    import pyarrow as pa
+
+    from genixer_ray.config import ConfigError, FilterPassConfig, build_config, load_config
+    from genixer_ray.filter_pass import run_filter
+    from genixer_ray.pipeline import run_generation
+    from genixer_ray.ray_start import use_system_arrow_allocator
+
+    before = pa.default_memory_pool()
+    monkeypatch.delenv("ARROW_DEFAULT_MEMORY_POOL", raising=False)
+    try:
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        cfg = load_config(None, [f"input.source={tmp_path / 'missing'}", f"output.path={tmp_path / 'runs'}", "name=r"])
+        with pytest.raises(ConfigError, match="input.source"):
+            run_generation(cfg)  # stops at planning, after the driver's set-up
+        assert pa.default_memory_pool().backend_name == "system"
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        with pytest.raises(ConfigError, match="no generation run"):
+            run_filter(str(tmp_path / "runs" / "r"), build_config(None, ["filters.clip.enabled=true"], kind=FilterPassConfig))
+        assert pa.default_memory_pool().backend_name == "system"
+        monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "mimalloc")
+        pa.set_memory_pool(pa.mimalloc_memory_pool())
+        use_system_arrow_allocator()
+        assert pa.default_memory_pool().backend_name == "mimalloc"
+    finally:
+        pa.set_memory_pool(before)
