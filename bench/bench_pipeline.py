@@ -6,8 +6,8 @@ Three ways to turn N images into parsed rows, measured in one run on one machine
   scripts do;
 * bare batched backend: the same stages without Ray, ``generator.batch_size`` rows per call;
 * pipeline: ``run_generation`` (Ray Data, one generator actor, shards written and committed),
-  end to end (Ray already up) and in steady state (start-up excluded: from the first shard's
-  commit to the last's).
+  end to end (Ray already up) and in steady state (start-up and drain excluded: the middle half
+  of the shards, timed by their commits).
 
 The paper loop decodes images whole (up to ``--max-side``), as the Genixer scripts do; the bare
 backend and the pipeline decode them to the size the generator takes (``pipeline.decode_input``).
@@ -70,9 +70,11 @@ def pipeline_rates(cfg) -> tuple[float, float, float, float]:
     """``run_generation`` with Ray already running: (end to end rows/s, steady-state rows/s, seconds
     to its first generator batch, seconds to its first commit).
 
-    Steady state is read from the commit markers' times, as the progress lines show it: the rows
-    of every shard after the first, over the time from the first shard's commit to the last's
-    (start-up and the pipeline's ramp excluded).
+    Steady state is read from the commit markers' times: the rows of the middle half of the
+    shards, over the time between the commits that bound them. The first quarter is left out
+    because its commits come late (the actor's first batches come from several shards at once, so
+    counting from the first commit credits it with work done before), the last because the
+    pipeline drains there.
     """
     import polars as pl
 
@@ -84,7 +86,8 @@ def pipeline_rates(cfg) -> tuple[float, float, float, float]:
     store = RunStore(summary.output)
     first_batch = store.read_rows().select(pl.col("created_at").dt.epoch("us") / 1e6)["created_at"].min()
     commits = sorted((Path(store.path(store.marker_name(m["shard"]))).stat().st_mtime, m["rows"]) for m in store.markers())
-    steady = sum(n for _, n in commits[1:]) / (commits[-1][0] - commits[0][0])
+    lo, hi = len(commits) // 4, len(commits) - 1 - len(commits) // 4
+    steady = sum(n for _, n in commits[lo + 1 : hi + 1]) / (commits[hi][0] - commits[lo][0])
     return end_to_end, steady, first_batch - started, commits[0][0] - started
 
 
