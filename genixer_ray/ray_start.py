@@ -1,4 +1,4 @@
-"""Starting or joining Ray: shared by generation runs, filter passes and training."""
+"""Starting or joining Ray, and a run driver's process set-up: shared by generation runs, filter passes and training."""
 
 from __future__ import annotations
 
