@@ -5,12 +5,13 @@ own: the driver's peak RSS (``ru_maxrss``), the largest peak RSS of any Ray work
 largest sum over them (sampled twice a second), and of the driver and the largest worker also the
 peak of their private memory (``RssAnon``: what the process itself allocated; RSS also counts the
 pages of Ray's shared-memory object store that the process has touched, which belong to the store,
-bounded by its own capacity), rows/s end to end (planning and start-up included)
-and in steady state (from the rows' batch start times). The stand-in engine answers every request
-at once with a fixed, parseable output; it is defined here and installed in Ray's workers by
-``worker_process_setup_hook``, so no run config can select it. Images are tiny PNGs carried
-inline in a Parquet manifest (the ``image`` column), so the figures are the pipeline's own:
-planning, decode tasks, the actor's stages, the transfers, the writer and the commits.
+bounded by its own capacity), rows/s end to end (planning and start-up included) and in steady
+state (from the commits of the middle half of the shards, as ``bench_pipeline`` reads it). The
+stand-in engine answers every request at once with a fixed, parseable output; it is defined here
+and installed in Ray's workers by ``worker_process_setup_hook``, so no run config can select it.
+Images are tiny PNGs carried inline in a Parquet manifest (the ``image`` column), so the figures
+are the pipeline's own: planning, decode tasks, the actor's stages, the transfers, the writer and
+the commits.
 
 Also measured, without Ray: the driver's commit path alone (dedup, keep decisions, schema check,
 Parquet shard and marker) on rows shaped like real output rows.
@@ -31,7 +32,10 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench_pipeline import steady_rate  # bench/ is the script's folder, so its sibling imports
+
 from genixer_ray.engines.base import GenerationResult, Generator
+from genixer_ray.store import RunStore
 
 ANSWER = "Question: What is in the photo? Answer: A small test pattern."
 
@@ -155,10 +159,10 @@ def one_size(manifest: str, out: str, n: int) -> dict:
         ray.shutdown()
     # Every image generated for; some answers do not parse as their task (one fixed answer for all nine).
     assert summary.rows == n and not set(summary.by_error) & {"missing", "read_failed", "not_an_image", "truncated"}, summary.counts()
-    times = pl.scan_parquet(f"{summary.output}/data/*.parquet").select(pl.col("created_at").dt.epoch("us") / 1e6).collect()["created_at"]
-    first, last = times.min(), times.max()
+    first = pl.scan_parquet(f"{summary.output}/data/*.parquet").select(pl.col("created_at").dt.epoch("us").min() / 1e6).collect().item()
+    steady, _ = steady_rate(RunStore(summary.output))
     return {
-        "rows": n, "wall_s": wall, "rows_per_s": n / wall, "steady_rows_per_s": int((times < last).sum()) / (last - first),
+        "rows": n, "wall_s": wall, "rows_per_s": n / wall, "steady_rows_per_s": steady,
         "first_batch_s": first - started, "driver_peak": driver_peak, **memory,
     }
 
@@ -169,7 +173,6 @@ def commit_rate(n: int, shard_size: int = 256) -> float:
 
     from genixer_ray.config import FiltersConfig
     from genixer_ray.filters.decide import decide_shard
-    from genixer_ray.store import RunStore
     from genixer_ray.writer import ShardWriter
 
     row = {
