@@ -67,32 +67,34 @@ def bytes_per_row(input_cfg, rows: list[dict]) -> float:
 
 
 def pipeline_rates(cfg) -> tuple[float, float, float, float]:
-    """``run_generation`` with Ray already running: (end to end rows/s, steady-state rows/s
-    (:func:`steady_rate`), seconds to its first generator batch, seconds to its first commit)."""
-    import polars as pl
-
+    """``run_generation`` with Ray already running: (end to end rows/s, steady-state rows/s, seconds
+    to its first generator batch, seconds to its first commit), as :func:`run_times` reads them."""
     from genixer_ray.pipeline import run_generation
 
     started, t = time.time(), time.perf_counter()
     summary = run_generation(cfg)
     end_to_end = summary.rows / (time.perf_counter() - t)
-    store = RunStore(summary.output)
-    first_batch = store.read_rows().select(pl.col("created_at").dt.epoch("us") / 1e6)["created_at"].min()
-    steady, first_commit = steady_rate(store)
+    first_batch, first_commit, steady = run_times(RunStore(summary.output))
     return end_to_end, steady, first_batch - started, first_commit - started
 
 
-def steady_rate(store: RunStore) -> tuple[float, float]:
-    """A finished local run's steady-state rows/s and the time of its first commit.
+def run_times(store: RunStore) -> tuple[float, float, float]:
+    """A finished local run's first generator batch and first commit (epoch seconds), and its
+    steady-state rows/s.
 
-    Read from the commit markers' times: the rows of the middle half of the shards, over the time
-    between the commits that bound them. The first quarter is left out because its commits come
-    late (the actor's first batches come from several shards at once, so counting from the first
-    commit credits it with work done before), the last because the pipeline drains there.
+    The first batch is the earliest row's ``created_at``. Steady state is read from the commit
+    markers' times: the rows of the middle half of the shards, over the time between the commits
+    that bound them. The first quarter is left out because its commits come late (the actor's first
+    batches come from several shards at once, so counting from the first commit credits it with
+    work done before), the last because the pipeline drains there.
     """
+    import polars as pl
+
+    shards = [store.shard_name(k) for k in sorted(store.committed())]
+    first_batch = store.scan(shards).select(pl.col("created_at").dt.epoch("us").min() / 1e6).collect().item()
     commits = sorted((Path(store.path(store.marker_name(m["shard"]))).stat().st_mtime, m["rows"]) for m in store.markers())
     lo, hi = len(commits) // 4, len(commits) - 1 - len(commits) // 4
-    return sum(n for _, n in commits[lo + 1 : hi + 1]) / (commits[hi][0] - commits[lo][0]), commits[0][0]
+    return first_batch, commits[0][0], sum(n for _, n in commits[lo + 1 : hi + 1]) / (commits[hi][0] - commits[lo][0])
 
 
 def main() -> None:

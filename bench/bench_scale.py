@@ -32,7 +32,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench_pipeline import steady_rate  # bench/ is the script's folder, so its sibling imports
+from bench_pipeline import run_times  # bench/ is the script's folder, so its sibling imports
 
 from genixer_ray.engines.base import GenerationResult, Generator
 from genixer_ray.store import RunStore
@@ -134,7 +134,6 @@ class WorkerPeaks:
 
 def one_size(manifest: str, out: str, n: int) -> dict:
     """Run the pipeline over ``manifest`` in this process; its figures."""
-    import polars as pl
     import ray
 
     from genixer_ray.config import load_config
@@ -159,8 +158,7 @@ def one_size(manifest: str, out: str, n: int) -> dict:
         ray.shutdown()
     # Every image generated for; some answers do not parse as their task (one fixed answer for all nine).
     assert summary.rows == n and not set(summary.by_error) & {"missing", "read_failed", "not_an_image", "truncated"}, summary.counts()
-    first = pl.scan_parquet(f"{summary.output}/data/*.parquet").select(pl.col("created_at").dt.epoch("us").min() / 1e6).collect().item()
-    steady, _ = steady_rate(RunStore(summary.output))
+    first, _, steady = run_times(RunStore(summary.output))
     return {
         "rows": n, "wall_s": wall, "rows_per_s": n / wall, "steady_rows_per_s": steady,
         "first_batch_s": first - started, "driver_peak": driver_peak, **memory,
