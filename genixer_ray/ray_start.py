@@ -44,12 +44,16 @@ def ensure_ray(address: str | None, reserved: float) -> None:
 
 
 def ensure_ray_data(cfg: RayConfig, reserved: float) -> None:
-    """:func:`ensure_ray` for a Ray Data run, whose actors (a large engine each) may take up to
-    ``cfg.actor_start_timeout_s`` to start before Ray Data gives up on them."""
+    """:func:`ensure_ray` for a Ray Data run, which stops after ``cfg.actor_start_timeout_s`` without
+    progress (an actor that cannot start, or a large engine that starts slower than that).
+
+    Actors start while the decode tasks run: told to wait for its actors, Ray Data held every
+    decode task back until the engines were up (BENCHMARKS.md, the pipeline).
+    """
     import ray
 
     ensure_ray(cfg.ray_address, reserved)
-    ray.data.DataContext.get_current().wait_for_min_actors_s = cfg.actor_start_timeout_s
+    ray.data.DataContext.get_current().execution_no_progress_timeout_s = cfg.actor_start_timeout_s
 
 
 def use_system_arrow_allocator() -> None:

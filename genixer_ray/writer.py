@@ -213,18 +213,28 @@ def format_duration(seconds: float) -> str:
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
 
+def _resume_hint(writer: ShardWriter) -> str:
+    return f"{writer.committed} shard(s) were committed; re-run the same command to resume."
+
+
 def stream_into(ds, writer: ShardWriter, what: str) -> None:
     """Feed a dataset's output rows to ``writer`` until every expected shard is committed."""
     import ray
+    from ray.data.exceptions import ExecutionTimeoutError
 
     try:
         for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
             writer.add(batch.to_pylist())
-    except ray.exceptions.RayError as e:
+    except ExecutionTimeoutError as e:
+        # Ray Data's own advice names its context setting; the run's is scaling.actor_start_timeout_s.
+        stalled = "\n".join(line for line in str(e).splitlines() if line.startswith("  - "))
         raise RuntimeError(
-            f"{what} stopped: {type(e).__name__}: {e}\n"
-            f"{writer.committed} shard(s) were committed; re-run the same command to resume."
+            f"{what} stopped: nothing moved for scaling.actor_start_timeout_s "
+            f"({ds.context.execution_no_progress_timeout_s:g} s): an actor that cannot start (resources no node has), "
+            f"or an engine slower to start than that.\n{stalled}\n{_resume_hint(writer)}"
         ) from e
+    except ray.exceptions.RayError as e:
+        raise RuntimeError(f"{what} stopped: {type(e).__name__}: {e}\n{_resume_hint(writer)}") from e
     writer.finish()
 
 

@@ -108,7 +108,11 @@ class RayConfig(Strict):
         description="Decode tasks running at once. Unset: on a local Ray instance, the machine's cores (more would only compete "
         "with the engines for them, each new worker process costing seconds of CPU to start); on a cluster, as many as its CPUs allow.",
     )
-    actor_start_timeout_s: float = Field(1800.0, gt=0.0, description="How long to wait for an actor (a large vLLM engine) to start.")
+    actor_start_timeout_s: float = Field(
+        1800.0, gt=0.0,
+        description="How long a run may go without progress (an actor, e.g. a large vLLM engine, starting; the cluster scaling up) "
+        "before it stops.",
+    )
 
 
 class ScalingConfig(ActorPoolConfig, RayConfig):

@@ -155,3 +155,17 @@ def test_broken_engine_stops_the_run_with_a_message(ray_session, tmp_path):
     with pytest.raises(RuntimeError, match="(?s)stopped: .*re-run the same command to resume") as e:
         run_generation(cfg)
     assert "0 shard(s) were committed" in str(e.value)
+
+
+def test_actor_that_cannot_start_stops_the_run_after_the_timeout(ray_session, tmp_path):
+    """An actor asking for a resource no node has stops the run after ``actor_start_timeout_s``,
+    naming the setting and the stalled stage; the decode tasks ran meanwhile (actors start beside
+    them), so theirs is not among the stalled."""
+    cfg = load_config(None, [
+        f"output.path={tmp_path / 'out'}", "input.limit=2", *FAST, "scaling.actor_resources={no_such_node: 1}",
+        "scaling.actor_start_timeout_s=5",
+    ])
+    with pytest.raises(RuntimeError, match=r"(?s)nothing moved for scaling\.actor_start_timeout_s \(5 s\).*GeneratorActor.*re-run") as e:
+        run_generation(cfg)
+    assert "load_shards" not in str(e.value)
+    assert "0 shard(s) were committed" in str(e.value)
