@@ -230,8 +230,8 @@ def stream_into(ds, writer: ShardWriter, what: str) -> None:
         stalled = "\n".join(line for line in str(e).splitlines() if line.startswith("  - "))
         raise RuntimeError(
             f"{what} stopped: nothing moved for scaling.actor_start_timeout_s "
-            f"({ds.context.execution_no_progress_timeout_s:g} s): an actor that cannot start (resources no node has), "
-            f"or an engine slower to start than that.\n{stalled}\n{_resume_hint(writer)}"
+            f"({ds.context.execution_no_progress_timeout_s:g} s): an actor that cannot start or restart (resources no node has), "
+            f"an engine slower to start than that, or one that hangs.\n{stalled}\n{_resume_hint(writer)}"
         ) from e
     except ray.exceptions.RayError as e:
         raise RuntimeError(f"{what} stopped: {type(e).__name__}: {e}\n{_resume_hint(writer)}") from e
