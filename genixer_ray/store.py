@@ -266,7 +266,11 @@ class RunStore:
             return {}
         return {r["image_id"]: {"source": r.get("source"), "data": r.get("data")} for r in frame.to_dicts()}
 
+    def scan_rows(self) -> pl.LazyFrame:
+        """All committed rows (only shards with markers), lazily; an empty frame without any."""
+        shards = [self.shard_name(k) for k in sorted(self.committed())]
+        return self.scan(shards) if shards else pl.LazyFrame()
+
     def read_rows(self) -> pl.DataFrame:
         """All committed rows (only shards with markers), as one frame."""
-        shards = [self.shard_name(k) for k in sorted(self.committed())]
-        return self.scan(shards).collect() if shards else pl.DataFrame()
+        return self.scan_rows().collect()
