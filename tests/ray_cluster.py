@@ -57,11 +57,18 @@ def local_ray_cluster(head: list[str], workers: list[list[str]] = (), env: dict 
     """A head started with ``ray start --head *head`` (its GCS on ``port``, else a free one) and one
     node per entry of ``workers``.
 
+    Each worker node has a temp dir of its own, as a separate machine has its own disk: every node's
+    runtime-env agent unpacks a job's working dir into its session folder on first use, deleting
+    what is there (Ray's working_dir plugin always overwrites), so nodes sharing one folder delete
+    the files under each other's running workers.
+
     Yields ``{"address": dashboard URL, "gcs": "127.0.0.1:PORT", "env": environment for the ray
-    CLI, "temp_dir": ...}``. On exit every process of the cluster is killed, and none may remain.
+    CLI, "temp_dir": the head's}``. On exit every process of the cluster is killed, and none may
+    remain.
     """
     port, dash = port or free_port(), free_port()
     tmp = tempfile.mkdtemp(prefix="rj-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    worker_tmps = [tempfile.mkdtemp(prefix="rj-", dir="/tmp") for _ in workers]
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})}
     gcs = f"127.0.0.1:{port}"
     try:
@@ -70,12 +77,12 @@ def local_ray_cluster(head: list[str], workers: list[list[str]] = (), env: dict 
              "--disable-usage-stats", *agent_ports(), *head],
             env=env, check=True, capture_output=True,
         )
-        for args in workers:
-            subprocess.run([RAY, "start", f"--address={gcs}", "--disable-usage-stats", *agent_ports(), *args], env=env, check=True,
-                           capture_output=True)
+        for args, worker_tmp in zip(workers, worker_tmps):
+            subprocess.run([RAY, "start", f"--address={gcs}", f"--temp-dir={worker_tmp}", "--disable-usage-stats", *agent_ports(), *args],
+                           env=env, check=True, capture_output=True)
         yield {"address": f"http://127.0.0.1:{dash}", "gcs": gcs, "env": env, "temp_dir": tmp}
     finally:
-        marks = (tmp, gcs)
+        marks = (tmp, *worker_tmps, gcs)
         for proc in _processes(marks):
             with contextlib.suppress(psutil.Error):
                 proc.kill()
@@ -99,8 +106,13 @@ def submit(cmd: list[str], env: dict) -> subprocess.CompletedProcess:
         time.sleep(3)
 
 
-def job_cmd(cluster: dict, job: str, *args: str, wait: bool = True, submission_id: str | None = None) -> list[str]:
-    """``ray job submit`` of ``jobs/{job}.py ARGS`` to ``cluster``, the repository as working dir."""
+def job_cmd(cluster: dict, job: str, *args: str, wait: bool = True, submission_id: str | None = None, in_place: bool = False) -> list[str]:
+    """``ray job submit`` of ``jobs/{job}.py ARGS`` to ``cluster``, the repository as working dir.
+
+    Uploaded and unpacked on each node, as users submit; ``in_place``: used where it is
+    (``local://``, code already on every node, as in an image built from ``cluster/Dockerfile``).
+    """
     options = [*([] if wait else ["--no-wait"]), *([f"--submission-id={submission_id}"] if submission_id else [])]
-    return [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", str(ROOT), *options, "--",
+    working_dir = f"local://{ROOT}" if in_place else str(ROOT)
+    return [RAY, "job", "submit", "--address", cluster["address"], "--working-dir", working_dir, *options, "--",
             sys.executable, f"jobs/{job}.py", *args]

@@ -51,6 +51,10 @@ def test_generation_scales_worker_nodes_up_and_down(tmp_path, tiny_models):
             "filters.clip.enabled=false", "filters.judge.enabled=false", "filters.consistency.enabled=false",
             # Two generator actors, each needing the `generator` resource that only the worker node type has.
             "scaling.min_actors=2", "scaling.max_actors=2", "scaling.actor_resources={generator: 1}",
+            # Ray's fake nodes share the head's session folder (the provider gives them no temp dir
+            # of their own), and each node's agent deletes and unpacks an uploaded working dir
+            # there on first use, under the other nodes' importing workers (a CI run failed so).
+            in_place=True,
         ), cluster["env"])
         assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
         # Idle worker nodes are removed again.
