@@ -44,26 +44,28 @@ def test_generation_scales_worker_nodes_up_and_down(tmp_path, tiny_models):
 
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
-        out = tmp_path / "out"
-        res = submit(job_cmd(
-            cluster, "generate", "configs/demo.yaml", "scaling.ray_address=auto", "name=scaled", f"output.path={out}",
-            "input.limit=8", "output.shard_size=2", "generator.model=tiny", "generator.backend=transformers", "sampling.max_tokens=8",
-            "filters.clip.enabled=false", "filters.judge.enabled=false", "filters.consistency.enabled=false",
-            # Two generator actors, each needing the `generator` resource that only the worker node type has.
-            "scaling.min_actors=2", "scaling.max_actors=2", "scaling.actor_resources={generator: 1}",
-            # Ray's fake nodes share the head's session folder (the provider gives them no temp dir
-            # of their own), and each node's agent deletes and unpacks an uploaded working dir
-            # there on first use, under the other nodes' importing workers (a CI run failed so).
-            in_place=True,
-        ), cluster["env"])
-        assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
-        # Idle worker nodes are removed again.
-        deadline = time.monotonic() + 180
-        while len(alive_nodes(cluster["address"])) > 1:
-            assert time.monotonic() < deadline, "idle worker nodes were not removed"
-            time.sleep(2)
-        done.set()
-        watcher.join()
+        try:
+            out = tmp_path / "out"
+            res = submit(job_cmd(
+                cluster, "generate", "configs/demo.yaml", "scaling.ray_address=auto", "name=scaled", f"output.path={out}",
+                "input.limit=8", "output.shard_size=2", "generator.model=tiny", "generator.backend=transformers", "sampling.max_tokens=8",
+                "filters.clip.enabled=false", "filters.judge.enabled=false", "filters.consistency.enabled=false",
+                # Two generator actors, each needing the `generator` resource that only the worker node type has.
+                "scaling.min_actors=2", "scaling.max_actors=2", "scaling.actor_resources={generator: 1}",
+                # Ray's fake nodes share the head's session folder (the provider gives them no temp dir
+                # of their own), and each node's agent deletes and unpacks an uploaded working dir
+                # there on first use, under the other nodes' importing workers (a CI run failed so).
+                in_place=True,
+            ), cluster["env"])
+            assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+            # Idle worker nodes are removed again.
+            deadline = time.monotonic() + 180
+            while len(alive_nodes(cluster["address"])) > 1:
+                assert time.monotonic() < deadline, "idle worker nodes were not removed"
+                time.sleep(2)
+        finally:  # a failed assertion must not leave the watcher polling a stopped cluster
+            done.set()
+            watcher.join()
 
     most = max(seen, key=len)
     workers = [n for n in most if not n.is_head_node]
