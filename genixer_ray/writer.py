@@ -187,14 +187,20 @@ class ShardWriter:
             return
         self.last_report, self.reported_rows = now, self.rows
         total = sum(self.expected.values())
-        # Steady rate once rows flow (engine start-up excluded), else since the start.
-        since = self.first_row if self.first_row and now - self.first_row >= 1.0 else self.start
-        rate = self.rows / max(now - since, 1e-9)
+        flowing = self.first_row is not None and now - self.first_row >= 1.0
+        if self.first_row is not None and not flowing and self.rows < total:
+            # A rate over the engines' start-up would promise an ETA many times the real one.
+            speed = f"first rows after {format_duration(self.first_row - self.start)}"
+        else:
+            # Steady rate once rows flow (engine start-up excluded); a run done within a second of
+            # its first rows, or without rows, since the start.
+            rate = self.rows / max(now - (self.first_row if flowing else self.start), 1e-9)
+            eta = f", ETA {format_duration((total - self.rows) / rate)}" if 0 < self.rows < total else ""
+            speed = f"{rate:.2f} rows/s{eta}"
         errors = ", ".join(f"{k}={v}" for k, v in sorted(self.by_error.items())) or "none"
-        eta = f", ETA {format_duration((total - self.rows) / rate)}" if 0 < self.rows < total else ""
         log.info(
             f"[{self.label}] {self.rows}/{total} rows, {self.committed}/{len(self.expected)} shards, "
-            f"{rate:.2f} rows/s{eta}, errors: {errors}{self.engine.line() if self.engine is not None else ''}"
+            f"{speed}, errors: {errors}{self.engine.line() if self.engine is not None else ''}"
         )
 
     def finish(self) -> None:

@@ -40,6 +40,26 @@ def test_writer_commits_full_shards_only_and_dedupes(tmp_path, caplog):
     assert "[generate] 5/5 rows, 2/2 shards" in caplog.text
 
 
+def test_progress_rate_leaves_the_engines_start_up_out(tmp_path, caplog, monkeypatch):
+    """No rate or ETA until rows have flowed for a second (a rate over the start-up would promise
+    minutes for a run seconds from its end); then rows/s and the ETA count from the first rows."""
+    caplog.set_level(logging.INFO, logger="genixer_ray")
+    clock = [100.0]
+    monkeypatch.setattr("genixer_ray.writer.time.monotonic", lambda: clock[0])
+    w = ShardWriter(RunStore(str(tmp_path / "run")), {0: 2, 1: 2, 2: 2}, DECIDE, every_s=0)
+    clock[0] = 130.0  # the engine took 30 s to start
+    w.add(rows(0, ["a", "b"]))
+    assert "[generate] 2/6 rows, 1/3 shards, first rows after 30s, errors: none" in caplog.text
+    assert "ETA" not in caplog.text
+    clock[0] = 132.0
+    w.add(rows(1, ["c", "d"]))
+    assert "[generate] 4/6 rows, 2/3 shards, 2.00 rows/s, ETA 1s, errors: none" in caplog.text
+    clock[0] = 133.0
+    w.add(rows(2, ["e", "f"]))
+    w.finish()
+    assert "[generate] 6/6 rows, 3/3 shards, 2.00 rows/s, errors: none" in caplog.text
+
+
 def test_how_full_the_engine_ran_reaches_progress_markers_and_manifest(tmp_path, caplog):
     """Rows' engine statistics add up per shard marker and across markers (a resumed run too);
     rows the engine never saw count nowhere."""
