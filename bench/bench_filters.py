@@ -21,10 +21,11 @@ to answer Yes or No to both prompts about noisy single-colour pictures and an an
 colour; the rows it is then judged on are pictures it has not seen, half of them with the wrong
 colour.
 
-    .venv/bin/python bench/bench_filters.py [--generator tiny | --build 1b] [--clip tiny] [--rows 64]
+    .venv/bin/python bench/bench_filters.py [--generator tiny | --build 1b | --build 7b] [--clip tiny | --clip-arch ViT-L-14] [--rows 64]
 
-``--build 1b`` writes a random-weight judge of a real model's shape first (see bench_generate.py);
-``--clip ViT-B-32`` gives open_clip's ViT-B/32 architecture with random weights (no download).
+``--build 1b`` or ``7b`` writes a random-weight judge of a real model's shape first (see
+bench_generate.py); ``--clip-arch ViT-L-14`` writes open_clip's ViT-L/14 architecture with random
+weights as a model directory (no download; a run's config refuses a bare architecture name).
 """
 
 import argparse
@@ -63,8 +64,9 @@ def main() -> None:
     """Print rows/s and the ratio to batch 1 for each stage and batch size."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--generator", default="tiny")
-    ap.add_argument("--build", choices=["tiny", "1b"], help="build a random judge of this size and use it")
+    ap.add_argument("--build", choices=["tiny", "1b", "7b"], help="build a random judge of this size and use it")
     ap.add_argument("--clip", default="tiny")
+    ap.add_argument("--clip-arch", help="build an open_clip architecture (ViT-L-14) with random weights and use it")
     ap.add_argument("--rows", type=int, default=64)
     ap.add_argument("--batches", default="8,32")
     ap.add_argument("--dtype", default="auto")
@@ -80,13 +82,17 @@ def main() -> None:
             from genixer_ray.tiny_models import make_tiny_generator
 
             model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-judge-"), size=args.build))
+        if args.clip_arch:
+            from genixer_ray.tiny_models import make_random_clip
+
+            args.clip = str(make_random_clip(tempfile.mkdtemp(prefix="bench-clip-"), args.clip_arch))
         rows = bench_rows(args.rows)
         batches = [int(b) for b in args.batches.split(",")]
         import torch
 
         say(f"device: {'cuda' if torch.cuda.is_available() else 'cpu'}; {args.rows} rows, 2 boxes each")
         stages = {
-            f"clip {args.clip}": lambda b: ClipStage(ClipFilterConfig(enabled=True, model=args.clip, batch_size=2 * b)),
+            f"clip {args.clip_arch or args.clip}": lambda b: ClipStage(ClipFilterConfig(enabled=True, model=args.clip, batch_size=2 * b)),
             f"judge {args.build or model}": lambda b: JudgeStage(
                 JudgeConfig(enabled=True), get_generator(GeneratorConfig(model=model, backend="transformers", dtype=args.dtype, max_model_len=2048))
             ),

@@ -10,9 +10,16 @@ were still being handed out (its fill: that mean over `max_num_seqs`).
 
     .venv/bin/python bench/bench_generate.py [--model tiny | --build 1b] [--rows 64] [--vllm]
 
-`--build 1b` writes a random-weight generator of a real model's shape (ViT-L/14-336, a 1B Llama)
-to a temporary folder first: a meaningful measurement on an accelerator, no download needed.
-On CPU with the tiny model fixed costs dominate; read those ratios with that in mind.
+`--build 1b` or `--build 7b` writes a random-weight generator of a real model's shape (ViT-L/14-336
+with a 1B Llama, or LLaVA-1.5-7B's) to a temporary folder first: a meaningful measurement on an
+accelerator, no download needed. With `--hbm-gbps` (the accelerator's memory bandwidth, GB/s) each
+transformers row also gives its share of the bandwidth limit of decoding: every decode step reads
+the language model's weights once, so a batch of B rows with T new tokens cannot run faster than
+B / (T x weight bytes / bandwidth) rows/s (prefill, the vision tower and the KV cache left out, so
+the share is a lower bound of how close decoding runs to the limit). On CPU with the tiny model
+fixed costs dominate; read those ratios with that in mind.
+
+    .venv/bin/python bench/bench_generate.py --build 7b --dtype bfloat16 --rows 64 --max-tokens 64 --batches 8,32,64 --hbm-gbps 4800
 """
 
 import argparse
@@ -67,6 +74,13 @@ def sync() -> None:
         torch.cuda.synchronize()
 
 
+def decode_step_bytes(model) -> int:
+    """Bytes of the weights one decode step reads: the language model and its head, not the
+    vision tower or the projector (they run once per image, in prefill)."""
+    skip = ("vision_tower", "multi_modal_projector")
+    return sum(p.numel() * p.element_size() for name, p in model.named_parameters() if not any(s in name for s in skip))
+
+
 def native_sampling(gen):
     """transformers' built-in batch sampling on the backend's model, for comparison only."""
     import torch
@@ -86,7 +100,7 @@ def main() -> None:
     """Print rows/s and the ratio to the one-at-a-time baseline for each configuration."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="tiny")
-    ap.add_argument("--build", choices=["tiny", "1b"], help="build a random generator of this size and use it")
+    ap.add_argument("--build", choices=["tiny", "1b", "7b"], help="build a random generator of this size and use it")
     ap.add_argument("--rows", type=int, default=32)
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--batches", default="8,32")
@@ -95,6 +109,7 @@ def main() -> None:
     ap.add_argument("--vllm-rows", type=int, default=256)
     ap.add_argument("--vllm-batch", type=int, default=8)
     ap.add_argument("--max-num-seqs", type=int, default=32)
+    ap.add_argument("--hbm-gbps", type=float, help="memory bandwidth in GB/s (H200: 4800): report each rate's share of decoding's limit")
     args = ap.parse_args()
     # Framework and engine output goes to a log file; the table to the terminal.
     with console("bench-generate", verbose=False) as con:
@@ -114,12 +129,22 @@ def main() -> None:
         cfg = dict(model=model, dtype=args.dtype, max_model_len=2048)
         hf = get_generator(GeneratorConfig(backend="transformers", **cfg))
         say(f"device: {hf.device}; {args.rows} rows x {args.max_tokens} new tokens")
+        step_s = None
+        if args.hbm_gbps:
+            step_bytes = decode_step_bytes(hf.model)
+            step_s = step_bytes / (args.hbm_gbps * 1e9)
+            say(f"decoding's bandwidth limit: {step_bytes / 1e9:.3g} GB of weights read per step at {args.hbm_gbps:g} GB/s, "
+                f"{step_s * 1e3:.3g} ms a step")
+
+        def share(rate: float, b: int) -> str:
+            return f"  {rate / (b / (args.max_tokens * step_s)):6.1%} of the limit" if step_s else ""
+
         base = timed(hf.generate, reqs[: max(4, args.rows // 8)], 1)
-        say(f"transformers batch=1        {base:9.2f} rows/s  x1.00 (baseline)")
+        say(f"transformers batch=1        {base:9.2f} rows/s  x1.00 (baseline){share(base, 1)}")
         batches = [int(b) for b in args.batches.split(",")]
         for b in batches:
             r = timed(hf.generate, reqs, b)
-            say(f"transformers batch={b:<4}     {r:9.2f} rows/s  x{r / base:.2f}")
+            say(f"transformers batch={b:<4}     {r:9.2f} rows/s  x{r / base:.2f}{share(r, b)}")
         b = batches[-1]
         r = timed(native_sampling(hf), reqs, b)
         say(f"hf native sampling batch={b:<4}{r:9.2f} rows/s  x{r / base:.2f} (not batch-invariant)")

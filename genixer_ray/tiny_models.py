@@ -121,9 +121,10 @@ def build_tokenizer(seed: int = 0, vocab_size: int = 1024, *, append_eos: bool =
 
 
 # Architecture presets. "tiny" is what tests and the demo use. "30m" (about 30M parameters, a
-# 224-pixel tower with 256 image tokens) is the CPU benchmarks' larger generator. "1b" has a real generator's shape
-# (CLIP ViT-L/14-336 tower, 576 image tokens, a 16-layer 2048-wide Llama) for throughput
-# benchmarks on accelerators without downloading weights; its vocabulary stays the tiny one.
+# 224-pixel tower with 256 image tokens) is the CPU benchmarks' larger generator. "1b" and "7b"
+# have real generators' shapes (CLIP ViT-L/14-336 tower, 576 image tokens; a 16-layer 2048-wide
+# Llama, and LLaVA-1.5-7B's 32-layer 4096-wide Vicuna-7B) for throughput benchmarks on
+# accelerators without downloading weights; their vocabulary stays the tiny one.
 GENERATOR_SIZES = {
     "tiny": dict(
         image_size=IMAGE_SIZE, v_hidden=64, v_inter=128, v_layers=2, v_heads=1,
@@ -138,6 +139,10 @@ GENERATOR_SIZES = {
         image_size=336, v_hidden=1024, v_inter=4096, v_layers=24, v_heads=16,
         t_hidden=2048, t_inter=5504, t_layers=16, t_heads=16,
     ),
+    "7b": dict(
+        image_size=336, v_hidden=1024, v_inter=4096, v_layers=24, v_heads=16,
+        t_hidden=4096, t_inter=11008, t_layers=32, t_heads=32,
+    ),
 }
 
 
@@ -147,7 +152,8 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny
     Args:
         out_dir: created when missing.
         seed: drives tokenizer training and weight initialization.
-        size: a key of :data:`GENERATOR_SIZES`; bigger sizes are saved in bfloat16.
+        size: a key of :data:`GENERATOR_SIZES`; bigger sizes are built and saved in bfloat16, on
+            the GPU when there is one.
     """
     import torch
     from transformers import (
@@ -183,14 +189,23 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny
         projector_hidden_act="gelu",
     )
     torch.manual_seed(seed)
-    model = LlavaForConditionalGeneration(config).eval()
+    if size == "tiny":
+        model = LlavaForConditionalGeneration(config).eval()
+    else:
+        # Built where and as it is saved: "7b" in float32 on a CPU would take 28 GB and minutes
+        # of random initialization.
+        before = torch.get_default_dtype()
+        torch.set_default_dtype(torch.bfloat16)
+        try:
+            with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+                model = LlavaForConditionalGeneration(config).eval()
+        finally:
+            torch.set_default_dtype(before)
+        config.dtype = "bfloat16"
     # Random init with std 0.02 gives near-uniform next-token distributions; a larger scale on
     # the output head makes sampling with different seeds visibly different in tests.
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
-    if size != "tiny":
-        model = model.to(torch.bfloat16)
-        config.dtype = "bfloat16"
     save_llava_hf(model, out)
 
     image_processor = CLIPImageProcessor(
@@ -213,10 +228,6 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny
 
 def make_tiny_clip(out_dir: str | Path, *, seed: int = 0) -> Path:
     """Write a tiny random-weight open_clip model directory (config, weights, tokenizer)."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tokenizer = build_tokenizer(seed, append_eos=True)
@@ -237,6 +248,32 @@ def make_tiny_clip(out_dir: str | Path, *, seed: int = 0) -> Path:
             "pool_type": "eos",
         },
     }
+    return _write_open_clip_dir(out, model_cfg, seed)
+
+
+def make_random_clip(out_dir: str | Path, arch: str, *, seed: int = 0) -> Path:
+    """Write an open_clip architecture (``ViT-L-14``) with random weights as a model directory.
+
+    For benchmarks of a real CLIP's shape without a download: open_clip's own config of ``arch``
+    and its bundled tokenizer; only architectures with open_clip's own text tower and tokenizer
+    (others would fetch theirs from the Hugging Face hub).
+    """
+    import open_clip
+
+    model_cfg = open_clip.get_model_config(arch)
+    text = (model_cfg or {}).get("text_cfg", {})
+    if model_cfg is None or model_cfg.get("custom_text") or "hf_model_name" in text or "hf_tokenizer_name" in text:
+        raise ValueError(f"{arch!r} is not an open_clip architecture with its own text tower and tokenizer")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return _write_open_clip_dir(out, model_cfg, seed)
+
+
+def _write_open_clip_dir(out: Path, model_cfg: dict, seed: int) -> Path:
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
     preprocess_cfg = {
         "mean": [0.48145466, 0.4578275, 0.40821073],
         "std": [0.26862954, 0.26130258, 0.27577711],

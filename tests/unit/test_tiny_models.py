@@ -82,3 +82,22 @@ def test_clip_loads_through_open_clip_and_scores(tiny_models, embedded_images):
     assert scorer.similarity(imgs[:1], ["a cat"])[0] != pytest.approx(scorer.similarity(imgs[:1], ["a galaxy far away"])[0])
     # Scores do not depend on the batch they are computed in.
     assert scorer.similarity(imgs[1:2], ["a rocket"])[0] == pytest.approx(s[1], abs=1e-5)
+
+
+def test_random_clip_of_a_real_architecture_is_a_model_directory(tmp_path):
+    """Benchmarks take a real CLIP's shape without a download: open_clip's own config of the
+    architecture, random weights, a directory a run's config accepts; other names are refused."""
+    import open_clip
+
+    from genixer_ray.config import ClipFilterConfig
+    from genixer_ray.filters.clip import ClipScorer
+    from genixer_ray.tiny_models import make_random_clip
+
+    out = make_random_clip(tmp_path / "clip", "ViT-S-32")
+    scorer = ClipScorer(ClipFilterConfig(enabled=True, model=str(out)).model, device="cpu")
+    assert scorer.model.visual.transformer.width == open_clip.get_model_config("ViT-S-32")["vision_cfg"]["width"]
+    cosine, _ = scorer.scores([np.zeros((40, 60, 3), np.uint8)], ["a dog"])
+    assert np.isfinite(cosine).all()
+    for name in ("ViT-Nope-99", "ViT-B-16-SigLIP"):  # unknown; a Hugging Face text tower
+        with pytest.raises(ValueError, match="open_clip architecture"):
+            make_random_clip(tmp_path / name, name)
