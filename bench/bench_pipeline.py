@@ -13,7 +13,8 @@ The paper loop decodes images whole (up to ``--max-side``), as the Genixer scrip
 backend and the pipeline decode them to the size the generator takes (``pipeline.decode_input``).
 A second table gives the bytes per row that move from the decode tasks to the generator actors
 (the Arrow block of decoded rows), at ``--max-side`` alone and sized for the tiny generator and
-for LLaVA-1.5's 336-pixel processor.
+for LLaVA-1.5's 336-pixel processor; and those from the generator actors to the filter actors
+with four samples per image, the image in every row against once per block.
 
     .venv/bin/python bench/bench_pipeline.py [--rows 2048] [--baseline-rows 256] [--max-tokens 32] [--model tiny | --build 30m]
 
@@ -64,6 +65,17 @@ def bytes_per_row(input_cfg, rows: list[dict]) -> float:
     from genixer_ray.schema import DECODED_SCHEMA
 
     return to_arrow(DecodeStage(input_cfg)(rows), DECODED_SCHEMA).nbytes / len(rows)
+
+
+def filter_bytes_per_row(input_cfg, rows: list[dict], samples: int) -> tuple[float, float]:
+    """Mean bytes per row of the block a generator actor hands to the filter actors, ``samples``
+    rows per image: with the image's bytes once per row (plain Arrow, before) and once per image
+    (:func:`~genixer_ray.actors.scoring_block`)."""
+    from genixer_ray.actors import scoring_block, to_arrow
+    from genixer_ray.schema import SCORING_SCHEMA
+
+    out = [r | {"sample": k} for r in DecodeStage(input_cfg)(rows) for k in range(samples)]
+    return to_arrow(out, SCORING_SCHEMA).nbytes / len(out), scoring_block(out).nbytes / len(out)
 
 
 def pipeline_rates(cfg) -> tuple[float, float, float, float]:
@@ -161,6 +173,11 @@ def main() -> None:
         for name, side in [(f"max_side {args.max_side} alone (before)", None), (f"{args.build or args.model} generator ({sized.short_side} px)", sized.short_side), ("LLaVA-1.5 (336 px)", 336)]:
             b = bytes_per_row(cfg.input.model_copy(update={"short_side": side}), photos)
             print(f"  {name:<42}{b / 1024:>10.1f} KiB  x{before / b:.1f} fewer", file=out)
+        print(f"bytes per row from the generator actors to the filter actors, 4 samples per image, max_side {args.max_side} "
+              "(a run scoring CLIP crops):", file=out)
+        copies, once = filter_bytes_per_row(cfg.input, photos, 4)
+        print(f"  {'the image in every row (before)':<42}{copies / 1024:>10.1f} KiB", file=out)
+        print(f"  {'the image once per block':<42}{once / 1024:>10.1f} KiB  x{copies / once:.1f} fewer", file=out)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,17 @@ def to_arrow(rows: list[dict], schema: dict):
     return pl.DataFrame(rows, schema=schema).to_arrow(compat_level=pl.CompatLevel.oldest())
 
 
+def scoring_block(rows: list[dict]):
+    """Rows that carry their image on to the filter actors, as an Arrow table whose ``pixels`` are
+    dictionary-encoded: an image's samples are in the same block, and each image's bytes are in it
+    once however many samples it has (Arrow hands every row the same bytes back)."""
+    import pyarrow.compute as pc
+
+    table = to_arrow(rows, SCORING_SCHEMA)
+    i = table.schema.get_field_index("pixels")
+    return table.set_column(i, "pixels", pc.dictionary_encode(table.column(i)))
+
+
 def shard_blocks(shards: list[int], load, *, num_cpus: float, tasks: int | None, **load_kwargs):
     """A dataset of one block per shard, each turned into rows by the task ``load(table, **load_kwargs)``.
 
@@ -80,7 +91,7 @@ def load_for_filter(table, *, run_url: str, storage_options: dict, input_cfg_jso
                     else:
                         row = fail(row, img["error_stage"], img["error_code"], img["error_message"])
                 out.append(row)
-            yield to_arrow(out, SCORING_SCHEMA)
+            yield scoring_block(out)
 
 
 def filter_stages(filters: FiltersConfig, engine: GeneratorConfig | None, generator, *, where: str, filter_pass: bool = False) -> list:
@@ -132,7 +143,7 @@ class GeneratorActor:
         """Run the stages over one batch; a dead engine kills the actor so Ray restarts it."""
         rows = run_stages(self.stages, table.to_pylist())
         if self.keep_image:
-            return to_arrow(rows, SCORING_SCHEMA)
+            return scoring_block(rows)
         return to_arrow(drop_image(rows), GENERATION_SCHEMA)
 
 

@@ -26,10 +26,11 @@ FILTERS = [
 
 
 def test_filters_as_stages_of_a_generation_run(ray_session, tmp_path):
-    cfg = load_config(None, [f"output.path={tmp_path}", "output.shard_size=4", "mode=agnostic", *FAST, *FILTERS])
+    """Two samples per image: the CLIP actor scores both, from the one copy of the image its block carries."""
+    cfg = load_config(None, [f"output.path={tmp_path}", "output.shard_size=4", "mode=agnostic", "samples_per_image=2", *FAST, *FILTERS])
     summary = run_generation(cfg)
     rows = RunStore(summary.output).read_rows().to_dicts()
-    assert len(rows) == 8 and {r["image_id"] for r in rows} == set(embedded_image_paths())
+    assert sorted((r["image_id"], r["sample"]) for r in rows) == sorted((i, k) for i in embedded_image_paths() for k in (0, 1))
     for r in rows:
         if r["status"] != "ok":
             assert r["keep"] is False and r["reject_reasons"] == [r["error_code"]] and r["judge_p_yes"] is None

@@ -103,7 +103,31 @@ def test_a_filter_pass_decodes_each_image_once_for_all_its_samples(tmp_path, mon
     decoded = []
     real = DecodeStage.__call__
     monkeypatch.setattr(DecodeStage, "__call__", lambda self, batch: decoded.extend(r["image_id"] for r in batch) or real(self, batch))
-    out = [r for t in load_for_filter(pa.table({"shard": [0]}), run_url=store.url, storage_options={},
-                                      input_cfg_json=InputConfig().model_dump_json(), chunk=4) for r in t.to_pylist()]
+    blocks = list(load_for_filter(pa.table({"shard": [0]}), run_url=store.url, storage_options={},
+                                  input_cfg_json=InputConfig().model_dump_json(), chunk=4))
+    out = [r for t in blocks for r in t.to_pylist()]
     assert [(r["image_id"], r["sample"]) for r in out] == [(r["image_id"], r["sample"]) for r in rows]
     assert all(r["pixels"] and r["height"] == 30 for r in out) and decoded == ["a", "b"]
+    # Each block carries each of its images once (a, a, a, b, then b, b; both photos are the same here).
+    assert [len(t.column("pixels").combine_chunks().dictionary) for t in blocks] == [1, 1]
+
+
+def test_rows_for_the_filter_actors_carry_each_image_once_per_block():
+    """An image's samples share one copy of its bytes in the block the filter actors read;
+    every row still reads its own image back, also after Ray Data concatenates blocks."""
+    import pyarrow as pa
+
+    from genixer_ray.actors import scoring_block, to_arrow
+    from genixer_ray.schema import SCORING_SCHEMA
+
+    images = [np.random.RandomState(k).randint(0, 255, (60, 80, 3), dtype=np.uint8).tobytes() for k in range(3)]
+    rows = [{"shard": 0, "image_id": f"i{k}", "sample": n, "status": "ok", "pixels": images[k], "height": 60, "width": 80}
+            for k in range(3) for n in range(4)]
+    rows.append({"shard": 0, "image_id": "gone", "sample": 0, "status": "error", "error_code": "missing"})
+    block = scoring_block(rows)
+    assert block.to_pylist() == to_arrow(rows, SCORING_SCHEMA).to_pylist()
+    pixels = block.column("pixels").combine_chunks()
+    assert len(pixels.dictionary) == 3 and pixels.nbytes < 1.01 * sum(map(len, images))
+    assert to_arrow(rows, SCORING_SCHEMA).column("pixels").nbytes >= 4 * sum(map(len, images))  # a copy per sample
+    both = pa.concat_tables([block, scoring_block(rows[4:8])]).combine_chunks()
+    assert [r["pixels"] for r in both.to_pylist()] == [r.get("pixels") for r in rows + rows[4:8]]
