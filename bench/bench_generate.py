@@ -13,11 +13,12 @@ were still being handed out (its fill: that mean over `max_num_seqs`).
 `--build 1b` or `--build 7b` writes a random-weight generator of a real model's shape (ViT-L/14-336
 with a 1B Llama, or LLaVA-1.5-7B's) to a temporary folder first: a meaningful measurement on an
 accelerator, no download needed. With `--hbm-gbps` (the accelerator's memory bandwidth, GB/s) each
-transformers row also gives its share of the bandwidth limit of decoding: every decode step reads
-the language model's weights once, so a batch of B rows with T new tokens cannot run faster than
-B / (T x weight bytes / bandwidth) rows/s (prefill, the vision tower and the KV cache left out, so
-the share is a lower bound of how close decoding runs to the limit). On CPU with the tiny model
-fixed costs dominate; read those ratios with that in mind.
+transformers row also gives its decode step against the bandwidth limit of decoding: every step
+reads the language model's weights once, so no step is shorter than weight bytes / bandwidth. The
+step is measured as the time of a batch call with T new tokens less that of the same rows with
+one (prefill, the vision tower and the first token), over T - 1; the KV cache a step also reads is
+left out of the limit. On CPU with the tiny model fixed costs dominate; read those ratios with
+that in mind.
 
     .venv/bin/python bench/bench_generate.py --build 7b --dtype bfloat16 --rows 64 --max-tokens 64 --batches 8,32,64 --hbm-gbps 4800
 """
@@ -27,6 +28,7 @@ import functools
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from genixer_ray.config import GeneratorConfig, SamplingConfig
 from genixer_ray.console import console
@@ -136,15 +138,23 @@ def main() -> None:
             say(f"decoding's bandwidth limit: {step_bytes / 1e9:.3g} GB of weights read per step at {args.hbm_gbps:g} GB/s, "
                 f"{step_s * 1e3:.3g} ms a step")
 
-        def share(rate: float, b: int) -> str:
-            return f"  {rate / (b / (args.max_tokens * step_s)):6.1%} of the limit" if step_s else ""
+        first_only = [replace(r, sampling=r.sampling.model_copy(update={"max_tokens": 1})) for r in reqs]
 
-        base = timed(hf.generate, reqs[: max(4, args.rows // 8)], 1)
-        say(f"transformers batch=1        {base:9.2f} rows/s  x1.00 (baseline){share(base, 1)}")
+        def step(rate: float, rows: int, b: int) -> str:
+            """The decode step of ``b``-row calls that ran ``rate`` rows/s, against the limit."""
+            if not step_s or args.max_tokens < 2:
+                return ""
+            one = timed(hf.generate, first_only[:rows], b)
+            t = (b / rate - b / one) / (args.max_tokens - 1)
+            return f"  step {t * 1e3:7.2f} ms, {step_s / t:6.1%} of the limit"
+
+        n = max(4, args.rows // 8)
+        base = timed(hf.generate, reqs[:n], 1)
+        say(f"transformers batch=1        {base:9.2f} rows/s  x1.00 (baseline){step(base, n, 1)}")
         batches = [int(b) for b in args.batches.split(",")]
         for b in batches:
             r = timed(hf.generate, reqs, b)
-            say(f"transformers batch={b:<4}     {r:9.2f} rows/s  x{r / base:.2f}{share(r, b)}")
+            say(f"transformers batch={b:<4}     {r:9.2f} rows/s  x{r / base:.2f}{step(r, len(reqs), b)}")
         b = batches[-1]
         r = timed(native_sampling(hf), reqs, b)
         say(f"hf native sampling batch={b:<4}{r:9.2f} rows/s  x{r / base:.2f} (not batch-invariant)")
