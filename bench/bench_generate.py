@@ -111,7 +111,7 @@ def main() -> None:
     ap.add_argument("--vllm-rows", type=int, default=256)
     ap.add_argument("--vllm-batch", type=int, default=8)
     ap.add_argument("--max-num-seqs", type=int, default=32)
-    ap.add_argument("--hbm-gbps", type=float, help="memory bandwidth in GB/s (H200: 4800): report each rate's share of decoding's limit")
+    ap.add_argument("--hbm-gbps", type=float, help="memory bandwidth in GB/s (H200: 4800): each rate's decode step against decoding's limit")
     args = ap.parse_args()
     # Framework and engine output goes to a log file; the table to the terminal.
     with console("bench-generate", verbose=False) as con:
@@ -137,8 +137,7 @@ def main() -> None:
             step_s = step_bytes / (args.hbm_gbps * 1e9)
             say(f"decoding's bandwidth limit: {step_bytes / 1e9:.3g} GB of weights read per step at {args.hbm_gbps:g} GB/s, "
                 f"{step_s * 1e3:.3g} ms a step")
-
-        first_only = [replace(r, sampling=r.sampling.model_copy(update={"max_tokens": 1})) for r in reqs]
+            first_only = [replace(r, sampling=r.sampling.model_copy(update={"max_tokens": 1})) for r in reqs]
 
         def step(rate: float, rows: int, b: int) -> str:
             """The decode step of ``b``-row calls that ran ``rate`` rows/s, against the limit."""

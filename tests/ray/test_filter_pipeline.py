@@ -26,7 +26,7 @@ FILTERS = [
 
 
 def test_filters_as_stages_of_a_generation_run(ray_session, tmp_path):
-    """Two samples per image: the CLIP actor scores both, from the one copy of the image its block carries."""
+    """Two samples per image: both rows of every image pass the filter actors, whose blocks carry each image once."""
     cfg = load_config(None, [f"output.path={tmp_path}", "output.shard_size=4", "mode=agnostic", "samples_per_image=2", *FAST, *FILTERS])
     summary = run_generation(cfg)
     rows = RunStore(summary.output).read_rows().to_dicts()
