@@ -185,7 +185,7 @@ def commit_rate(n: int, shard_size: int = 256) -> float:
     with tempfile.TemporaryDirectory() as d:
         writer = ShardWriter(RunStore(d), expected, functools.partial(decide_shard, cfg=FiltersConfig()), every_s=3600)
         t = time.perf_counter()
-        for i in range(0, n, 1024):  # as iter_batches hands them over
+        for i in range(0, n, 1024):  # as output blocks arrive
             writer.add(rows[i : i + 1024])
         writer.finish()
         return n / (time.perf_counter() - t)

@@ -6,8 +6,8 @@ The data flow of a generation run, and the file of each step::
       |
     inputs.py -> store.py              the input listed once into a plan of fixed shards
       |
-    pipeline.py                        Ray Data over the uncommitted shards, one block each
-      |
+    pipeline.py                        Ray Data over the uncommitted shards, a read task each
+      |                                (shard_source.py)
       +- actors.load_shards            decode tasks: read, check, decode (stages.DecodeStage)
       +- actors.GeneratorActor         one engine per actor (engines/): prompt (prompts.py),
       |                                generate, parse (tasks.py), and the filters placed on the

@@ -38,34 +38,36 @@ def scoring_block(rows: list[dict]):
 
 
 def shard_blocks(shards: list[int], load, *, num_cpus: float, tasks: int | None, **load_kwargs):
-    """A dataset of one block per shard, each turned into rows by the task ``load(table, **load_kwargs)``.
+    """A dataset read by one task per shard, each yielding the blocks of ``load([shard], **load_kwargs)``.
 
     Left to itself, Ray Data reads many small files in one task and a whole run's rows surface at
-    its end (no commit, and no resume point, until then); one block per shard makes rows flow, and
+    its end (no commit, and no resume point, until then); a task per shard makes rows flow, and
     shards commit, one by one. At most ``tasks`` run at once (``None``: as Ray Data schedules).
     """
     import ray
 
-    return ray.data.from_items([{"shard": k} for k in shards], override_num_blocks=len(shards)).map_batches(
-        load, batch_format="pyarrow", batch_size=1, num_cpus=num_cpus, fn_kwargs=load_kwargs,
+    from genixer_ray.shard_source import ShardSource
+
+    return ray.data.read_datasource(
+        ShardSource(shards, load, load_kwargs), override_num_blocks=len(shards), num_cpus=num_cpus,
         compute=ray.data.TaskPoolStrategy(size=tasks),
     )
 
 
-def load_shards(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
-    """Ray Data task: the plan rows of the shards in ``table``, decoded, in blocks of ``chunk``."""
+def load_shards(shards: list[int], *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data read task: the plan rows of ``shards``, decoded, in blocks of ``chunk``."""
     from genixer_ray.config import InputConfig
 
     store = RunStore(run_url, storage_options)
     stage = DecodeStage(InputConfig.model_validate_json(input_cfg_json))
-    for k in table.column("shard").to_pylist():
+    for k in shards:
         rows = store.read_frame(store.plan_name(k)).to_dicts()
         for start in range(0, len(rows), chunk):
             yield to_arrow(stage(rows[start : start + chunk]), DECODED_SCHEMA)
 
 
-def load_for_filter(table, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
-    """Ray Data task: committed shards of a run, their images decoded again, in blocks of ``chunk``.
+def load_for_filter(shards: list[int], *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data read task: committed ``shards`` of a run, their images decoded again, in blocks of ``chunk``.
 
     Earlier filter columns are cleared (this pass scores anew). An ``ok`` row whose image can no
     longer be read becomes an error row with the decode code; its generated text is kept.
@@ -74,7 +76,7 @@ def load_for_filter(table, *, run_url: str, storage_options: dict, input_cfg_jso
 
     src = RunStore(run_url, storage_options)
     decode = DecodeStage(InputConfig.model_validate_json(input_cfg_json))
-    for k in table.column("shard").to_pylist():
+    for k in shards:
         planned = {r["image_id"]: r for r in src.read_frame(src.plan_name(k)).to_dicts()}
         rows = src.read_frame(src.shard_name(k)).to_dicts()
         img: dict = {}  # an image's samples are adjacent in a shard: each image is decoded once

@@ -2,8 +2,9 @@
 
 The driver lists the input into a plan of fixed shards once (streaming, one shard in memory),
 then streams only the uncommitted shards through Ray Data, one block per shard. Output rows come
-back with ``iter_batches``; :class:`~genixer_ray.writer.ShardWriter` commits each shard the moment
-its last row arrives, so a killed run resumes from its last commit.
+back block by block (:func:`~genixer_ray.writer.output_blocks`);
+:class:`~genixer_ray.writer.ShardWriter` commits each shard the moment its last row arrives, so a
+killed run resumes from its last commit.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ memory is bounded by the rows in flight, not by the dataset.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -223,14 +224,32 @@ def _resume_hint(writer: ShardWriter) -> str:
     return f"{writer.committed} shard(s) were committed; re-run the same command to resume."
 
 
+def output_blocks(ds):
+    """A dataset's output blocks as Arrow tables, each as soon as it is done.
+
+    Read from Ray Data's block references, not through ``Dataset.iter_batches``: its iterator sends
+    the dataset's whole statistics, a record per block run so far, to Ray Data's stats actor every
+    5 s, a pickle that grows with the run (2.7 MB at 3,907 shards) and that took the driver's peak
+    memory up with it (BENCHMARKS.md, "Scale").
+    """
+    import ray
+    from ray.data.block import BlockAccessor
+
+    for bundle in ds.iter_internal_ref_bundles():
+        for block in ray.get(bundle.block_refs):
+            yield BlockAccessor.for_block(block).to_arrow()
+
+
 def stream_into(ds, writer: ShardWriter, what: str) -> None:
     """Feed a dataset's output rows to ``writer`` until every expected shard is committed."""
     import ray
     from ray.data.exceptions import ExecutionTimeoutError
 
     try:
-        for batch in ds.iter_batches(batch_format="pyarrow", batch_size=None):
-            writer.add(batch.to_pylist())
+        # Closed on the way out, so that a writer's error stops Ray Data's executor there and then.
+        with contextlib.closing(output_blocks(ds)) as blocks:
+            for block in blocks:
+                writer.add(block.to_pylist())
     except ExecutionTimeoutError as e:
         # Ray Data's own advice names its context setting; the run's is scaling.actor_start_timeout_s.
         stalled = "\n".join(line for line in str(e).splitlines() if line.startswith("  - "))

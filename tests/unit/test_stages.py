@@ -90,8 +90,6 @@ def test_several_samples_per_image_share_one_decode_and_take_different_tasks(tin
 
 
 def test_a_filter_pass_decodes_each_image_once_for_all_its_samples(tmp_path, monkeypatch):
-    import pyarrow as pa
-
     from genixer_ray.actors import load_for_filter
     from genixer_ray.schema import to_frame
     from genixer_ray.store import RunStore
@@ -103,7 +101,7 @@ def test_a_filter_pass_decodes_each_image_once_for_all_its_samples(tmp_path, mon
     decoded = []
     real = DecodeStage.__call__
     monkeypatch.setattr(DecodeStage, "__call__", lambda self, batch: decoded.extend(r["image_id"] for r in batch) or real(self, batch))
-    blocks = list(load_for_filter(pa.table({"shard": [0]}), run_url=store.url, storage_options={},
+    blocks = list(load_for_filter([0], run_url=store.url, storage_options={},
                                   input_cfg_json=InputConfig().model_dump_json(), chunk=4))
     out = [r for t in blocks for r in t.to_pylist()]
     assert [(r["image_id"], r["sample"]) for r in out] == [(r["image_id"], r["sample"]) for r in rows]
