@@ -1,7 +1,7 @@
 """A generation run on Ray Data: plan -> decode tasks -> generator actors -> (filter actors) -> writer.
 
 The driver lists the input into a plan of fixed shards once (streaming, one shard in memory),
-then streams only the uncommitted shards through Ray Data, one block per shard. Output rows come
+then streams only the uncommitted shards through Ray Data, a read task per shard. Output rows come
 back block by block (:func:`~genixer_ray.writer.output_blocks`);
 :class:`~genixer_ray.writer.ShardWriter` commits each shard the moment its last row arrives, so a
 killed run resumes from its last commit.

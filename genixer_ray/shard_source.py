@@ -2,8 +2,8 @@
 
 Each read task loads its shard's rows and decodes them where it runs, so no input block is made
 or kept by the driver. (``ray.data.from_items`` over the shard numbers, as before, put one block a
-shard into the object store from the driver and held it, with its reference and metadata, for the
-whole run: about 1.4 KiB of the driver's memory a shard, beside Ray's own; BENCHMARKS.md, "Scale".)
+shard into the object store from the driver, which owned it for the whole run: about 1.4 KiB of
+Ray's native memory in the driver a shard, besides the Python side; BENCHMARKS.md, "Scale".)
 """
 
 from __future__ import annotations

@@ -89,6 +89,19 @@ def test_several_samples_per_image_share_one_decode_and_take_different_tasks(tin
         check_contract(gen, decoded, out[:3])
 
 
+def test_the_decode_stage_reads_one_task_per_shard_in_plan_order():
+    """Each uncommitted shard is a read task of its own (its unit of commit), whatever parallelism Ray Data asks."""
+    import pyarrow as pa
+
+    from genixer_ray.shard_source import ShardSource
+
+    def load(shards, *, chunk):
+        yield pa.table({"shard": shards * chunk})
+
+    tasks = ShardSource([3, 5, 9], load, {"chunk": 2}).get_read_tasks(parallelism=1)
+    assert [[t.to_pylist() for t in task()] for task in tasks] == [[[{"shard": k}] * 2] for k in (3, 5, 9)]
+
+
 def test_a_filter_pass_decodes_each_image_once_for_all_its_samples(tmp_path, monkeypatch):
     from genixer_ray.actors import load_for_filter
     from genixer_ray.schema import to_frame
