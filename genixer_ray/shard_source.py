@@ -1,10 +1,9 @@
 """The decode stage's input: a Ray Data source of one read task per plan shard.
 
-Each read task loads its shard's rows and decodes them where it runs, so no input block is made
-or kept by the driver. (``ray.data.from_items`` over the shard numbers, as before, put one block a
-shard into the object store from the driver, which owned it for the whole run: about 1.4 KiB of
-Ray's native memory in the driver a shard, besides the Python side; BENCHMARKS.md, "Scale".)
-"""
+Each read task loads its shard's rows and decodes them where it runs. The driver still puts one
+object per shard into the object store (Ray Data's read operator puts each read task, here a shard
+number and the shared loader arguments), but no longer an Arrow block with its schema and metadata
+as ``ray.data.from_items`` over the shard numbers did (BENCHMARKS.md, "Scale")."""
 
 from __future__ import annotations
 
