@@ -38,7 +38,7 @@ def scoring_block(rows: list[dict]):
 
 
 def shard_blocks(shards: list[int], load, *, num_cpus: float, tasks: int | None, **load_kwargs):
-    """A dataset read by one task per shard, each yielding the blocks of ``load([shard], **load_kwargs)``.
+    """A dataset read by one task per shard, each yielding the blocks of ``load(shard, **load_kwargs)``.
 
     Left to itself, Ray Data reads many small files in one task and a whole run's rows surface at
     its end (no commit, and no resume point, until then); a task per shard makes rows flow, and
@@ -54,20 +54,19 @@ def shard_blocks(shards: list[int], load, *, num_cpus: float, tasks: int | None,
     )
 
 
-def load_shards(shards: list[int], *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
-    """Ray Data read task: the plan rows of ``shards``, decoded, in blocks of ``chunk``."""
+def load_shards(shard: int, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data read task: the plan rows of ``shard``, decoded, in blocks of ``chunk``."""
     from genixer_ray.config import InputConfig
 
     store = RunStore(run_url, storage_options)
     stage = DecodeStage(InputConfig.model_validate_json(input_cfg_json))
-    for k in shards:
-        rows = store.read_frame(store.plan_name(k)).to_dicts()
-        for start in range(0, len(rows), chunk):
-            yield to_arrow(stage(rows[start : start + chunk]), DECODED_SCHEMA)
+    rows = store.read_frame(store.plan_name(shard)).to_dicts()
+    for start in range(0, len(rows), chunk):
+        yield to_arrow(stage(rows[start : start + chunk]), DECODED_SCHEMA)
 
 
-def load_for_filter(shards: list[int], *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
-    """Ray Data read task: committed ``shards`` of a run, their images decoded again, in blocks of ``chunk``.
+def load_for_filter(shard: int, *, run_url: str, storage_options: dict, input_cfg_json: str, chunk: int):
+    """Ray Data read task: a run's committed ``shard``, its images decoded again, in blocks of ``chunk``.
 
     Earlier filter columns are cleared (this pass scores anew). An ``ok`` row whose image can no
     longer be read becomes an error row with the decode code; its generated text is kept.
@@ -76,24 +75,23 @@ def load_for_filter(shards: list[int], *, run_url: str, storage_options: dict, i
 
     src = RunStore(run_url, storage_options)
     decode = DecodeStage(InputConfig.model_validate_json(input_cfg_json))
-    for k in shards:
-        planned = {r["image_id"]: r for r in src.read_frame(src.plan_name(k)).to_dicts()}
-        rows = src.read_frame(src.shard_name(k)).to_dicts()
-        img: dict = {}  # an image's samples are adjacent in a shard: each image is decoded once
-        for start in range(0, len(rows), chunk):
-            out = []
-            for row in rows[start : start + chunk]:
-                row |= dict.fromkeys(FILTER_SCHEMA)
-                if row["status"] == "ok":
-                    if img.get("image_id") != row["image_id"]:
-                        p = planned[row["image_id"]]
-                        img = decode([{"shard": k, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
-                    if img["status"] == "ok":
-                        row |= {c: img[c] for c in IMAGE_COLUMNS}
-                    else:
-                        row = fail(row, img["error_stage"], img["error_code"], img["error_message"])
-                out.append(row)
-            yield scoring_block(out)
+    planned = {r["image_id"]: r for r in src.read_frame(src.plan_name(shard)).to_dicts()}
+    rows = src.read_frame(src.shard_name(shard)).to_dicts()
+    img: dict = {}  # an image's samples are adjacent in a shard: each image is decoded once
+    for start in range(0, len(rows), chunk):
+        out = []
+        for row in rows[start : start + chunk]:
+            row |= dict.fromkeys(FILTER_SCHEMA)
+            if row["status"] == "ok":
+                if img.get("image_id") != row["image_id"]:
+                    p = planned[row["image_id"]]
+                    img = decode([{"shard": shard, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
+                if img["status"] == "ok":
+                    row |= {c: img[c] for c in IMAGE_COLUMNS}
+                else:
+                    row = fail(row, img["error_stage"], img["error_code"], img["error_message"])
+            out.append(row)
+        yield scoring_block(out)
 
 
 def filter_stages(filters: FiltersConfig, engine: GeneratorConfig | None, generator, *, where: str, filter_pass: bool = False) -> list:

@@ -14,17 +14,17 @@ from ray.data.block import BlockMetadata
 
 
 class _ReadShard:
-    """A read task's function: ``load([shard], **kwargs)``; every task shares one ``kwargs``."""
+    """A read task's function: ``load(shard, **kwargs)``; every task shares one ``kwargs``."""
 
     def __init__(self, shard: int, load: Callable[..., Iterator], kwargs: dict):
         self.shard, self.load, self.kwargs = shard, load, kwargs
 
     def __call__(self) -> Iterator:
-        return self.load([self.shard], **self.kwargs)
+        return self.load(self.shard, **self.kwargs)
 
 
 class ShardSource(Datasource):
-    """One read task per shard of ``shards``, in that order, each yielding ``load([shard], **kwargs)``."""
+    """One read task per shard of ``shards``, in that order, each yielding ``load(shard, **kwargs)``."""
 
     def __init__(self, shards: list[int], load: Callable[..., Iterator], kwargs: dict):
         super().__init__()

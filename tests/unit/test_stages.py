@@ -95,8 +95,8 @@ def test_the_decode_stage_reads_one_task_per_shard_in_plan_order():
 
     from genixer_ray.shard_source import ShardSource
 
-    def load(shards, *, chunk):
-        yield pa.table({"shard": shards * chunk})
+    def load(shard, *, chunk):
+        yield pa.table({"shard": [shard] * chunk})
 
     tasks = ShardSource([3, 5, 9], load, {"chunk": 2}).get_read_tasks(parallelism=1)
     assert [[t.to_pylist() for t in task()] for task in tasks] == [[[{"shard": k}] * 2] for k in (3, 5, 9)]
@@ -114,7 +114,7 @@ def test_a_filter_pass_decodes_each_image_once_for_all_its_samples(tmp_path, mon
     decoded = []
     real = DecodeStage.__call__
     monkeypatch.setattr(DecodeStage, "__call__", lambda self, batch: decoded.extend(r["image_id"] for r in batch) or real(self, batch))
-    blocks = list(load_for_filter([0], run_url=store.url, storage_options={},
+    blocks = list(load_for_filter(0, run_url=store.url, storage_options={},
                                   input_cfg_json=InputConfig().model_dump_json(), chunk=4))
     out = [r for t in blocks for r in t.to_pylist()]
     assert [(r["image_id"], r["sample"]) for r in out] == [(r["image_id"], r["sample"]) for r in rows]
