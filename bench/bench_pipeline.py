@@ -100,9 +100,7 @@ def run_times(store: RunStore) -> tuple[float, float, float]:
     batches come from several shards at once, so counting from the first commit credits it with
     work done before), the last because the pipeline drains there.
     """
-    import polars as pl
-
-    first_batch = store.scan_rows().select(pl.col("created_at").dt.epoch("us").min() / 1e6).collect().item()
+    first_batch = store.read_rows(["created_at"])["created_at"].dt.epoch("us").min() / 1e6
     commits = sorted((Path(store.path(store.marker_name(m["shard"]))).stat().st_mtime, m["rows"]) for m in store.markers())
     lo, hi = len(commits) // 4, len(commits) - 1 - len(commits) // 4
     return first_batch, commits[0][0], sum(n for _, n in commits[lo + 1 : hi + 1]) / (commits[hi][0] - commits[lo][0])

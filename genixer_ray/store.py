@@ -70,18 +70,6 @@ class RunStore:
 
         return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
 
-    def scan(self, rels: list[str]) -> pl.LazyFrame:
-        """The Parquet objects ``rels`` as one lazy frame, read through this store's fsspec file system.
-
-        The one read path for many objects: Polars scans a pyarrow dataset over the same file
-        system every other read uses, so every protocol's storage options apply as given.
-        """
-        import pyarrow.dataset as pads
-        import pyarrow.fs as pafs
-
-        fs = self.arrow_filesystem() or pafs.LocalFileSystem()
-        return pl.scan_pyarrow_dataset(pads.dataset([self.path(r) for r in rels], filesystem=fs, format="parquet"))
-
     # -- paths ----------------------------------------------------------------------------------
     def path(self, rel: str) -> str:
         """The store path of ``rel`` inside the run folder."""
@@ -266,11 +254,12 @@ class RunStore:
             return {}
         return {r["image_id"]: {"source": r.get("source"), "data": r.get("data")} for r in frame.to_dicts()}
 
-    def scan_rows(self) -> pl.LazyFrame:
-        """All committed rows (only shards with markers), lazily; an empty frame without any."""
-        shards = [self.shard_name(k) for k in sorted(self.committed())]
-        return self.scan(shards) if shards else pl.LazyFrame()
+    def read_rows(self, columns: list[str] | None = None) -> pl.DataFrame:
+        """All committed rows (only shards with markers) as one frame, only ``columns`` when given.
 
-    def read_rows(self) -> pl.DataFrame:
-        """All committed rows (only shards with markers), as one frame."""
-        return self.scan_rows().collect()
+        Read a shard at a time: a pyarrow dataset over all of them (Polars' ``scan_pyarrow_dataset``)
+        keeps about 190 KiB per file once read, 1.5 GiB over the 7,813 shards of a 2,000,000-row run
+        for one column (BENCHMARKS.md, "Scale").
+        """
+        frames = [self.read_frame(self.shard_name(k), columns) for k in sorted(self.committed())]
+        return pl.concat(frames) if frames else pl.DataFrame()

@@ -28,6 +28,7 @@ def test_writer_commits_full_shards_only_and_dedupes(tmp_path, caplog):
     assert store.committed() == set()
     w.add(rows(0, ["b"], status="error"))
     assert store.committed() == {0}
+    assert store.read_rows(["image_id"]).to_dict(as_series=False) == {"image_id": ["a", "b"]}  # committed shards only
     with pytest.raises(RuntimeError, match=r"\{1: 1\}"):
         w.finish()
     w.add(rows(1, ["e"]))
