@@ -47,6 +47,14 @@ def source_run(url: str) -> str:
     return url.rsplit("/filtered/", 1)[0] if "/filtered/" in url else url
 
 
+def _marker_shard(path: str) -> int | None:
+    """The shard number of a commit marker's path (``.../commits/shard-000042.json``), else ``None``."""
+    base = path.rsplit("/", 1)[-1]
+    if base.startswith("shard-") and base.endswith(".json"):
+        return int(base[len("shard-") : -len(".json")])
+    return None
+
+
 def plan_samples(plan: dict) -> int:
     """Samples per image a plan was made for (plans written before samples existed: 1)."""
     return plan.get("samples_per_image", 1)
@@ -223,24 +231,25 @@ class RunStore:
             names = self.fs.ls(self.path("commits"), detail=False)
         except FileNotFoundError:
             return set()
-        out = set()
-        for n in names:
-            base = n.rsplit("/", 1)[-1]
-            if base.startswith("shard-") and base.endswith(".json"):
-                out.add(int(base[len("shard-") : -len(".json")]))
-        return out
+        return {k for k in map(_marker_shard, names) if k is not None}
 
     def commit_shard(self, shard: int, df: pl.DataFrame, counts: dict) -> None:
         """Write a shard's rows, check them, then its marker: the shard exists from that moment."""
         digest = self.write_frame(self.shard_name(shard), df)
         self.write_json(self.marker_name(shard), {"shard": shard, "rows": df.height, "sha256": digest, **counts})
 
-    def markers(self) -> Iterator[dict]:
-        """The commit markers' contents, in shard order."""
-        for k in sorted(self.committed()):
-            m = self.read_json(self.marker_name(k))
-            if m is not None:
-                yield m
+    def markers(self, *, per_request: int = 1000) -> Iterator[dict]:
+        """The commit markers' contents, in shard order.
+
+        Fetched ``per_request`` at a time with one ``cat`` over their paths, which an asynchronous
+        file system (s3fs, gcsfs) serves concurrently: a run's end, ``verify`` and a filter pass
+        read every marker, one request after another before (3,907 at 1,000,000 images).
+        """
+        paths = [self.path(self.marker_name(k)) for k in sorted(self.committed())]
+        for i in range(0, len(paths), per_request):
+            got = self.fs.cat(paths[i : i + per_request], on_error="omit")  # a marker gone since the listing: skipped
+            for _, data in sorted((_marker_shard(p), data) for p, data in got.items()):
+                yield json.loads(data)
 
     def planned_images(self, shard: int) -> dict[str, dict]:
         """``{image_id: {"source", "data"}}`` of a shard's plan (``data``: inline bytes, else None).

@@ -111,6 +111,17 @@ def test_s3_store_round_trip(s3):
     w.add(rows(0, ["only"]))
     assert store.committed() == {0}
     assert store.read_rows()["image_id"].to_list() == ["only"]
+    assert [m["rows"] for m in store.markers()] == [1]
+
+
+def test_markers_come_in_shard_order_across_requests_and_skip_one_gone(tmp_path, monkeypatch):
+    store = RunStore(str(tmp_path / "run"))
+    w = ShardWriter(store, dict.fromkeys(range(12), 1), DECIDE)
+    w.add([r for k in (11, 3, 0, 7, 10, 1, 2, 4, 5, 6, 8, 9) for r in rows(k, [f"i{k}"])])
+    assert [m["shard"] for m in store.markers(per_request=5)] == list(range(12))
+    # A marker listed but gone by the time it is read (a store cleaned meanwhile) is skipped.
+    monkeypatch.setattr(store, "committed", lambda: {0, 1, 99})
+    assert [m["shard"] for m in store.markers(per_request=2)] == [0, 1]
 
 
 def test_the_writer_keys_rows_by_image_and_sample(tmp_path):
