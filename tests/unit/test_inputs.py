@@ -76,6 +76,39 @@ def test_plan_shards_and_duplicate_ids(tmp_path):
     assert dup.plan() is None  # no complete plan: nothing will run
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_plan_files_written_several_at_once_keep_their_shards(where, tmp_path, request, monkeypatch):
+    """Plan files are written several at a time (8 on an object store): each still holds its own
+    shard's rows, a duplicate across shards in flight together is found, and a failed write stops
+    the plan before its completion marker."""
+    if where == "s3":
+        s3 = request.getfixturevalue("s3")
+        url, options, in_flight = f"s3://{s3['bucket']}/plan-test", s3["storage_options"], None
+    else:
+        url, options, in_flight = str(tmp_path / "run"), {}, 3
+    rows = [{"image_id": f"i{n}", "source": "s", "data": None} for n in range(23)]
+    store = RunStore(f"{url}/ok", options)
+    plan = store.write_plan(iter(rows), 2, in_flight=in_flight)
+    assert plan["rows_per_shard"] == [2] * 11 + [1]
+    for k in range(12):
+        part = store.read_frame(store.plan_name(k))
+        assert part["image_id"].to_list() == [f"i{n}" for n in range(2 * k, min(2 * k + 2, 23))] and set(part["shard"]) == {k}
+    with pytest.raises(ValueError, match="duplicate image ids \\('i3' x2\\)"):
+        RunStore(f"{url}/dup", options).write_plan(iter(rows[:5] + rows[3:4]), 2, in_flight=in_flight)
+    failing = RunStore(f"{url}/fail", options)
+    write = failing.write_frame
+
+    def write_frame(rel, frame):
+        if rel == failing.plan_name(4):
+            raise OSError("disk full")
+        return write(rel, frame)
+
+    monkeypatch.setattr(failing, "write_frame", write_frame)
+    with pytest.raises(OSError, match="disk full"):
+        failing.write_plan(iter(rows), 2, in_flight=in_flight)
+    assert failing.plan() is None
+
+
 def test_planning_unique_ids_reads_no_plan_file_back(tmp_path, monkeypatch):
     """The duplicate check hashes each shard's ids as it is written: with every id unique, no
     plan file is read back (on an object store each would be a request)."""
