@@ -10,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -124,11 +125,17 @@ class ShardWriter:
     and :meth:`RunStore.commit_shard` (the shard file, then its marker). With ``engine_stats``
     (a generation run) markers and progress (over committed shards) say how full the generator's
     engine ran.
+
+    On an object store the last step, three round trips (shard, its check, marker), runs for up to
+    ``commits_in_flight`` shards at once (default 8; 1 on a local disk, where it runs in the
+    caller): one after another, a loopback S3 endpoint took the commit path from 24,000 rows/s on
+    a local disk to 7,951. :meth:`finish` waits for every commit; a failed one raises from
+    :meth:`add` or :meth:`finish`.
     """
 
     def __init__(
         self, store: RunStore, expected: dict[int, int], decide: CommitStep, *,
-        label: str = "generate", every_s: float = 10.0, engine_stats: bool = False,
+        label: str = "generate", every_s: float = 10.0, engine_stats: bool = False, commits_in_flight: int | None = None,
     ):
         self.store = store
         self.expected = expected
@@ -144,6 +151,9 @@ class ShardWriter:
         self.last_report = 0.0
         self.reported_rows = -1
         self.engine = EngineTally() if engine_stats else None
+        self.in_flight = commits_in_flight or (1 if store.is_local else 8)
+        self.pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="commit") if self.in_flight > 1 else None
+        self.commits: deque[Future] = deque()
 
     def add(self, rows: list[dict[str, Any]]) -> None:
         """Take output rows (any shards, any order, possibly repeated) and commit full shards."""
@@ -162,6 +172,8 @@ class ShardWriter:
                 self.by_error[r["error_code"]] += 1
             if len(buf) == self.expected[k]:
                 self._commit(k)
+        if self.pool is not None:
+            self._settle(keep=self.in_flight)  # counts the commits done meanwhile, waits for none
         self._report()
 
     def _commit(self, k: int) -> None:
@@ -179,8 +191,18 @@ class ShardWriter:
             # Counted once per shard: the marker's sums, and the progress line's over committed shards.
             counts["engine"] = EngineTally.of(rows).sums()
             self.engine.add(counts["engine"])
-        self.store.commit_shard(k, df, counts)
-        self.committed += 1
+        if self.pool is None:
+            self.store.commit_shard(k, df, counts)
+            self.committed += 1
+            return
+        self.commits.append(self.pool.submit(self.store.commit_shard, k, df, counts))
+        self._settle(keep=self.in_flight - 1)
+
+    def _settle(self, keep: int = 0) -> None:
+        # Waits, oldest first, until at most ``keep`` commits are in flight; counts every finished one.
+        while self.commits and (len(self.commits) > keep or self.commits[0].done()):
+            self.commits.popleft().result()  # a failed commit's error, raised here
+            self.committed += 1
 
     def _report(self, *, force: bool = False) -> None:
         now = time.monotonic()
@@ -205,7 +227,10 @@ class ShardWriter:
         )
 
     def finish(self) -> None:
-        """Check that every expected shard was committed; print the final progress line."""
+        """Wait for the commits in flight, check that every expected shard was committed; print the final progress line."""
+        if self.pool is not None:
+            self._settle()
+            self.pool.shutdown()
         self._report(force=True)
         if self.buffers:
             missing = {k: self.expected[k] - len(v) for k, v in self.buffers.items()}

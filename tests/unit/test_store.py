@@ -109,9 +109,37 @@ def test_s3_store_round_trip(s3):
     store.check_writable()
     w = ShardWriter(store, {0: 1}, DECIDE)
     w.add(rows(0, ["only"]))
+    w.finish()  # on an object store commits run beside the caller; finish waits for them
     assert store.committed() == {0}
     assert store.read_rows()["image_id"].to_list() == ["only"]
     assert [m["rows"] for m in store.markers()] == [1]
+
+
+def test_s3_commits_overlap_and_a_failed_one_stops_the_writer(s3, monkeypatch):
+    store = RunStore(f"s3://{s3['bucket']}/overlap-test", s3["storage_options"])
+    w = ShardWriter(store, dict.fromkeys(range(20), 2), DECIDE, commits_in_flight=4)
+    for k in range(20):
+        w.add(rows(k, [f"a{k}", f"b{k}"]))
+        assert len(w.commits) <= 4
+    w.finish()
+    assert store.committed() == set(range(20)) and w.committed == 20
+    assert [m["rows"] for m in store.markers()] == [2] * 20
+
+    failing = RunStore(f"s3://{s3['bucket']}/failing-test", s3["storage_options"])
+    commit = failing.commit_shard
+
+    def commit_shard(k, df, counts):
+        if k == 3:
+            raise OSError("the bucket went away")
+        commit(k, df, counts)
+
+    monkeypatch.setattr(failing, "commit_shard", commit_shard)
+    w = ShardWriter(failing, dict.fromkeys(range(6), 1), DECIDE, commits_in_flight=2)
+    with pytest.raises(OSError, match="the bucket went away"):
+        for k in range(6):
+            w.add(rows(k, [f"i{k}"]))
+        w.finish()
+    assert 3 not in failing.committed()
 
 
 def test_markers_come_in_shard_order_across_requests_and_skip_one_gone(tmp_path, monkeypatch):
