@@ -175,10 +175,10 @@ class RunStore:
         """Cut the input rows into shards of ``shard_size`` and write each as a plan file.
 
         Streams: the rows of one shard are gathered at a time, and at most ``in_flight`` shards
-        are being written at once (default 8 on an object store, where overlapping the round trips
-        of each write and its check made planning 1.8x faster on the loopback S3 endpoint; 1 on a
-        local disk, which gains nothing from it). ``meta`` (what the plan was made from) is stored
-        in the completion marker, which is written last, once every plan file is.
+        are being written at once (default 8 on an object store, where the round trips of each
+        write and its check then overlap, BENCHMARKS.md, "Object stores"; 1 on a local disk, which
+        gains nothing from it). ``meta`` (what the plan was made from) is stored in the completion
+        marker, which is written last, once every plan file is.
         """
         in_flight = in_flight or (1 if self.is_local else 8)
         sizes: list[int] = []
@@ -254,8 +254,8 @@ class RunStore:
         """The commit markers' contents, in shard order.
 
         Fetched ``per_request`` at a time with one ``cat`` over their paths, which an asynchronous
-        file system (s3fs, gcsfs) serves concurrently: a run's end, ``verify`` and a filter pass
-        read every marker, one request after another before (3,907 at 1,000,000 images).
+        file system (s3fs, gcsfs) serves concurrently: a run's end, ``inspect`` and a filter pass
+        read every marker (3,907 at 1,000,000 images), BENCHMARKS.md, "Object stores".
         """
         paths = [self.path(self.marker_name(k)) for k in sorted(self.committed())]
         for i in range(0, len(paths), per_request):

@@ -128,9 +128,8 @@ class ShardWriter:
 
     On an object store the last step, three round trips (shard, its check, marker), runs for up to
     ``commits_in_flight`` shards at once (default 8; 1 on a local disk, where it runs in the
-    caller): one after another, a loopback S3 endpoint took the commit path from 24,000 rows/s on
-    a local disk to 7,951. :meth:`finish` waits for every commit; a failed one raises from
-    :meth:`add` or :meth:`finish`.
+    caller), so that the round trips overlap (BENCHMARKS.md, "Object stores"). :meth:`finish`
+    waits for every commit; a failed one raises from :meth:`add` or :meth:`finish`.
     """
 
     def __init__(
