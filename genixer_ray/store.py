@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -57,6 +57,26 @@ def _marker_shard(path: str) -> int | None:
     return None
 
 
+def overlapped(fn: Callable[[Any], Any], items: Iterable, in_flight: int) -> Iterator:
+    """``fn`` over ``items`` on up to ``in_flight`` threads, the results in ``items``' order.
+
+    At most ``in_flight`` calls are pending at once, so the items taken ahead (and their results)
+    stay bounded however many there are; a call's error is raised when its result is reached. For
+    the round trips of an object store, which then overlap; ``in_flight`` 1 calls in the caller.
+    """
+    if in_flight <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(in_flight, thread_name_prefix="store") as pool:
+        pending: deque[Future] = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= in_flight:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
 def plan_samples(plan: dict) -> int:
     """Samples per image a plan was made for (plans written before samples existed: 1)."""
     return plan.get("samples_per_image", 1)
@@ -71,6 +91,9 @@ class RunStore:
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self.root = self.root.rstrip("/")
         self.is_local = is_local_fs(self.fs)
+        # Requests worth overlapping (plan files, verification reads): an object store's round
+        # trips overlap; a local disk gains nothing (BENCHMARKS.md, "Object stores").
+        self.requests_in_flight = 1 if self.is_local else 8
 
     def arrow_filesystem(self):
         """A pyarrow file system over this store for Ray Data readers (``None``: the local disk)."""
@@ -180,31 +203,28 @@ class RunStore:
         gains nothing from it). ``meta`` (what the plan was made from) is stored in the completion
         marker, which is written last, once every plan file is.
         """
-        in_flight = in_flight or (1 if self.is_local else 8)
         sizes: list[int] = []
-        batch: list[dict] = []
         hashes = []  # each shard's ids hashed to 64 bits, for the duplicate check
-        writes: deque[Future] = deque()
 
-        def flush(pool: ThreadPoolExecutor) -> None:
+        def named_frame(batch: list[dict]) -> tuple[str, pl.DataFrame]:
             k = len(sizes)
             frame = pl.DataFrame([{**r, "shard": k} for r in batch], schema=PLAN_SCHEMA)
             hashes.append(frame["image_id"].hash(seed=0).to_numpy())
             sizes.append(len(batch))
-            batch.clear()
-            writes.append(pool.submit(self.write_frame, self.plan_name(k), frame))
-            if len(writes) >= in_flight:
-                writes.popleft().result()  # raises the write's error; bounds the frames held
+            return self.plan_name(k), frame
 
-        with ThreadPoolExecutor(in_flight, thread_name_prefix="plan-write") as pool:
+        def shard_frames() -> Iterator[tuple[str, pl.DataFrame]]:
+            batch: list[dict] = []
             for row in rows:
                 batch.append(row)
                 if len(batch) == shard_size:
-                    flush(pool)
+                    yield named_frame(batch)
+                    batch = []
             if batch:
-                flush(pool)
-            while writes:
-                writes.popleft().result()
+                yield named_frame(batch)
+
+        # Drained: every plan file written (or a write's error raised) before the duplicate check and the marker.
+        deque(overlapped(lambda named: self.write_frame(*named), shard_frames(), in_flight or self.requests_in_flight), maxlen=0)
         summary = {"shards": len(sizes), "rows": sum(sizes), "rows_per_shard": sizes, **(meta or {})}
         self.check_unique_ids(hashes)
         self.write_json("plan/_COMPLETE.json", summary)

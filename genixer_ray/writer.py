@@ -150,7 +150,7 @@ class ShardWriter:
         self.last_report = 0.0
         self.reported_rows = -1
         self.engine = EngineTally() if engine_stats else None
-        self.in_flight = commits_in_flight or (1 if store.is_local else 8)
+        self.in_flight = commits_in_flight or store.requests_in_flight
         self.pool = ThreadPoolExecutor(self.in_flight, thread_name_prefix="commit") if self.in_flight > 1 else None
         self.commits: deque[Future] = deque()
 
