@@ -8,7 +8,7 @@ import pytest
 
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.decide import decide_shard
-from genixer_ray.store import RunStore
+from genixer_ray.store import RunStore, overlapped
 from genixer_ray.writer import RunSummary, ShardWriter
 
 DECIDE = functools.partial(decide_shard, cfg=FiltersConfig())  # no filter enabled: every ok row kept
@@ -163,3 +163,41 @@ def test_the_writer_keys_rows_by_image_and_sample(tmp_path):
     w.finish()
     df = store.read_rows()
     assert list(zip(df["image_id"], df["sample"])) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]  # (image, sample) order
+
+
+def test_overlapped_runs_calls_at_once_keeps_order_bounds_the_pending_and_raises():
+    import threading
+
+    first_four = threading.Barrier(4, timeout=30)  # broken unless the first 4 calls run at once
+    running, peak, lock, taken = 0, 0, threading.Lock(), []
+
+    def square(i):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        if i < 4:
+            first_four.wait()
+        with lock:
+            running -= 1
+        return i * i
+
+    def items():
+        for i in range(20):
+            taken.append(i)
+            yield i
+
+    out = []
+    for r in overlapped(square, items(), 4):
+        out.append(r)
+        assert len(taken) - len(out) <= 4  # items taken ahead of the results stay bounded
+    assert out == [i * i for i in range(20)] and peak == 4
+    assert list(overlapped(square, range(5, 8), 1)) == [25, 36, 49]  # 1: in the caller
+
+    def shard(i):
+        if i == 3:
+            raise OSError("shard 3 unreadable")
+        return i
+
+    with pytest.raises(OSError, match="shard 3"):
+        list(overlapped(shard, range(8), 2))
