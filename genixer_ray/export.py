@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
-from genixer_ray.store import RunStore
+from genixer_ray.store import RunStore, overlapped
 
 PROVENANCE = ("run_id", "generator_hash", "seed", "clip_score", "consistency_score", "judge_p_yes")
 
@@ -110,15 +110,19 @@ def committed_run(run: str, storage_options: dict) -> tuple[RunStore, int]:
 def exported_rows(
     store: RunStore, *, only_kept: bool, image_root: str | None, copy_images: bool, copier: ImageCopier, missing: dict[str, str],
 ) -> Iterator[tuple[dict, str]]:
-    """``(row, image path)`` of each row to export, one committed shard at a time.
+    """``(row, image path)`` of each row to export, committed shard by committed shard.
 
     The image path is relative to ``image_root`` for a local file under it (unless
     ``copy_images``); otherwise the image is copied by ``copier``. A row whose image cannot be
-    read is left out and recorded in ``missing`` (image id -> reason).
+    read is left out and recorded in ``missing`` (image id -> reason). The shards and their plans
+    are read a few at a time on an object store (:func:`~genixer_ray.store.overlapped`).
     """
-    for k in sorted(store.committed()):
+
+    def read(k: int) -> tuple[list[dict], dict[str, dict]]:
         rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if r["status"] == "ok" and (r.get("keep") or not only_kept)]
-        planned = store.planned_images(k) if rows else {}
+        return rows, store.planned_images(k) if rows else {}
+
+    for rows, planned in overlapped(read, sorted(store.committed()), store.requests_in_flight):
         for row in rows:
             rel = None if copy_images else relative_under(row["source"], image_root)
             try:

@@ -22,7 +22,7 @@ from genixer_ray.filters.decide import FILTERS
 from genixer_ray.inspection import inspect_run
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
-from genixer_ray.store import RunStore
+from genixer_ray.store import RunStore, overlapped
 
 SCORES = {
     "clip": "clip_score", "clip (paper's raw dot product)": "clip_raw_score", "consistency": "consistency_score",
@@ -63,11 +63,13 @@ def _rule_text(row: dict, f: str) -> str | None:
 
 
 def _collect(store: RunStore, per_column: int, rng: random.Random) -> tuple[_Collected, dict[int, list[dict]]]:
-    """Scores, rules and the sample rows, reading one shard at a time; rows to show by shard."""
+    """Scores, rules and the sample rows, shard by shard (a few read at a time on an object
+    store, :func:`~genixer_ray.store.overlapped`); rows to show by shard."""
     c = _Collected()
     show: dict[int, list[dict]] = {}
-    for k in sorted(store.committed()):
-        for row in store.read_frame(store.shard_name(k)).to_dicts():
+    shards = sorted(store.committed())
+    for k, frame in zip(shards, overlapped(lambda k: store.read_frame(store.shard_name(k)), shards, store.requests_in_flight), strict=True):
+        for row in frame.to_dicts():
             for f, col in SCORES.items():
                 v = row.get(col)
                 if v is None or v != v:  # unscored or NaN
