@@ -49,12 +49,11 @@ def source_run(url: str) -> str:
     return url.rsplit("/filtered/", 1)[0] if "/filtered/" in url else url
 
 
-def _marker_shard(path: str) -> int | None:
-    """The shard number of a commit marker's path (``.../commits/shard-000042.json``), else ``None``."""
+def _shard_number(path: str, suffix: str) -> int | None:
+    """The shard number in a shard file's or marker's path (``.../shard-000042{suffix}``), else ``None``."""
     base = path.rsplit("/", 1)[-1]
-    if base.startswith("shard-") and base.endswith(".json"):
-        return int(base[len("shard-") : -len(".json")])
-    return None
+    number = base[len("shard-") : -len(suffix)]
+    return int(number) if base.startswith("shard-") and base.endswith(suffix) and number.isdigit() else None
 
 
 def overlapped(fn: Callable[[Any], Any], items: Iterable, in_flight: int) -> Iterator:
@@ -259,11 +258,15 @@ class RunStore:
     # -- shards ---------------------------------------------------------------------------------
     def committed(self) -> set[int]:
         """Shard numbers whose commit marker exists."""
+        return self.shard_numbers("commits", ".json")
+
+    def shard_numbers(self, folder: str, suffix: str) -> set[int]:
+        """The shard numbers of the ``shard-NNNNNN{suffix}`` objects in ``folder`` (none if it is absent)."""
         try:
-            names = self.fs.ls(self.path("commits"), detail=False)
+            names = self.fs.ls(self.path(folder), detail=False)
         except FileNotFoundError:
             return set()
-        return {k for k in map(_marker_shard, names) if k is not None}
+        return {k for k in (_shard_number(n, suffix) for n in names) if k is not None}
 
     def commit_shard(self, shard: int, df: pl.DataFrame, counts: dict) -> None:
         """Write a shard's rows, check them, then its marker: the shard exists from that moment."""
@@ -280,7 +283,7 @@ class RunStore:
         paths = [self.path(self.marker_name(k)) for k in sorted(self.committed())]
         for i in range(0, len(paths), per_request):
             got = self.fs.cat(paths[i : i + per_request], on_error="omit")  # a marker gone since the listing: skipped
-            for _, data in sorted((_marker_shard(p), data) for p, data in got.items()):
+            for _, data in sorted((_shard_number(p, ".json"), data) for p, data in got.items()):
                 yield json.loads(data)
 
     def planned_images(self, shard: int) -> dict[str, dict]:

@@ -59,19 +59,6 @@ class Verdict:
         return out
 
 
-def _shard_numbers(store: RunStore, folder: str, prefix: str, suffix: str) -> set[int]:
-    try:
-        names = store.fs.ls(store.path(folder), detail=False)
-    except FileNotFoundError:
-        return set()
-    out = set()
-    for n in names:
-        base = n.rsplit("/", 1)[-1]
-        if base.startswith(prefix) and base.endswith(suffix) and base[len(prefix) : -len(suffix)].isdigit():
-            out.add(int(base[len(prefix) : -len(suffix)]))
-    return out
-
-
 def _keys(store: RunStore, rel: str, samples: int = 1) -> list[tuple[str, int]]:
     """The ``(image_id, sample)`` of each row of a shard file, or of each planned (image, sample)
     of a plan file (``samples`` per image); only those columns are read."""
@@ -106,7 +93,7 @@ def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
     planned_rel = source.shard_name if is_pass else source.plan_name
     samples = 1 if is_pass else plan_samples(source.plan())
     markers = store.committed()
-    files = _shard_numbers(store, "data", "shard-", ".parquet")
+    files = store.shard_numbers("data", ".parquet")
     for k in sorted(files - markers):
         v.add("shard_without_marker", store.shard_name(k))
     for k in sorted(markers - files):
