@@ -121,11 +121,13 @@ def test_engine_core_killed_mid_run_restarts_the_actor(ray_session, tmp_path):
     n = 48
     args = [
         f"input.source={write_photo_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=engine",
-        "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=32",
+        "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=128",
         "generator.backend=vllm", "generator.dtype=float32", "generator.max_model_len=512",
-        # Two batches in the engine at a time, so the run lasts long enough for the kill to land
-        # mid-run (at the default, all 48 rows run at once and commit within a second).
-        "generator.max_num_seqs=4",
+        # One sequence at a time and long answers, so generation outlasts the first commit by far
+        # more than the poll below needs: about 16 s from the first commit to the last on 2 cores.
+        # With 4 sequences of 32 tokens it was under 2 s here, and on an 8-core CI machine the run
+        # once ended before the kill could land.
+        "generator.max_num_seqs=1",
     ]
     store = RunStore(str(tmp_path / "out" / "engine"))
     driver = Driver(ray_session, tmp_path, args, verbose=True)  # the actors' lines on its console
