@@ -90,8 +90,9 @@ class RunStore:
         self.fs, self.root = fsspec.core.url_to_fs(self.url, **self.storage_options)
         self.root = self.root.rstrip("/")
         self.is_local = is_local_fs(self.fs)
-        # Requests worth overlapping (plan files, verification reads): an object store's round
-        # trips overlap; a local disk gains nothing (BENCHMARKS.md, "Object stores").
+        # Per-shard requests run this many at once (plan files, the writer's commits, verify's,
+        # export's and report's reads): an object store's round trips overlap; a local disk gains
+        # nothing (BENCHMARKS.md, "Object stores").
         self.requests_in_flight = 1 if self.is_local else 8
 
     def arrow_filesystem(self):
