@@ -44,7 +44,9 @@ from genixer_ray.images import write_photo_manifest
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.pipeline import decode_input
 from genixer_ray.ray_start import local_ray_cpus
-from genixer_ray.stages import DecodeStage, GenerateStage, ParseStage
+from genixer_ray.stages.decode import DecodeStage
+from genixer_ray.stages.generate import GenerateStage
+from genixer_ray.stages.parse import ParseStage
 from genixer_ray.store import RunStore
 
 
@@ -61,7 +63,7 @@ def stages_rate(cfg, decode_cfg, rows: list[dict], batch: int) -> float:
 
 def bytes_per_row(input_cfg, rows: list[dict]) -> float:
     """Mean bytes per row of the Arrow block the decode tasks hand to the generator actors."""
-    from genixer_ray.actors import to_arrow
+    from genixer_ray.builder import to_arrow
     from genixer_ray.schema import DECODED_SCHEMA
 
     return to_arrow(DecodeStage(input_cfg)(rows), DECODED_SCHEMA).nbytes / len(rows)
@@ -70,8 +72,8 @@ def bytes_per_row(input_cfg, rows: list[dict]) -> float:
 def filter_bytes_per_row(input_cfg, rows: list[dict], samples: int) -> tuple[float, float]:
     """Mean bytes per row of the block a generator actor hands to the filter actors, ``samples``
     rows per image: with the image's bytes once per row (plain Arrow, before) and once per image
-    (:func:`~genixer_ray.actors.scoring_block`)."""
-    from genixer_ray.actors import scoring_block, to_arrow
+    (:func:`~genixer_ray.builder.scoring_block`)."""
+    from genixer_ray.builder import scoring_block, to_arrow
     from genixer_ray.schema import SCORING_SCHEMA
 
     out = [r | {"sample": k} for r in DecodeStage(input_cfg)(rows) for k in range(samples)]

@@ -28,7 +28,8 @@ from genixer_ray.config import load_config
 from genixer_ray.console import console
 from genixer_ray.engines.base import shutdown_generators
 from genixer_ray.images import decode_image, embedded_image_paths
-from genixer_ray.stages import DecodeStage, GenerateStage
+from genixer_ray.stages.decode import DecodeStage
+from genixer_ray.stages.generate import GenerateStage
 
 
 def distinct_pngs(n: int, tag: int) -> list[bytes]:

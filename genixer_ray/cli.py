@@ -23,9 +23,13 @@ def _cmd_make_tiny_models(args: argparse.Namespace) -> int:
 def _cmd_show_config(args: argparse.Namespace) -> int:
     import yaml
 
-    from genixer_ray.config import load_config
+    from genixer_ray.config import FilterPassConfig, RunConfig, TrainConfig, load_config
+    from genixer_ray.config.loading import config_kind, kind_name
 
-    cfg = load_config(args.config, args.overrides)
+    kind = {"run": RunConfig, "filter": FilterPassConfig, "train": TrainConfig}.get(args.kind) or config_kind(args.config)
+    cfg = load_config(args.config, args.overrides, kind=kind)
+    how = "given by --kind" if args.kind else "detected from its keys; --kind to choose"
+    print(f"# a {kind_name(kind)} ({how})", file=sys.stderr)
     print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
     return 0
 
@@ -50,44 +54,45 @@ def _print_summary(summary, verb: str, out) -> None:
 
 @contextmanager
 def _framework_console(args: argparse.Namespace):
-    """The command's console (framework output to a log file unless --verbose); unexpected errors
-    are reported in one line there, their traceback in the log."""
+    """The command's console (framework output to a log file unless --verbose).
+
+    Errors are said in one line on the console: ours (:mod:`genixer_ray.errors`) by their message,
+    with the exit status of their family; anything else with its type, the traceback in the log.
+    """
     from genixer_ray.console import console
+    from genixer_ray.errors import GenixerError
 
     with console(args.command, verbose=args.verbose) as con:
         if con.log_path:
             print(f"[logs] Ray, vLLM and framework output: {con.log_path} (--verbose shows it here)", file=con.err, flush=True)
         try:
             yield con
-        except _Failed:
-            raise
+        except GenixerError as e:
+            print(f"error: {e}", file=con.err)
+            raise _Failed(e.exit_code) from None
         except Exception as e:
-            from genixer_ray.config import ConfigError
-
-            if isinstance(e, ConfigError):
-                raise
             traceback.print_exc()  # into the log file (or the terminal under --verbose)
             where = f"; traceback in {con.log_path}" if con.log_path else ""
             print(f"error: {type(e).__name__}: {e}{where}", file=con.err)
-            raise _Failed() from None
+            raise _Failed(1) from None
 
 
 class _Failed(Exception):
-    """A command failed and has said why on its console."""
+    """A command failed and has said why on its console; ``exit_code`` is its exit status."""
+
+    def __init__(self, exit_code: int):
+        super().__init__(exit_code)
+        self.exit_code = exit_code
 
 
 def _run_job(args: argparse.Namespace, job, verb: str, kind=None) -> int:
     from genixer_ray.config import RunConfig, load_config
     from genixer_ray.engines.base import shutdown_generators
-    from genixer_ray.store import StorageError
 
     cfg = load_config(args.config, args.overrides, kind=kind or RunConfig)  # fails here, before any model is loaded
     with _framework_console(args) as con:
         try:
             summary = job(cfg)
-        except (StorageError, RuntimeError) as e:
-            print(f"error: {e}", file=con.err)
-            raise _Failed() from None
         finally:
             shutdown_generators()
         _print_summary(summary, verb, con.out)
@@ -108,21 +113,14 @@ def _cmd_filter(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    import json
-
     from genixer_ray.export import export_llava
     from genixer_ray.export_shikra import export_shikra
 
-    try:
-        options = json.loads(args.storage_options)
-        export = export_shikra if args.format == "shikra" else export_llava
-        counts = export(
-            args.run, args.out, storage_options=options, image_root=args.image_root, only_kept=not args.all_parsed,
-            copy_images=args.copy_images,
-        )
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    export = export_shikra if args.format == "shikra" else export_llava
+    counts = export(
+        args.run, args.out, storage_options=_storage_options(args), image_root=args.image_root, only_kept=not args.all_parsed,
+        copy_images=args.copy_images,
+    )
     if args.format == "shikra":
         files = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k not in ("output", "shards", "images_copied"))
         print(f"exported to {counts['output']} from {counts['shards']} shards ({files}; {counts['images_copied']} images copied)")
@@ -137,16 +135,10 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import json
-
     from genixer_ray.report import write_report
 
     out = args.out or f"{args.run.rstrip('/')}/report.html"
-    try:
-        r = write_report(args.run, out, storage_options=json.loads(args.storage_options))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    r = write_report(args.run, out, storage_options=_storage_options(args))
     print(f"report of {r['rows']} rows ({r['kept_shown']} kept and {r['rejected_shown']} rejected samples shown): {r['output']}")
     return 0
 
@@ -156,55 +148,51 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     from genixer_ray.inspection import format_inspection, inspect_run
 
-    try:
-        info = inspect_run(args.run, storage_options=json.loads(args.storage_options))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    info = inspect_run(args.run, storage_options=_storage_options(args))
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else format_inspection(info))
     return 0
 
 
 def _cmd_convert_checkpoint(args: argparse.Namespace) -> int:
-    from genixer_ray.convert_checkpoint import CheckpointLayoutError, convert_original_llava
+    from genixer_ray.convert_checkpoint import convert_original_llava
 
-    try:
-        out = convert_original_llava(args.src, args.dst, vision_tower=args.vision_tower)
-    except (CheckpointLayoutError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    out = convert_original_llava(args.src, args.dst, vision_tower=args.vision_tower)
     print(f"llava-hf checkpoint written to {out}; use generator.model={out} (with prompts.profile=genixer-l for Genixer-L)")
     return 0
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    import json
-
     from genixer_ray.verify import verify_run
 
-    try:
-        verdict = verify_run(args.run, storage_options=json.loads(args.storage_options))
-    except (ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    verdict = verify_run(args.run, storage_options=_storage_options(args))
     print("\n".join(verdict.lines()))
     return 0 if verdict.ok else 1
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from genixer_ray.annotations import ConversionError
     from genixer_ray.config import TrainConfig, load_config
     from genixer_ray.train import train_generator
 
     cfg = load_config(args.config, args.overrides, kind=TrainConfig)  # fails here, before Ray starts
     with _framework_console(args) as con:
-        try:
-            summary = train_generator(cfg)
-        except (RuntimeError, ConversionError) as e:
-            print(f"error: {e}", file=con.err)
-            raise _Failed() from None
+        summary = train_generator(cfg)
         print(f"trained {summary['steps']} steps (final loss {summary['loss']:.3f}); generator.model={summary['export_path']}", file=con.out)
     return 0
+
+
+def _storage_options(args: argparse.Namespace) -> dict:
+    """The ``--storage-options`` JSON of a command that reads a run."""
+    import json
+
+    from genixer_ray.errors import UserError
+
+    try:
+        options = json.loads(args.storage_options)
+    except ValueError as e:
+        raise UserError(f"--storage-options is not JSON: {e}") from None
+    if not isinstance(options, dict):
+        raise UserError("--storage-options must be a JSON object of fsspec options")
+    return options
 
 
 def _verbose_flag(p: argparse.ArgumentParser) -> None:
@@ -231,12 +219,14 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, help_text in (
         ("generate", _cmd_generate, "run (or resume) a generation run"),
         ("train", _cmd_train, "fine-tune a generator with Ray Train and export it"),
-        ("show-config", _cmd_show_config, "print the validated run configuration"),
+        ("show-config", _cmd_show_config, "print a validated run, filter pass or training configuration"),
     ):
         p = sub.add_parser(name, help=help_text)
         _verbose_flag(p)
         p.add_argument("config", nargs="?", help="run config YAML, a path or URL such as s3://... (default: the embedded demo run)")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. sampling.temperature=0.2")
+        if name == "show-config":
+            p.add_argument("--kind", choices=("run", "filter", "train"), help="the kind of config (default: detected from its keys)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("filter", help="score and select an existing run's rows (resumable); writes RUN/filtered/NAME")
@@ -286,19 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``genixer-ray`` console script."""
     args = build_parser().parse_args(argv)  # --help exits here, before anything heavier loads
-    from genixer_ray.config import ConfigError
+    from genixer_ray.errors import GenixerError
 
     # `genixer-ray generate key=value` with no file: the first positional is an override.
     if getattr(args, "config", None) and "=" in args.config and not args.config.endswith((".yaml", ".yml")):
         args.overrides.insert(0, args.config)
         args.config = None
+    # One mapping for every command: a user error exits 2, a failed run 1 (see genixer_ray.errors);
+    # a store that cannot be read at all (OSError) is the user's to fix, like a missing run.
     try:
         return args.func(args)
-    except ConfigError as e:
+    except (GenixerError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except _Failed:
-        return 1
+        return getattr(e, "exit_code", 2)
+    except _Failed as e:
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from genixer_ray.checkpoints import llava_hf_key
+from genixer_ray.errors import UserError
 from genixer_ray.tiny_models import CHAT_TEMPLATE, IMAGE_TOKEN
 
 # LLaVA's conv_vicuna_v1 (conv-mode vicuna_v1 / llava_v1): this system prompt, "USER: ",
@@ -33,7 +34,7 @@ VICUNA_V1_TEMPLATE = f"{{% if messages[0]['role'] != 'system' %}}{VICUNA_V1_SYST
 _SELECT = {"patch": "default", "cls_patch": "full"}  # mm_vision_select_feature -> llava-hf strategy
 
 
-class CheckpointLayoutError(ValueError):
+class CheckpointLayoutError(UserError):
     """A checkpoint that is not in the original LLaVA layout (or uses a part llava-hf cannot hold)."""
 
 

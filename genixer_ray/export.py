@@ -24,6 +24,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 
+from genixer_ray.errors import NotARunError
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore, overlapped
@@ -103,7 +104,7 @@ def committed_run(run: str, storage_options: dict) -> tuple[RunStore, int]:
     store = RunStore(run, storage_options)
     n = len(store.committed())
     if not n:
-        raise ValueError(f"no committed shards under {run}")
+        raise NotARunError(f"no committed shards under {run}")
     return store, n
 
 

@@ -26,6 +26,7 @@ import json
 import re
 from collections import Counter
 
+from genixer_ray.errors import UserError
 from genixer_ray.export import PROVENANCE, ImageCopier, committed_run, exported_rows, finite
 from genixer_ray.prompts import REC_QUESTIONS
 from genixer_ray.tasks import BRACKET, ParseError, parse_regions
@@ -139,7 +140,7 @@ def export_shikra(
             store, only_kept=only_kept, image_root=image_root, copy_images=copy_images, copier=copier, missing=missing
         ):
             if not row.get("image_width") or not row.get("image_height"):
-                raise ValueError(f"row {row['image_id']!r} has no image size (a run written before sizes were stored)")
+                raise UserError(f"row {row['image_id']!r} has no image size (a run written before sizes were stored)")
             got = shikra_records(row, image)
             if got is None:
                 counts["not_grounding"] += 1

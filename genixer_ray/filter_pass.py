@@ -12,10 +12,15 @@ from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
-from genixer_ray.actors import load_for_filter, shard_blocks, with_filter_actors
-from genixer_ray.config import ConfigError, FilterPassConfig, GeneratorConfig, redacted
+from genixer_ray.builder import Source, build_dataset
+from genixer_ray.config import ConfigError, FilterPassConfig, GeneratorConfig, InputConfig, redacted
+from genixer_ray.errors import fail
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
+from genixer_ray.schema import FILTER_SCHEMA, GENERATION_SCHEMA
+from genixer_ray.stages import IMAGE_COLUMNS, Pool
+from genixer_ray.stages.decode import DecodeStage
+from genixer_ray.stages.filters import filter_specs
 from genixer_ray.store import RunStore
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
@@ -27,7 +32,34 @@ def filter_url(run: str, cfg: FilterPassConfig) -> str:
     return f"{run.rstrip('/')}/filtered/{cfg.filters.name}"
 
 
-def run_generator(src: RunStore) -> GeneratorConfig | None:
+def read_committed(shard: int, *, chunk: int, run_url: str, storage_options: dict, decode: InputConfig):
+    """A read task's rows: a run's committed ``shard``, its images decoded again, in lists of ``chunk``.
+
+    Earlier filter columns are cleared (this pass scores anew). An ``ok`` row whose image can no
+    longer be read becomes an error row with the decode code; its generated text is kept.
+    """
+    src = RunStore(run_url, storage_options)
+    stage = DecodeStage(decode)
+    planned = {r["image_id"]: r for r in src.read_frame(src.plan_name(shard)).to_dicts()}
+    rows = src.read_frame(src.shard_name(shard)).to_dicts()
+    img: dict = {}  # an image's samples are adjacent in a shard: each image is decoded once
+    for start in range(0, len(rows), chunk):
+        out = []
+        for row in rows[start : start + chunk]:
+            row |= dict.fromkeys(FILTER_SCHEMA)
+            if row["status"] == "ok":
+                if img.get("image_id") != row["image_id"]:
+                    p = planned[row["image_id"]]
+                    img = stage([{"shard": shard, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
+                if img["status"] == "ok":
+                    row |= {c: img[c] for c in IMAGE_COLUMNS}
+                else:
+                    row = fail(row, img["error_stage"], img["error_code"], img["error_message"])
+            out.append(row)
+        yield out
+
+
+def recorded_generator(src: RunStore) -> GeneratorConfig | None:
     """The generator the run at ``src`` was last started with, or ``None`` if it records none.
 
     Raises:
@@ -71,7 +103,7 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     plan = src.plan()
     if plan is None:
         raise ConfigError(f"no generation run at {run} (it has no complete plan)")
-    engine = cfg.engine_for(lambda: run_generator(src), src.url)
+    engine = cfg.engine_for(lambda: recorded_generator(src), src.url)
     decode = cfg.decode_config(plan.get("input") or {})
     dst = RunStore(filter_url(src.url, cfg), cfg.run.storage_options)
     dst.check_writable()
@@ -91,12 +123,11 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     if expected:
         f = cfg.filters
         ensure_ray_data(cfg.scaling, f.max_actors * f.cpus_per_actor)
-        ds = shard_blocks(
-            sorted(expected), load_for_filter, num_cpus=cfg.scaling.decode_cpus, tasks=decode_tasks(cfg.scaling), run_url=src.url,
-            storage_options=cfg.run.storage_options, input_cfg_json=decode.model_dump_json(), chunk=f.batch_size,
-        )
+        tasks = Pool("tasks", f.batch_size, task_cpus=cfg.scaling.decode_cpus, max_tasks=decode_tasks(cfg.scaling))
+        load = {"run_url": src.url, "storage_options": cfg.run.storage_options, "decode": decode}
         writer = ShardWriter(dst, expected, functools.partial(decide_shard, cfg=f), label="filter")
-        stream_into(with_filter_actors(ds, f, engine, filter_pass=True), writer, f"filter pass {f.name!r} of {src.url}")
+        ds = build_dataset(Source(sorted(expected), read_committed, load, GENERATION_SCHEMA, tasks), filter_specs(f, engine, generator=None))
+        stream_into(ds, writer, f"filter pass {f.name!r} of {src.url}")
     summary = RunSummary(output=dst.url, shards=len(source), skipped_shards=len(done))
     for m in dst.markers():
         summary.add_marker(m)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import io
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from genixer_ray.errors import RowError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -47,15 +48,8 @@ def write_photo_manifest(path: Path, n: int) -> str:
     return str(path)
 
 
-@dataclass(frozen=True)
-class DecodeError(Exception):
+class DecodeError(RowError):
     """An image that cannot be used; ``code`` is a stable machine-readable reason."""
-
-    code: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.code}: {self.message}"
 
 
 def decode_image(data: bytes, *, max_pixels: int = 64_000_000, max_side: int | None = None) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any
 import fsspec
 
 from genixer_ray.config import InputConfig, redact
+from genixer_ray.errors import InputError
 from genixer_ray.images import IMAGE_EXTENSIONS, embedded_image_paths
 from genixer_ray.paths import escapes_root, printable_name, resolve_under_root
 from genixer_ray.store import is_local_fs
@@ -30,10 +31,6 @@ from genixer_ray.store import is_local_fs
 MANIFEST_SUFFIXES = (".jsonl", ".csv", ".parquet")
 _PATH_COLUMNS = ("path", "uri")
 _BYTES_COLUMNS = ("image", "bytes")
-
-
-class InputError(ValueError):
-    """An input that cannot be listed at all (missing folder, malformed manifest, duplicate ids)."""
 
 
 def input_kind(source: str) -> str:

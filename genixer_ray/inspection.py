@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 
+from genixer_ray.errors import NotARunError
 from genixer_ray.filters.decide import FILTERS
 from genixer_ray.store import RunStore, source_run
 
@@ -45,7 +46,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
     else:
         plan = store.plan()
         if plan is None:
-            raise ValueError(f"no run at {url} (no plan and no filter settings)")
+            raise NotARunError(f"no run at {url} (no plan and no filter settings)")
         kind, config, planned = "generation run", manifest.get("config") or {"input": plan.get("input")}, plan["shards"]
     totals = {step: sum(c.get(step, 0) for c in summary.funnel.values()) for step in ("parsed", *FILTERS)}
     rates, reaching = {}, totals["parsed"]

@@ -1,7 +1,8 @@
 """A generation run on Ray Data: plan -> decode tasks -> generator actors -> (filter actors) -> writer.
 
 The driver lists the input into a plan of fixed shards once (streaming, one shard in memory),
-then streams only the uncommitted shards through Ray Data, a read task per shard. Output rows come
+then streams only the uncommitted shards through the run's stages (:func:`generation_stages`,
+wired by :func:`~genixer_ray.builder.build_dataset`), a read task per shard. Output rows come
 back block by block (:func:`~genixer_ray.writer.output_blocks`);
 :class:`~genixer_ray.writer.ShardWriter` commits each shard the moment its last row arrives, so a
 killed run resumes from its last commit.
@@ -13,12 +14,18 @@ import functools
 import logging
 from datetime import UTC, datetime
 
-from genixer_ray.actors import GeneratorActor, load_shards, pool_args, shard_blocks, with_filter_actors
+from genixer_ray.builder import Source, build_dataset
 from genixer_ray.config import ConfigError, InputConfig, RunConfig, redact, redacted
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.models import input_side
 from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
+from genixer_ray.schema import ROW_COLUMNS
+from genixer_ray.stages import Pool, StageSpec
+from genixer_ray.stages.decode import DecodeStage
+from genixer_ray.stages.filters import filter_specs
+from genixer_ray.stages.generate import GenerateStage
+from genixer_ray.stages.parse import ParseStage
 from genixer_ray.store import RunStore, plan_samples
 from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
 
@@ -35,12 +42,9 @@ def _ensure_plan(store: RunStore, cfg: RunConfig) -> dict:
     wanted = redacted(cfg.input)
     if plan is None:
         log.info("[plan] listing %s into shards of %d", redact(cfg.input.source), cfg.output.shard_size)
-        try:
-            return store.write_plan(
-                iter_inputs(cfg.input), cfg.output.shard_size, meta={"input": wanted, "samples_per_image": cfg.samples_per_image}
-            )
-        except ValueError as e:  # InputError, duplicate ids
-            raise ConfigError(str(e)) from None
+        return store.write_plan(
+            iter_inputs(cfg.input), cfg.output.shard_size, meta={"input": wanted, "samples_per_image": cfg.samples_per_image}
+        )
     # A setting added since the plan was written counts at its default.
     planned = redacted(InputConfig()) | (plan.get("input") or {})
     if planned != wanted:
@@ -74,21 +78,33 @@ def decode_input(cfg: RunConfig) -> InputConfig:
     return cfg.input.model_copy(update={"short_side": max(sides)})
 
 
-def _dataset(store: RunStore, todo: list[int], cfg: RunConfig, decode: InputConfig):
+def read_plan(shard: int, *, chunk: int, run_url: str, storage_options: dict):
+    """A read task's rows: the plan rows of ``shard``, in lists of ``chunk``."""
+    store = RunStore(run_url, storage_options)
+    rows = store.read_frame(store.plan_name(shard)).to_dicts()
+    for start in range(0, len(rows), chunk):
+        yield rows[start : start + chunk]
+
+
+def read_pool(cfg: RunConfig) -> Pool:
+    """The run's read tasks: each reads a shard of the plan and decodes its images."""
     sc = cfg.scaling
-    ds = shard_blocks(
-        todo, load_shards, num_cpus=sc.decode_cpus, tasks=decode_tasks(sc), run_url=store.url, storage_options=store.storage_options,
-        input_cfg_json=decode.model_dump_json(), chunk=sc.decode_batch_size,
+    return Pool("tasks", sc.decode_batch_size, task_cpus=sc.decode_cpus, max_tasks=decode_tasks(sc))
+
+
+def generation_stages(cfg: RunConfig, decode: InputConfig) -> list[StageSpec]:
+    """A generation run's stages, in order: decode on the read tasks; generate (with its prompts)
+    and parse on the generator's actors; the filters where :func:`filter_specs` places them."""
+    gen = Pool(
+        "generator", cfg.generator.batch_size, actors=cfg.scaling,
+        concurrent_calls=cfg.generator.concurrent_batches(cfg.samples_per_image),
     )
-    then_filter = cfg.filters.needs_filter_actor
-    ds = ds.map_batches(
-        GeneratorActor,
-        batch_format="pyarrow",
-        batch_size=cfg.generator.batch_size,
-        fn_constructor_kwargs={"cfg_json": cfg.model_dump_json(), "then_filter_actor": then_filter},
-        **pool_args(sc, concurrent_calls=cfg.generator.concurrent_batches(cfg.samples_per_image)),
-    )
-    return with_filter_actors(ds, cfg.filters, cfg.generator, filter_pass=False) if then_filter else ds
+    return [
+        StageSpec("decode", DecodeStage, (decode,), read_pool(cfg)),
+        StageSpec("generate", GenerateStage, (cfg,), gen),
+        StageSpec("parse", ParseStage, (), gen),
+        *filter_specs(cfg.filters, cfg.generator, generator=gen),
+    ]
 
 
 def run_generation(cfg: RunConfig) -> RunSummary:
@@ -123,7 +139,8 @@ def run_generation(cfg: RunConfig) -> RunSummary:
             f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {sc.min_actors}-{sc.max_actors} "
             f"{cfg.generator.backend} generator actor(s) with {cfg.generator.model}; images decoded to a {sized}longer side at most {decode.max_side} px"
         )
-        stream_into(_dataset(store, sorted(expected), cfg, decode), writer, f"run {cfg.name!r}")
+        source = Source(sorted(expected), read_plan, {"run_url": store.url, "storage_options": store.storage_options}, ROW_COLUMNS, read_pool(cfg))
+        stream_into(build_dataset(source, generation_stages(cfg, decode)), writer, f"run {cfg.name!r}")
     summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))
     for m in store.markers():
         summary.add_marker(m)

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from genixer_ray.errors import NotARunError
 from genixer_ray.filters.decide import FILTERS
 from genixer_ray.inspection import inspect_run
 from genixer_ray.schema import row_key
@@ -237,7 +238,7 @@ def write_report(run: str, out: str, *, storage_options: dict | None = None, per
     so = storage_options or {}
     info = inspect_run(run, storage_options=so)
     if not info["shards"]["committed"]:
-        raise ValueError(f"no committed shards under {run}")
+        raise NotARunError(f"no committed shards under {run}")
     store = RunStore(run, so)
     c, show = _collect(store, per_column, random.Random(seed))
     _attach_images(store, show, so)

@@ -1,6 +1,6 @@
-"""The decode stage's input: a Ray Data source of one read task per plan shard.
+"""A Ray Data source of one read task per shard (see :func:`genixer_ray.builder.build_dataset`).
 
-Each read task loads its shard's rows and decodes them where it runs. The driver still puts one
+Each read task loads its shard's rows and runs the read tasks' stages (decode) where it runs. The driver still puts one
 object per shard into the object store (Ray Data's read operator puts each read task, here a shard
 number and the shared loader arguments), but no longer an Arrow block with its schema and metadata
 as ``ray.data.from_items`` over the shard numbers did (BENCHMARKS.md, "Scale")."""

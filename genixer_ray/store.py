@@ -24,6 +24,8 @@ from typing import Any
 import fsspec
 import polars as pl
 
+from genixer_ray.errors import InputError, StorageError, StoreUnusableError
+
 PLAN_SCHEMA = {
     "shard": pl.Int32,
     "image_id": pl.String,
@@ -38,10 +40,6 @@ def is_local_fs(fs) -> bool:
     """Whether an fsspec file system is the local disk."""
     protocols = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     return "file" in protocols or "local" in protocols
-
-
-class StorageError(RuntimeError):
-    """The output store cannot be used (unreachable, no permission): the run cannot start."""
 
 
 def source_run(url: str) -> str:
@@ -135,7 +133,7 @@ class RunStore:
             self.write_bytes("_write_check", b"ok")
             self.fs.rm(self.path("_write_check"))
         except Exception as e:
-            raise StorageError(f"output store {self.url} is not writable: {type(e).__name__}: {e}") from e
+            raise StoreUnusableError(f"output store {self.url} is not writable: {type(e).__name__}: {e}") from e
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         """Write a whole object: one PUT on object stores; temp file + rename on file systems."""
@@ -231,7 +229,7 @@ class RunStore:
         return summary
 
     def check_unique_ids(self, shard_hashes: list, *, show: int = 5) -> None:
-        """Raise ``ValueError`` naming duplicate image ids across the plan.
+        """Raise :class:`~genixer_ray.errors.InputError` naming duplicate image ids across the plan.
 
         ``shard_hashes`` holds each plan file's ids hashed to 64 bits (``Series.hash(seed=0)``),
         taken as the file was written: memory stays at 8 bytes an image, and the plan files are
@@ -251,7 +249,7 @@ class RunStore:
         dup = ids.value_counts().filter(pl.col("count") > 1).sort("image_id").head(show)
         if dup.height:
             listed = ", ".join(f"{r['image_id']!r} x{r['count']}" for r in dup.iter_rows(named=True))
-            raise ValueError(f"input: duplicate image ids ({listed}); every image id must be unique")
+            raise InputError(f"input: duplicate image ids ({listed}); every image id must be unique")
 
     def _ids(self, shard: int) -> pl.Series:
         return self.read_frame(self.plan_name(shard), columns=["image_id"])["image_id"]

@@ -15,6 +15,8 @@ import re
 import string
 from dataclasses import dataclass, field
 
+from genixer_ray.errors import RowError
+
 
 @dataclass(frozen=True)
 class Task:
@@ -50,12 +52,8 @@ TASKS: dict[str, Task] = {
 }
 
 
-class ParseError(ValueError):
+class ParseError(RowError):
     """Model output that does not fit its task's format; ``code`` is stable and machine-readable."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import polars as pl
 
-from genixer_ray.config import TrainConfig, redacted
+from genixer_ray.config import ConfigError, TrainConfig, redacted
+from genixer_ray.errors import RunFailed
 from genixer_ray.ray_start import ensure_ray
 from genixer_ray.store import RunStore
 from genixer_ray.train_worker import OPTIMIZER_FILE, STATE_FILE, train_loop_per_worker
@@ -68,7 +69,7 @@ def prepare_data(cfg: TrainConfig, *, shard_size: int = 4096) -> tuple[RunStore,
         samples(), seed=cfg.seed, specific_share=cfg.data.specific_share, task_weights=cfg.data.task_weights, profile=cfg.prompts.build(),
     ))
     if not rows:
-        raise ValueError("data: the sources hold no samples")
+        raise ConfigError("data: the sources hold no samples")
     paths = []
     for k in range(0, len(rows), shard_size):
         rel = f"data/part-{k // shard_size:06d}.parquet"
@@ -153,7 +154,7 @@ def train_generator(cfg: TrainConfig) -> dict:
         printer.join()
         progress.shutdown()
     if result.error:
-        raise RuntimeError(f"training run {cfg.name!r} failed: {result.error}")
+        raise RunFailed(f"training run {cfg.name!r} failed: {result.error}")
     export = cfg.export_path or (store.path("model") if store.is_local else store.uri("model"))
     with result.checkpoint.as_directory() as d:
         _export(Path(d), export, cfg.storage_options)

@@ -18,6 +18,7 @@ import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
+from genixer_ray.errors import NotARunError
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore, overlapped, plan_samples, source_run
@@ -86,7 +87,7 @@ def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
     is_pass = store.read_json("filter.json") is not None
     source = RunStore(source_run(store.url), storage_options)
     if source.plan() is None:
-        raise ValueError(f"no run at {url} (no complete plan)")
+        raise NotARunError(f"no run at {url} (no complete plan)")
     v = Verdict(store.url, "filter pass" if is_pass else "generation run")
     # What each shard must hold: the plan's ids, or for a pass the source run's committed rows.
     planned_shards = sorted(source.committed()) if is_pass else range(source.plan()["shards"])

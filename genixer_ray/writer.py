@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from genixer_ray.errors import RunFailed, StageContractError
 from genixer_ray.schema import row_key, to_frame
 from genixer_ray.store import RunStore
 
@@ -159,7 +160,7 @@ class ShardWriter:
         for r in rows:
             k = int(r["shard"])
             if k not in self.expected:
-                raise RuntimeError(f"row {r['image_id']!r} belongs to shard {k}, which this run does not process")
+                raise StageContractError(f"row {r['image_id']!r} belongs to shard {k}, which this run does not process")
             buf = self.buffers.setdefault(k, {})
             key = row_key(r)
             if key in buf:
@@ -233,7 +234,7 @@ class ShardWriter:
         self._report(force=True)
         if self.buffers:
             missing = {k: self.expected[k] - len(v) for k, v in self.buffers.items()}
-            raise RuntimeError(f"shards left incomplete (shard: rows missing): {missing}")
+            raise RunFailed(f"shards left incomplete (shard: rows missing): {missing}")
 
 
 def format_duration(seconds: float) -> str:
@@ -277,13 +278,13 @@ def stream_into(ds, writer: ShardWriter, what: str) -> None:
     except ExecutionTimeoutError as e:
         # Ray Data's own advice names its context setting; the run's is scaling.actor_start_timeout_s.
         stalled = "\n".join(line for line in str(e).splitlines() if line.startswith("  - "))
-        raise RuntimeError(
+        raise RunFailed(
             f"{what} stopped: nothing moved for scaling.actor_start_timeout_s "
             f"({ds.context.execution_no_progress_timeout_s:g} s): an actor that cannot start or restart (resources no node has), "
             f"an engine slower to start than that, or one that hangs.\n{stalled}\n{_resume_hint(writer)}"
         ) from e
     except ray.exceptions.RayError as e:
-        raise RuntimeError(f"{what} stopped: {type(e).__name__}: {e}\n{_resume_hint(writer)}") from e
+        raise RunFailed(f"{what} stopped: {type(e).__name__}: {e}\n{_resume_hint(writer)}") from e
     writer.finish()
 
 

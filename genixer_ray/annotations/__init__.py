@@ -95,7 +95,7 @@ def convert_source(
                 raise rec
             out = list(spec.samples(rec, ctx))
         except Skip as e:
-            stats.skip(e.reason, where, str(e))
+            stats.skip(e.code, where, e.message)
             continue
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as e:
             # A field missing or of the wrong type: the record is not in the format.

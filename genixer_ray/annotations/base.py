@@ -18,21 +18,18 @@ from typing import Any
 
 import fsspec
 
+from genixer_ray.errors import RowError, UserError
 from genixer_ray.paths import escapes_root, resolve_under_root
 
 EXAMPLES_PER_REASON = 3
 
 
-class ConversionError(ValueError):
+class ConversionError(UserError):
     """An annotation source that cannot be converted at all; the message names the file."""
 
 
-class Skip(Exception):
-    """One record that cannot be converted; ``reason`` is a stable, countable code."""
-
-    def __init__(self, reason: str, message: str):
-        super().__init__(message)
-        self.reason = reason
+class Skip(RowError):
+    """One record that cannot be converted; ``code`` is a stable, countable reason."""
 
 
 @dataclass

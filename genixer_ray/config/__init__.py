@@ -15,7 +15,6 @@ from genixer_ray.config.base import (
     TASK_IDS,
     ActorPoolConfig,
     ClipModelSpec,
-    ConfigError,
     ModelSpec,
     Strict,
     TaskIdMap,
@@ -48,6 +47,7 @@ from genixer_ray.config.train import (
     TrainModelConfig,
     TrainScalingConfig,
 )
+from genixer_ray.errors import ConfigError
 
 __all__ = [
     "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ConfigError",

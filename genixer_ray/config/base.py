@@ -13,10 +13,6 @@ from genixer_ray.tasks import TASKS
 TASK_IDS = tuple(TASKS)
 
 
-class ConfigError(ValueError):
-    """A run configuration that cannot be used; the message names each bad field."""
-
-
 class Strict(BaseModel):
     """A config section: unknown keys are errors, values frozen once validated."""
 

@@ -12,9 +12,10 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from genixer_ray.config.base import ConfigError, Strict
+from genixer_ray.config.base import Strict
 from genixer_ray.config.filters import FiltersConfig
 from genixer_ray.config.run import EngineConfig, GeneratorConfig, InputConfig, RayConfig
+from genixer_ray.errors import ConfigError
 
 # A run config's sections given to a filter pass, and where their settings belong instead.
 _RUN_SECTIONS = {
@@ -59,11 +60,11 @@ class FilterPassConfig(Strict):
                 raise ValueError(f"a filter pass config has no {', '.join(given)} section ({hints})")
         return data
 
-    def engine_for(self, run_generator: Callable[[], GeneratorConfig | None], run: str) -> GeneratorConfig | None:
+    def engine_for(self, recorded_generator: Callable[[], GeneratorConfig | None], run: str) -> GeneratorConfig | None:
         """The engine of the judge and re-answerer: its settings, and the model of those naming none.
 
         ``None`` when neither runs. The model is the run's generator and the settings are
-        ``engine``'s, else the run's generator's; ``run_generator`` reads it from the run (or gives
+        ``engine``'s, else the run's generator's; ``recorded_generator`` reads it from the run (or gives
         ``None``), and is called only when one of them is needed, so that a pass whose filters name
         their models and engine does not depend on the run's generator being usable here.
 
@@ -74,7 +75,7 @@ class FilterPassConfig(Strict):
         if not users:
             return None
         unnamed = [n for n, s in users.items() if s.model is None]
-        recorded = run_generator() if unnamed or self.engine is None else None
+        recorded = recorded_generator() if unnamed or self.engine is None else None
         if unnamed and recorded is None:
             raise ConfigError(
                 f"filters.{unnamed[0]}.model is unset and the run at {run} records no generator (no run.json): name the model"

@@ -8,10 +8,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from genixer_ray.config.base import ConfigError, redact
+from genixer_ray.config.base import redact
 from genixer_ray.config.filter_pass import FilterPassConfig
 from genixer_ray.config.run import RunConfig
 from genixer_ray.config.train import TrainConfig
+from genixer_ray.errors import ConfigError
 
 _KIND_NAMES = {RunConfig: "run configuration", FilterPassConfig: "filter pass configuration", TrainConfig: "training configuration"}
 
@@ -88,16 +89,51 @@ def _read_config(path: str) -> str:
         raise ConfigError(f"config {path} cannot be read: {type(e).__name__}: {e}") from None
 
 
-def load_config(path: str | Path | None, overrides: list[str] | None = None, *, kind: type[BaseModel] = RunConfig):
-    """Load a YAML config of ``kind`` from ``path`` (a local path or a URL such as ``s3://...``;
-    ``None``: the built-in defaults) and validate it."""
-    if path is None:
-        return build_config(None, overrides, source="defaults", kind=kind)
-    path = str(path)
+def _read_mapping(path: str) -> dict[str, Any]:
+    """The top-level mapping of the YAML config at ``path``."""
     try:
         data = yaml.safe_load(_read_config(path)) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    return build_config(data, overrides, source=path, kind=kind)
+    return data
+
+
+# Top-level keys that only one kind of config has (``name``, ``prompts``, ``scaling`` and
+# ``filters`` are shared, so they decide nothing alone).
+_OWN_KEYS = {
+    TrainConfig: {"data", "model", "optim", "storage_path", "storage_options", "checkpoint_every", "keep_checkpoints", "export_path", "seed"},
+    FilterPassConfig: {"engine", "images", "run"},
+    RunConfig: {"mode", "task_mix", "samples_per_image", "generator", "sampling", "input", "output"},
+}
+
+
+def config_kind(path: str | Path | None) -> type[BaseModel]:
+    """Which kind of config the file at ``path`` is, from its top-level keys.
+
+    A training config or a filter pass config by the keys only it has; a file that holds
+    ``filters`` and nothing of a run is a filter pass config; anything else (and no file) is a
+    run config.
+    """
+    if path is None:
+        return RunConfig
+    keys = set(_read_mapping(str(path)))
+    for kind, own in _OWN_KEYS.items():
+        if keys & own:
+            return kind
+    return FilterPassConfig if "filters" in keys and keys <= {"filters", "scaling"} else RunConfig
+
+
+def kind_name(kind: type[BaseModel]) -> str:
+    """How messages name a config class (``run configuration``, ...)."""
+    return _KIND_NAMES[kind]
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None, *, kind: type[BaseModel] = RunConfig):
+    """Load a YAML config of ``kind`` from ``path`` (a local path or a URL such as ``s3://...``;
+    ``None``: the built-in defaults) and validate it."""
+    if path is None:
+        return build_config(None, overrides, source="defaults", kind=kind)
+    path = str(path)
+    return build_config(_read_mapping(path), overrides, source=path, kind=kind)

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from genixer_ray.config import GeneratorConfig, SamplingConfig
+from genixer_ray.errors import RunFailed
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class GenerationResult:
         return cls(text="", finish_reason="error", error_code=code, error=message)
 
 
-class EngineError(RuntimeError):
+class EngineError(RunFailed):
     """The engine itself failed (not one request): the caller should stop or restart it."""
 
 

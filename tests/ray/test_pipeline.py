@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from genixer_ray.config import ConfigError, load_config
+from genixer_ray.errors import InputError
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.pipeline import run_generation
 from genixer_ray.store import RunStore
@@ -126,7 +127,7 @@ def test_duplicate_ids_fail_before_any_work(ray_session, tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text(json.dumps({"image_id": "a", "path": photo}) + "\n" + json.dumps({"image_id": "a", "path": photo}))
     cfg = load_config(None, [f"input.source={manifest}", f"output.path={tmp_path / 'out'}", *FAST])
-    with pytest.raises(ConfigError, match="duplicate image ids \\('a' x2\\)"):
+    with pytest.raises(InputError, match="duplicate image ids \\('a' x2\\)"):  # the input's error (exit 2), not a config's
         run_generation(cfg)
     assert RunStore(str(tmp_path / "out" / "demo")).committed() == set()
 

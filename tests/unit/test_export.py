@@ -135,7 +135,7 @@ def test_all_parsed_missing_images_and_the_command_line(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "exported 2 records from 1 shards" in out and "2 images copied" in out and "left out 1 rows" in out
     assert all(opens_as_llava_does(str(tmp_path), r) for r in records)
-    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x.json")]) == 1
+    assert main(["export", str(tmp_path / "nothing"), str(tmp_path / "x.json")]) == 2  # a user error (genixer_ray.errors)
     assert "no committed shards" in capsys.readouterr().err
 
 

@@ -90,7 +90,7 @@ def test_sized_for_the_consumer_by_the_shorter_side_within_the_longer_cap():
     arr, size = decode_image_sized(encode(Image.new("RGB", (200, 100))), short_side=336)
     assert arr.shape == (100, 200, 3) and size == (200, 100)  # never upscaled
     from genixer_ray.config import InputConfig
-    from genixer_ray.stages import DecodeStage
+    from genixer_ray.stages.decode import DecodeStage
 
     row = DecodeStage(InputConfig(short_side=336))([{"shard": 0, "image_id": "a", "source": "inline:a", "data": img}])[0]
     assert (row["height"], row["width"], row["image_height"], row["image_width"]) == (336, 448, 768, 1024)

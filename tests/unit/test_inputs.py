@@ -150,7 +150,7 @@ def test_links_out_of_the_folder_loops_and_undecodable_names(tmp_path):
     import os
 
     from genixer_ray.schema import to_frame
-    from genixer_ray.stages import DecodeStage
+    from genixer_ray.stages.decode import DecodeStage
 
     outside, folder = tmp_path / "outside", tmp_path / "photos"
     (outside / "private").mkdir(parents=True)

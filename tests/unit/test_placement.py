@@ -2,10 +2,9 @@
 
 import pytest
 
-from genixer_ray.actors import run_stages
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.base import ScoringStage
-from genixer_ray.stages import StageContractError
+from genixer_ray.stages import StageContractError, run_stages
 
 
 def filters(**enabled) -> FiltersConfig:
@@ -66,7 +65,7 @@ def test_the_scoring_base_owns_the_loop_and_checks_the_count():
 
 
 def test_pools_and_training_ask_for_the_accelerators_and_resources_configured():
-    from genixer_ray.actors import pool_args
+    from genixer_ray.builder import pool_args
     from genixer_ray.config import ConfigError, TrainConfig, build_config
 
     cfg = build_config(None, ["scaling.gpus_per_actor=1", "scaling.accelerator_type=L4", "scaling.actor_resources={generator: 1}"])
@@ -84,7 +83,7 @@ def test_pools_and_training_ask_for_the_accelerators_and_resources_configured():
 def test_a_vllm_actor_runs_enough_batches_at_once_to_keep_its_engine_full():
     """vLLM: ceil(max_num_seqs / batch_size) + 1 calls per actor at once, each in its own thread,
     with the configured queue beyond them; transformers: one call at a time, as before."""
-    from genixer_ray.actors import pool_args
+    from genixer_ray.builder import pool_args
     from genixer_ray.config import build_config
 
     cfg = build_config(None, ["generator.backend=vllm", "generator.max_num_seqs=64", "generator.batch_size=16"])
@@ -103,7 +102,7 @@ def test_a_filter_actor_with_a_vllm_judge_keeps_its_engine_full_too():
     """Filter actors whose judge or re-answerer runs on vLLM take as many calls at once as fill
     max_num_seqs (a re-answerer asks k answers per row); CLIP alone, transformers, or filters on
     the generator's actors leave them at one call."""
-    from genixer_ray.actors import pool_args
+    from genixer_ray.builder import pool_args
     from genixer_ray.config import build_config
 
     vllm = ["generator.backend=vllm", "generator.max_num_seqs=64", "filters.batch_size=8"]
@@ -144,6 +143,7 @@ def test_a_run_driver_hands_the_memory_arrow_frees_back(monkeypatch, tmp_path):
     import pyarrow as pa
 
     from genixer_ray.config import ConfigError, FilterPassConfig, build_config, load_config
+    from genixer_ray.errors import InputError
     from genixer_ray.filter_pass import run_filter
     from genixer_ray.pipeline import run_generation
     from genixer_ray.ray_start import use_system_arrow_allocator
@@ -153,7 +153,7 @@ def test_a_run_driver_hands_the_memory_arrow_frees_back(monkeypatch, tmp_path):
     try:
         pa.set_memory_pool(pa.mimalloc_memory_pool())
         cfg = load_config(None, [f"input.source={tmp_path / 'missing'}", f"output.path={tmp_path / 'runs'}", "name=r"])
-        with pytest.raises(ConfigError, match="input.source"):
+        with pytest.raises(InputError, match="input.source"):
             run_generation(cfg)  # stops at planning, after the driver's set-up
         assert pa.default_memory_pool().backend_name == "system"
         pa.set_memory_pool(pa.mimalloc_memory_pool())

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from genixer_ray.actors import check_contract, run_stages
 from genixer_ray.config import InputConfig, load_config
-from genixer_ray.stages import IMAGE_COLUMNS, DecodeStage, GenerateStage, ParseStage, StageContractError, drop_image, row_image
+from genixer_ray.stages import IMAGE_COLUMNS, StageContractError, check_contract, drop_image, row_image, run_stages
+from genixer_ray.stages.decode import DecodeStage
+from genixer_ray.stages.generate import GenerateStage
+from genixer_ray.stages.parse import ParseStage
 
 
 def png(w=40, h=30) -> bytes:
@@ -103,8 +105,9 @@ def test_the_decode_stage_reads_one_task_per_shard_in_plan_order():
 
 
 def test_a_filter_pass_decodes_each_image_once_for_all_its_samples(tmp_path, monkeypatch):
-    from genixer_ray.actors import load_for_filter
-    from genixer_ray.schema import to_frame
+    from genixer_ray.builder import read_shard
+    from genixer_ray.filter_pass import read_committed
+    from genixer_ray.schema import GENERATION_SCHEMA, to_frame
     from genixer_ray.store import RunStore
 
     store = RunStore(str(tmp_path / "run"))
@@ -114,8 +117,8 @@ def test_a_filter_pass_decodes_each_image_once_for_all_its_samples(tmp_path, mon
     decoded = []
     real = DecodeStage.__call__
     monkeypatch.setattr(DecodeStage, "__call__", lambda self, batch: decoded.extend(r["image_id"] for r in batch) or real(self, batch))
-    blocks = list(load_for_filter(0, run_url=store.url, storage_options={},
-                                  input_cfg_json=InputConfig().model_dump_json(), chunk=4))
+    load = {"run_url": store.url, "storage_options": {}, "decode": InputConfig()}
+    blocks = list(read_shard(0, load=read_committed, load_kwargs=load, chunk=4, specs=[], carry=GENERATION_SCHEMA))
     out = [r for t in blocks for r in t.to_pylist()]
     assert [(r["image_id"], r["sample"]) for r in out] == [(r["image_id"], r["sample"]) for r in rows]
     assert all(r["pixels"] and r["height"] == 30 for r in out) and decoded == ["a", "b"]
@@ -128,7 +131,7 @@ def test_rows_for_the_filter_actors_carry_each_image_once_per_block():
     every row still reads its own image back, also after Ray Data concatenates blocks."""
     import pyarrow as pa
 
-    from genixer_ray.actors import scoring_block, to_arrow
+    from genixer_ray.builder import scoring_block, to_arrow
     from genixer_ray.schema import SCORING_SCHEMA
 
     images = [np.random.RandomState(k).randint(0, 255, (60, 80, 3), dtype=np.uint8).tobytes() for k in range(3)]
