@@ -1,7 +1,9 @@
 """What each Ray Train worker runs: batches (images read with their source's credentials),
 the model (full, FSDP-sharded or LoRA), the loop, checkpoints and progress reports.
 
-:func:`train_loop_per_worker` is the ``TorchTrainer``'s function; :mod:`genixer_ray.train`
+:func:`train_loop_per_worker` is the ``TorchTrainer``'s function, made of parts that run without
+Ray Train: :func:`restore` (a checkpoint's step, weights, adapter and optimizer state),
+:func:`build_model`, :func:`epoch_order` and :func:`checkpoint`. :mod:`genixer_ray.train`
 prepares the data, starts the trainer and exports the result.
 """
 
@@ -12,9 +14,12 @@ import json
 import random
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from genixer_ray.config import TrainConfig
+from genixer_ray.errors import RunFailed
+from genixer_ray.seeding import derive_seed
 
 PROGRESS_EVERY_S = 10.0  # rank 0 reports step, loss and speed this often
 STATE_FILE = "trainer_state.json"
@@ -124,94 +129,163 @@ def _with_lora(model, cfg: TrainConfig, adapter: Path | None):
     )
 
 
+@dataclass
+class Restored:
+    """What a worker starts from: the step, where the weights come from, the LoRA adapter and the
+    optimizer state of a checkpoint (``step`` 0 and the base model without one)."""
+
+    step: int
+    weights: str
+    adapter: Path | None = None
+    optim_state: dict | None = None
+
+
+def restore(cfg: TrainConfig, ckpt_dir: Path | None) -> Restored:
+    """Read the checkpoint in ``ckpt_dir`` (``None``: start from ``cfg.model.base``).
+
+    A LoRA checkpoint holds only the adapter (and the projector): its base weights come from the
+    base model. Call it while ``ckpt_dir`` exists; the model is loaded from ``weights`` by
+    :func:`build_model` in the same scope.
+    """
+    import torch
+
+    from genixer_ray.models import resolve_model
+
+    if ckpt_dir is None:
+        return Restored(0, resolve_model(cfg.model.base))
+    step = json.loads((ckpt_dir / STATE_FILE).read_text())["step"]
+    weights = resolve_model(cfg.model.base) if cfg.model.lora else str(ckpt_dir)
+    adapter = ckpt_dir / _ADAPTER if cfg.model.lora else None
+    return Restored(step, weights, adapter, torch.load(ckpt_dir / OPTIMIZER_FILE))
+
+
+def build_model(cfg: TrainConfig, restored: Restored):
+    """The processor and the model to train (not yet wrapped for data parallelism): weights from
+    ``restored``, LoRA adapters when configured, the vision tower frozen when configured."""
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(restored.weights)
+    model = AutoModelForImageTextToText.from_pretrained(restored.weights, dtype=getattr(torch, cfg.model.dtype))
+    if cfg.model.lora:
+        model = _with_lora(model, cfg, restored.adapter)
+    elif cfg.model.freeze_vision:  # under LoRA only adapters and projector train
+        for p in model.model.vision_tower.parameters():
+            p.requires_grad_(False)
+    return processor, model
+
+
+def epoch_order(n: int, *, seed: int, rank: int, epoch: int) -> list[int]:
+    """The order in which a worker visits its ``n`` samples in ``epoch``: a shuffle seeded by
+    (seed, rank, epoch) through :func:`~genixer_ray.seeding.derive_seed`, so a resumed run skips
+    exactly the batches it had done."""
+    order = list(range(n))
+    random.Random(derive_seed(seed, f"train/rank{rank}/epoch{epoch}")).shuffle(order)
+    return order
+
+
+def checkpoint(model, optimizer, processor, *, step: int, loss: float, out: Path, rank: int, fsdp: bool, offload: bool, final: bool) -> bool:
+    """Write the checkpoint of ``step`` into ``out`` on rank 0 (one copy of the weights); every
+    rank must call it, since FSDP gathers the shards. Returns whether this rank wrote it."""
+    state, optim_state = _full_state(model, optimizer, fsdp=fsdp, offload=offload)
+    if rank != 0:
+        return False
+    unwrapped = model.module if hasattr(model, "module") else model
+    _save_checkpoint(unwrapped, processor, state, optim_state, step, loss, out, final=final)
+    return True
+
+
+def _parallel(model, *, fsdp: bool):
+    """``model`` placed and wrapped by Ray Train: DDP, or FSDP (also on CPU, over gloo)."""
+    from ray.train.torch import prepare_model
+
+    if not fsdp:
+        return prepare_model(model)
+    # Ray's prepare_model refuses FSDP without CUDA, but torch's FSDP also runs on CPU (gloo),
+    # which is how the tests exercise this path: move the model with Ray, wrap it here.
+    from torch.distributed.fsdp import FullyShardedDataParallel
+
+    model = prepare_model(model, parallel_strategy=None)
+    # use_orig_params: the frozen vision tower and the trained weights may share a flat shard.
+    return FullyShardedDataParallel(model, use_orig_params=True, device_id=next(model.parameters()).device)
+
+
+def _optimizer(model, cfg: TrainConfig, restored: Restored, *, fsdp: bool):
+    """AdamW over the trainable weights (its state restored) and the warm-up schedule at the restored step."""
+    import torch
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    if restored.optim_state is not None and fsdp:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        set_optimizer_state_dict(model, optimizer, restored.optim_state, options=StateDictOptions(full_state_dict=True))
+    elif restored.optim_state is not None:
+        optimizer.load_state_dict(restored.optim_state)
+    warm = max(cfg.optim.warmup_steps, 1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm), last_epoch=restored.step - 1)
+    return params, optimizer, scheduler
+
+
+def _step(model, inputs, params, optimizer, scheduler, *, grad_clip: float, fsdp: bool) -> float:
+    """One optimizer step on ``inputs``; returns the batch's loss."""
+    import torch
+
+    loss = model(**inputs).loss
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if fsdp:  # the norm of the whole gradient, not of this worker's shard
+        model.clip_grad_norm_(grad_clip)
+    else:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
+
+
 def train_loop_per_worker(config: dict) -> None:
     """The Ray Train worker function: load (or resume), train to ``max_steps``, checkpoint."""
     import ray.train
     import torch
-    from ray.train.torch import prepare_model
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from genixer_ray.models import resolve_model
 
     cfg = TrainConfig.model_validate_json(config["cfg_json"])
     ctx = ray.train.get_context()
     rank = ctx.get_world_rank()
     torch.manual_seed(cfg.seed + rank)
     ckpt = ray.train.get_checkpoint()
-    start_step = 0
     with (ckpt.as_directory() if ckpt else tempfile.TemporaryDirectory()) as ckpt_dir:
-        if ckpt:
-            start_step = json.loads((Path(ckpt_dir) / STATE_FILE).read_text())["step"]
-        if start_step >= cfg.optim.max_steps:  # a finished run started again: nothing left to do
-            ray.train.report({"step": start_step, "loss": float("nan"), "start_step": start_step})
+        restored = restore(cfg, Path(ckpt_dir) if ckpt else None)
+        if restored.step >= cfg.optim.max_steps:  # a finished run started again: nothing left to do
+            ray.train.report({"step": restored.step, "loss": float("nan"), "start_step": restored.step})
             return
-        # LoRA checkpoints hold only the adapter: the base weights come from the base model.
-        source = ckpt_dir if ckpt and not cfg.model.lora else resolve_model(cfg.model.base)
-        processor = AutoProcessor.from_pretrained(source)
-        model = AutoModelForImageTextToText.from_pretrained(source, dtype=getattr(torch, cfg.model.dtype))
-        if cfg.model.lora:
-            model = _with_lora(model, cfg, Path(ckpt_dir) / _ADAPTER if ckpt else None)
-        optim_state = torch.load(Path(ckpt_dir) / OPTIMIZER_FILE) if ckpt else None
-    if cfg.model.freeze_vision and not cfg.model.lora:  # under LoRA only adapters and projector train
-        for p in model.model.vision_tower.parameters():
-            p.requires_grad_(False)
+        processor, model = build_model(cfg, restored)
     fsdp = cfg.scaling.strategy == "fsdp" and ctx.get_world_size() > 1
-    if fsdp:
-        # Ray's prepare_model refuses FSDP without CUDA, but torch's FSDP also runs on CPU (gloo),
-        # which is how the tests exercise this path: move the model with Ray, wrap it here.
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        model = prepare_model(model, parallel_strategy=None)
-        # use_orig_params: the frozen vision tower and the trained weights may share a flat shard.
-        model = FullyShardedDataParallel(model, use_orig_params=True, device_id=next(model.parameters()).device)
-    else:
-        model = prepare_model(model)
-    params = [p for p in model.parameters() if p.requires_grad]
+    model = _parallel(model, fsdp=fsdp)
+    params, optimizer, scheduler = _optimizer(model, cfg, restored, fsdp=fsdp)
     n_trainable = sum(p.numel() for p in params)  # under FSDP: this worker's shard
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    if optim_state is not None and fsdp:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(model, optimizer, optim_state, options=StateDictOptions(full_state_dict=True))
-    elif optim_state is not None:
-        optimizer.load_state_dict(optim_state)
-    warm = max(cfg.optim.warmup_steps, 1)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warm), last_epoch=start_step - 1)
     device = next(model.parameters()).device
     # The worker's share of samples (paths and text, not images) is read once through Ray Data
-    # and kept: epochs are then reshuffled locally, reproducibly from (seed, rank, epoch), which
-    # also lets a resumed run skip exactly the batches it had done.
+    # and kept: epochs are then reshuffled locally (epoch_order).
     options_by_root = image_options(cfg.data.sources)
     rows_all = list(ray.train.get_dataset_shard("train").iter_rows())
     if not rows_all:
-        raise RuntimeError(f"worker {rank} received no training data")
+        raise RunFailed(f"worker {rank} received no training data")
     bs = cfg.optim.batch_size
     batches_per_epoch = max(1, len(rows_all) // bs)
-    step, loss_value = start_step, float("nan")
+    start_step = step = restored.step
     progress = config.get("progress") if rank == 0 else None
     started, last_sent = time.monotonic(), 0.0
     model.train()
     while step < cfg.optim.max_steps:
         epoch, offset = divmod(step, batches_per_epoch)
-        order = list(range(len(rows_all)))
-        random.Random(cfg.seed * 1_000_003 + rank * 7919 + epoch).shuffle(order)
+        order = epoch_order(len(rows_all), seed=cfg.seed, rank=rank, epoch=epoch)
         for b in range(offset, batches_per_epoch):
             rows = [rows_all[i] for i in order[b * bs : (b + 1) * bs] or order[:bs]]
             inputs = collate(processor, rows, max_side=cfg.data.max_side, options_by_root=options_by_root).to(device)
             inputs["pixel_values"] = inputs["pixel_values"].to(getattr(torch, cfg.model.dtype))
-            loss = model(**inputs).loss
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if fsdp:  # the norm of the whole gradient, not of this worker's shard
-                model.clip_grad_norm_(cfg.optim.grad_clip)
-            else:
-                torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
-            optimizer.step()
-            scheduler.step()
+            loss_value = _step(model, inputs, params, optimizer, scheduler, grad_clip=cfg.optim.grad_clip, fsdp=fsdp)
             step += 1
-            loss_value = float(loss.detach())
             last = step == cfg.optim.max_steps
-            metrics = {"step": step, "loss": loss_value, "start_step": start_step, "trainable_params": n_trainable}
             now = time.monotonic()
             if progress is not None and (now - last_sent >= PROGRESS_EVERY_S or last):
                 last_sent = now
@@ -219,17 +293,14 @@ def train_loop_per_worker(config: dict) -> None:
                 _send_progress(progress, step=step, max_steps=cfg.optim.max_steps, loss=loss_value,
                                steps_per_s=rate, samples_per_s=rate * bs * ctx.get_world_size())
             if step % cfg.checkpoint_every == 0 or last:
+                metrics = {"step": step, "loss": loss_value, "start_step": start_step, "trainable_params": n_trainable}
                 with tempfile.TemporaryDirectory() as tmp:
-                    checkpoint = None
-                    state, optim_state = _full_state(model, optimizer, fsdp=fsdp, offload=cfg.scaling.use_gpu)
-                    if rank == 0:  # one copy of the weights
-                        unwrapped = model.module if hasattr(model, "module") else model
-                        _save_checkpoint(unwrapped, processor, state, optim_state, step, loss_value, Path(tmp), final=last)
-                        checkpoint = ray.train.Checkpoint.from_directory(tmp)
-                    ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=f"checkpoint_{step:06d}")
+                    wrote = checkpoint(model, optimizer, processor, step=step, loss=loss_value, out=Path(tmp), rank=rank,
+                                       fsdp=fsdp, offload=cfg.scaling.use_gpu, final=last)
+                    saved = ray.train.Checkpoint.from_directory(tmp) if wrote else None
+                    ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=f"checkpoint_{step:06d}")
             if last:
                 break
-
 
 
 def _send_progress(queue, **fields) -> None:

@@ -60,6 +60,14 @@ class FilterPassConfig(Strict):
                 raise ValueError(f"a filter pass config has no {', '.join(given)} section ({hints})")
         return data
 
+    @model_validator(mode="after")
+    def _no_ignored_engine_setting(self) -> FilterPassConfig:
+        if self.engine is not None and "batch_size" in self.engine.model_fields_set:
+            raise ValueError(
+                "engine.batch_size does not apply to a filter pass: its actors take filters.batch_size rows per call"
+            )
+        return self
+
     def engine_for(self, recorded_generator: Callable[[], GeneratorConfig | None], run: str) -> GeneratorConfig | None:
         """The engine of the judge and re-answerer: its settings, and the model of those naming none.
 

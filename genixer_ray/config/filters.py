@@ -61,7 +61,10 @@ class JudgeConfig(Strict):
         "band", description="'threshold': P(Yes) >= threshold; 'band': lo <= P(Yes) <= hi; 'top_fraction': the best fraction per task (within each shard)."
     )
     threshold: float = Field(0.5, ge=0.0, le=1.0)
-    band: tuple[float, float] = Field(PAPER_BAND, description="Genixer's finding: medium-probability samples (0.5-0.7) trained best.")
+    band: tuple[float, float] = Field(
+        PAPER_BAND,
+        description="Genixer's finding: samples of medium judge score (0.5-0.7; its score is score=paper's) trained best.",
+    )
     fraction: float = Field(0.5, gt=0.0, le=1.0, description="top_fraction policy: share of each task's scored rows kept.")
     prompt: str = Field(
         "{qa}\nIs the answer to the question true for the image? Answer Yes or No.",

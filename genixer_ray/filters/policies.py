@@ -10,8 +10,10 @@ import math
 from collections import defaultdict
 from collections.abc import Sequence
 
-# Genixer found that judge P(Yes) in the middle band trained downstream models best: samples the
-# judge is sure of are too easy to teach much.
+# Genixer found that samples whose judge score lies in the middle band trained downstream models
+# best (samples the judge is sure of are too easy to teach much). Its score is the geometric mean of
+# a sampled reply's token probabilities (judge_paper_score, JudgeConfig.score = "paper"); applied to
+# P(Yes), the default score, the same band is this project's analogue, not the paper's finding.
 PAPER_BAND = (0.5, 0.7)
 
 

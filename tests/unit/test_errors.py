@@ -63,3 +63,13 @@ def test_show_config_prints_each_kind_of_bundled_config_as_its_kind(capsys):
         assert f"# a {kind} configuration (detected" in out.err and out.out.startswith(first), (name, out)
     assert main(["show-config", str(root / "configs/filter.yaml"), "--kind", "train"]) == 2  # named, and wrong
     assert "invalid training configuration" in capsys.readouterr().err
+
+
+def test_a_setting_that_would_be_ignored_is_an_error_naming_it():
+    """A filter pass's actors take filters.batch_size rows per call: engine.batch_size was
+    silently ignored there; now it is refused before any work, saying where the setting goes."""
+    from genixer_ray.config import FilterPassConfig, build_config
+
+    with pytest.raises(ConfigError, match="engine.batch_size does not apply to a filter pass.*filters.batch_size"):
+        build_config({"engine": {"batch_size": 4}}, kind=FilterPassConfig)
+    assert build_config({"engine": {"max_num_seqs": 4}, "filters": {"batch_size": 4}}, kind=FilterPassConfig).filters.batch_size == 4
