@@ -73,6 +73,16 @@ def decode_image_sized(
     Raises:
         DecodeError: with code ``empty``, ``not_an_image``, ``too_large`` or ``truncated``.
     """
+    img = decode_full(data, max_pixels=max_pixels)
+    return downscale(img, max_side=max_side, short_side=short_side), img.size
+
+
+def decode_full(data: bytes, *, max_pixels: int = 64_000_000):
+    """Decode image bytes into a full-resolution RGB PIL image, EXIF orientation applied.
+
+    Raises:
+        DecodeError: see :func:`decode_image_sized`.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not data:
@@ -94,16 +104,23 @@ def decode_image_sized(
             raise DecodeError("not_an_image", f"degenerate size {w}x{h}")
         try:
             img.load()  # open() is lazy: truncation only shows when pixels are read
-            img = ImageOps.exif_transpose(img)
-            img = _to_rgb(img)
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image
+            return _to_rgb(img)
         except (OSError, SyntaxError, ValueError) as e:
             raise DecodeError("truncated", f"cannot decode pixels: {e}") from None
+
+
+def downscale(img, *, max_side: int | None = None, short_side: int | None = None, as_array: bool = True):
+    """A decoded PIL image downscaled as :func:`decode_image_sized` says: an RGB ``uint8`` array,
+    or with ``as_array=False`` the PIL image itself (``img`` when no downscale was needed)."""
+    from PIL import Image
+
     size = img.size
     scale = min(1.0, max_side / max(size) if max_side else 1.0, short_side / min(size) if short_side else 1.0)
     if scale < 1.0:
         new = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
         img = img.resize(new, Image.Resampling.BICUBIC, reducing_gap=2.0)
-    return np.asarray(img, dtype=np.uint8), size
+    return np.asarray(img, dtype=np.uint8) if as_array else img
 
 
 def _to_rgb(img):

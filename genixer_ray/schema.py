@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
+
 ERROR_CODES = {
     # input listing
     "path_escapes_root": "an input path lands outside input.root or the folder source (../, or a link out of it)",
@@ -65,6 +67,9 @@ ROW_COLUMNS = {
     # become pixels again without reopening the image (Shikra's export).
     "image_width": pl.Int32,
     "image_height": pl.Int32,
+    # The image's fingerprints (genixer_ray.fingerprints), from the decode stage; null when the
+    # image could not be decoded (and in runs written before they existed).
+    **FINGERPRINT_COLUMNS,
     "status": pl.String,
     "error_code": pl.String,
     "error_stage": pl.String,

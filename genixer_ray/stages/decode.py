@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from genixer_ray.config import InputConfig
-from genixer_ray.images import DecodeError, decode_image_sized
+from genixer_ray.fingerprints import fingerprint
+from genixer_ray.images import DecodeError, decode_full, downscale
 from genixer_ray.schema import DECODED_SCHEMA
 from genixer_ray.stages import fail
 
@@ -12,7 +13,9 @@ class DecodeStage:
     """Read each row's bytes (inline ``data`` or ``source`` through fsspec) and decode them.
 
     Output rows hold ``pixels`` (RGB bytes), ``height`` and ``width`` (decoded), ``image_width`` and
-    ``image_height`` (the original, before any downscale), or an error row with code
+    ``image_height`` (the original, before any downscale), the image's fingerprints
+    (:mod:`genixer_ray.fingerprints`: exact hashes of its bytes and pixels, perceptual hashes), or
+    an error row with code
     ``missing``, ``read_failed``, ``empty``, ``not_an_image``, ``truncated`` or ``too_large``.
     Rows already failed at listing (``error_code`` set) become error rows of stage ``input``.
     """
@@ -42,12 +45,15 @@ class DecodeStage:
         except Exception as e:  # permissions, network, a directory where a file was expected, ...
             return fail(row, self.name, "read_failed", f"{type(e).__name__}: {e}")
         try:
-            image, (w, h) = decode_image_sized(
-                data, max_pixels=self.cfg.max_pixels, max_side=self.cfg.max_side, short_side=self.cfg.short_side
-            )
+            full = decode_full(data, max_pixels=self.cfg.max_pixels)
         except DecodeError as e:
             return e.as_row(row, self.name)
-        return row | {"pixels": image.tobytes(), "height": image.shape[0], "width": image.shape[1], "image_width": w, "image_height": h}
+        w, h = full.size
+        image = downscale(full, max_side=self.cfg.max_side, short_side=self.cfg.short_side, as_array=False)
+        pixels = image.tobytes()  # one copy of the pixels, for the row and (when not downscaled) the digest
+        return row | fingerprint(data, full, pixels if image is full else None).columns() | {
+            "pixels": pixels, "height": image.size[1], "width": image.size[0], "image_width": w, "image_height": h,
+        }
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Decode a batch; every failure becomes an error row, the batch never raises for a row."""
