@@ -83,3 +83,9 @@ class RowError(GenixerError):
 def fail(row: dict, stage: str, code: str, message: str) -> dict:
     """``row`` marked as failed at ``stage`` with an error ``code`` and ``message``."""
     return {**row, "status": "error", "error_stage": stage, "error_code": code, "error_message": message}
+
+
+def skip(row: dict, stage: str, code: str, message: str) -> dict:
+    """``row`` left out on purpose at ``stage`` (status ``skipped``; a contaminated image, say):
+    nothing failed, and it is not generated on; ``code`` and ``message`` say why."""
+    return {**row, "status": "skipped", "error_stage": stage, "error_code": code, "error_message": message}

@@ -99,7 +99,7 @@ def committed_run(run: str, storage_options: dict) -> tuple[RunStore, int]:
     """The run's store and how many shards it has committed.
 
     Raises:
-        ValueError: it has none.
+        NotARunError: it has none.
     """
     store = RunStore(run, storage_options)
     n = len(store.committed())

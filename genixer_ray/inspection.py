@@ -29,7 +29,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
     it, all tasks), ``config_digest`` (of the recorded, credential-masked config) and ``finished_at``.
 
     Raises:
-        ValueError: nothing at ``url`` looks like a run or a filter pass.
+        NotARunError: nothing at ``url`` looks like a run or a filter pass.
     """
     from genixer_ray.writer import RunSummary
 

@@ -22,6 +22,7 @@ from genixer_ray.models import input_side
 from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
 from genixer_ray.schema import ROW_COLUMNS
 from genixer_ray.stages import Pool, StageSpec
+from genixer_ray.stages.contamination import ContaminationStage
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.filters import filter_specs
 from genixer_ray.stages.generate import GenerateStage
@@ -92,19 +93,42 @@ def read_pool(cfg: RunConfig) -> Pool:
     return Pool("tasks", sc.decode_batch_size, task_cpus=sc.decode_cpus, max_tasks=decode_tasks(sc))
 
 
-def generation_stages(cfg: RunConfig, decode: InputConfig) -> list[StageSpec]:
-    """A generation run's stages, in order: decode on the read tasks; generate (with its prompts)
-    and parse on the generator's actors; the filters where :func:`filter_specs` places them."""
+def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None = None, store: RunStore | None = None) -> list[StageSpec]:
+    """A generation run's stages, in order: decode (and, with the evaluation ``index`` on the run's
+    ``store``, contamination) on the read tasks; generate (with its prompts) and parse on the
+    generator's actors; the filters where :func:`filter_specs` places them."""
+    tasks = read_pool(cfg)
     gen = Pool(
         "generator", cfg.generator.batch_size, actors=cfg.scaling,
         concurrent_calls=cfg.generator.concurrent_batches(cfg.samples_per_image),
     )
+    checks = [StageSpec("contamination", ContaminationStage, (store.url, index, store.storage_options, cfg.decontamination.radius), tasks)]
     return [
-        StageSpec("decode", DecodeStage, (decode,), read_pool(cfg)),
+        StageSpec("decode", DecodeStage, (decode,), tasks),
+        *(checks if index else []),
         StageSpec("generate", GenerateStage, (cfg,), gen),
         StageSpec("parse", ParseStage, (), gen),
         *filter_specs(cfg.filters, cfg.generator, generator=gen),
     ]
+
+
+def _decontamination_index(store: RunStore, cfg: RunConfig) -> str:
+    """The run's evaluation index (its name on the run's store), built by one Ray task unless the
+    same sources were indexed for this run before."""
+    import ray
+
+    from genixer_ray.decontam.index import build_and_write, ensure_index
+
+    def build(*args):
+        log.info(f"[decontam] indexing {len(cfg.decontamination.sources)} evaluation set(s)")
+        return ray.get(ray.remote(num_cpus=1)(build_and_write).remote(*args))
+
+    name, counts = ensure_index(store, cfg.decontamination, build=build)
+    per = ", ".join(f"{s['benchmark']} {s['images']}" + (f" ({sum(s['skipped'].values())} skipped)" if s["skipped"] else "")
+                    for s in counts["sources"])
+    log.info(f"[decontam] {counts['images']} evaluation images indexed ({per}); images within "
+             f"{cfg.decontamination.radius} bits of one are not generated on")
+    return name
 
 
 def run_generation(cfg: RunConfig) -> RunSummary:
@@ -139,8 +163,9 @@ def run_generation(cfg: RunConfig) -> RunSummary:
             f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {sc.min_actors}-{sc.max_actors} "
             f"{cfg.generator.backend} generator actor(s) with {cfg.generator.model}; images decoded to a {sized}longer side at most {decode.max_side} px"
         )
+        index = _decontamination_index(store, cfg) if cfg.decontamination.enabled else None
         source = Source(sorted(expected), read_plan, {"run_url": store.url, "storage_options": store.storage_options}, ROW_COLUMNS, read_pool(cfg))
-        stream_into(build_dataset(source, generation_stages(cfg, decode)), writer, f"run {cfg.name!r}")
+        stream_into(build_dataset(source, generation_stages(cfg, decode, index=index, store=store)), writer, f"run {cfg.name!r}")
     summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))
     for m in store.markers():
         summary.add_marker(m)

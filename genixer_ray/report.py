@@ -231,7 +231,7 @@ def write_report(run: str, out: str, *, storage_options: dict | None = None, per
         seed: for the uniform sample of scores kept beyond :data:`MAX_SCORES`.
 
     Raises:
-        ValueError: ``run`` has no committed shard.
+        NotARunError: ``run`` has no committed shard.
     """
     import fsspec
 

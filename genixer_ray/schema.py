@@ -1,7 +1,8 @@
 """The output table: its columns, types and the error codes a row can carry.
 
-Every (input image, sample) ends in exactly one row: ``status == "ok"``, or ``status == "error"``
-with an ``error_code`` from :data:`ERROR_CODES`, the ``error_stage`` that failed and a message.
+Every (input image, sample) ends in exactly one row: ``status == "ok"``, ``status == "error"``
+with an ``error_code`` from :data:`ERROR_CODES`, the ``error_stage`` that failed and a message, or
+``status == "skipped"`` (left out on purpose, e.g. ``contaminated``) with its code, stage and message.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ ERROR_CODES = {
     "not_an_image": "the bytes are not a recognized image",
     "truncated": "the image header is readable but its pixels are not",
     "too_large": "more pixels than the configured budget (decompression bomb guard)",
+    # decontamination (status "skipped": left out on purpose, never generated on)
+    "contaminated": "the image matches an image of an evaluation set (decontamination.sources)",
     # generate
     "prompt_too_long": "prompt plus image tokens exceed the model's max_model_len",
     "request_rejected": "the engine refused this request",
@@ -70,6 +73,12 @@ ROW_COLUMNS = {
     # The image's fingerprints (genixer_ray.fingerprints), from the decode stage; null when the
     # image could not be decoded (and in runs written before they existed).
     **FINGERPRINT_COLUMNS,
+    # The evaluation image this image matched (genixer_ray.decontam), if any: null otherwise.
+    "contamination_tier": pl.String,  # "bytes", "pixels" or "perceptual"
+    "contamination_distance": pl.Int32,  # differing bits of the nearer perceptual hash (0: exact tiers)
+    "contamination_benchmark": pl.String,
+    "contamination_item": pl.String,
+    # "ok", "error" (failed: error_code says why) or "skipped" (left out on purpose: error_code says why)
     "status": pl.String,
     "error_code": pl.String,
     "error_stage": pl.String,

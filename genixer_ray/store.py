@@ -147,6 +147,10 @@ class RunStore:
         else:
             self.fs.pipe_file(path, data)
 
+    def read_bytes(self, rel: str) -> bytes:
+        """The whole object at ``rel``."""
+        return self.fs.cat_file(self.path(rel))
+
     def read_json(self, rel: str) -> dict | None:
         """The JSON object at ``rel``, or ``None`` when it does not exist."""
         try:

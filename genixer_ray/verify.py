@@ -81,7 +81,7 @@ def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
     """Verify the run or filter pass at ``url`` (see the module doc).
 
     Raises:
-        ValueError: nothing at ``url`` looks like a run or a filter pass.
+        NotARunError: nothing at ``url`` looks like a run or a filter pass.
     """
     store = RunStore(url, storage_options)
     is_pass = store.read_json("filter.json") is not None

@@ -22,6 +22,7 @@ from genixer_ray.config.base import (
     redact,
     redacted,
 )
+from genixer_ray.config.decontamination import DecontaminationConfig, EvalSource
 from genixer_ray.config.filter_pass import FilterPassConfig, ImagesConfig, StoreConfig
 from genixer_ray.config.filters import ClipFilterConfig, ConsistencyConfig, FiltersConfig, JudgeConfig
 from genixer_ray.config.loading import apply_overrides, build_config, load_config
@@ -51,7 +52,7 @@ from genixer_ray.errors import ConfigError
 
 __all__ = [
     "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ConfigError",
-    "ConsistencyConfig", "DataSource", "EngineConfig", "FilterPassConfig", "FiltersConfig", "GeneratorConfig", "ImagesConfig",
+    "ConsistencyConfig", "DataSource", "DecontaminationConfig", "EvalSource", "EngineConfig", "FilterPassConfig", "FiltersConfig", "GeneratorConfig", "ImagesConfig",
     "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "RayConfig",
     "RunConfig", "SamplingConfig", "ScalingConfig", "StoreConfig", "Strict", "TaskIdMap", "TaskWeights", "TrainConfig",
     "TrainDataConfig", "TrainModelConfig", "TrainScalingConfig",

@@ -105,7 +105,7 @@ def _read_mapping(path: str) -> dict[str, Any]:
 _OWN_KEYS = {
     TrainConfig: {"data", "model", "optim", "storage_path", "storage_options", "checkpoint_every", "keep_checkpoints", "export_path", "seed"},
     FilterPassConfig: {"engine", "images", "run"},
-    RunConfig: {"mode", "task_mix", "samples_per_image", "generator", "sampling", "input", "output"},
+    RunConfig: {"mode", "task_mix", "samples_per_image", "generator", "sampling", "input", "output", "decontamination"},
 }
 
 

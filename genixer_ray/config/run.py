@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from genixer_ray.config.base import TASK_IDS, ActorPoolConfig, ModelSpec, Strict, TaskWeights, path_safe_name
+from genixer_ray.config.decontamination import DecontaminationConfig
 from genixer_ray.config.filters import FiltersConfig
 from genixer_ray.prompts import PROFILES, build_profile
 
@@ -194,6 +195,7 @@ class RunConfig(Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
+    decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
 
     @field_validator("task_mix")
     @classmethod

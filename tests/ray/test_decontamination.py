@@ -1,0 +1,43 @@
+"""Decontamination before generation in a real run on Ray: matched images never reach the generator."""
+
+import base64
+import io
+
+import polars as pl
+import pytest
+from PIL import Image
+
+from genixer_ray.config import load_config
+from genixer_ray.images import embedded_image_paths
+from genixer_ray.pipeline import run_generation
+from genixer_ray.verify import verify_run
+
+pytestmark = pytest.mark.ray
+
+
+def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(ray_session, tmp_path):
+    photos = embedded_image_paths()
+    requant = io.BytesIO()
+    Image.open(photos["coffee"]).convert("RGB").save(requant, "JPEG", quality=35)  # a re-encoded copy of a crawl image
+    rows = [("0", base64.b64encode(photos["chelsea"].read_bytes()).decode()), ("1", base64.b64encode(requant.getvalue()).decode())]
+    tsv = tmp_path / "MMBench_DEV_EN.tsv"
+    tsv.write_text('"index"\t"question"\t"image"\n' + "".join(f'"{i}"\t"What is it?"\t"{b}"\n' for i, b in rows))
+    overrides = [
+        f"output.path={tmp_path / 'out'}", "generator.backend=transformers", "sampling.max_tokens=8", "samples_per_image=2",
+        "decontamination.enabled=true",
+        f"decontamination.sources=[{{benchmark: MMBench_DEV_EN, format: vlmevalkit_tsv, path: '{tsv}'}}]",
+    ]
+    summary = run_generation(load_config(None, overrides))
+    assert summary.by_status["skipped"] == 4 and sum(summary.by_status.values()) == 16, summary.by_status  # 8 photos x 2 samples
+    out = pl.read_parquet(f"{summary.output}/data/*.parquet")
+    skipped = out.filter(pl.col("status") == "skipped")
+    assert sorted(skipped["image_id"].unique()) == ["chelsea", "coffee"] and sorted(skipped["sample"]) == [0, 0, 1, 1]
+    assert set(skipped["error_code"]) == {"contaminated"} and set(skipped["contamination_benchmark"]) == {"MMBench_DEV_EN"}
+    assert dict(zip(skipped["image_id"], skipped["contamination_tier"])) == {"chelsea": "bytes", "coffee": "perceptual"}
+    # The generator's own record: a request it served has prompt tokens; the skipped rows have none, and no text.
+    assert skipped["prompt_tokens"].null_count() == 4 and skipped["text"].null_count() == 4
+    assert out.filter(pl.col("status") != "skipped")["prompt_tokens"].null_count() == 0
+    assert verify_run(summary.output).ok
+    # A re-run of the finished run reuses the index and rewrites nothing.
+    again = run_generation(load_config(None, overrides))
+    assert again.skipped_shards == again.shards

@@ -1,0 +1,151 @@
+"""Evaluation sets in their published shapes, the index, and the contamination stage; no Ray."""
+
+import base64
+import io
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageEnhance
+
+from genixer_ray.annotations import SourceStats
+from genixer_ray.config import ConfigError, DecontaminationConfig, EvalSource, InputConfig, build_config
+from genixer_ray.decontam.evalsets import iter_eval_images
+from genixer_ray.decontam.index import EvalIndex, build_index
+from genixer_ray.errors import UserError
+from genixer_ray.images import embedded_image_paths
+from genixer_ray.stages.decode import DecodeStage
+
+PHOTOS = embedded_image_paths()
+
+
+def jpeg(name: str, quality: int = 92, edit=None) -> bytes:
+    img = Image.open(PHOTOS[name]).convert("RGB")
+    img = edit(img) if edit else img
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def write_tsv(path, rows: list[dict]) -> str:
+    """A TSV as VLMEvalKit writes its benchmark files (pandas to_csv, sep='\\t', every field quoted)."""
+    cols = list(rows[0])
+    quote = lambda v: '"' + str(v).replace('"', '""') + '"'  # noqa: E731 - csv.QUOTE_ALL
+    path.write_text("\n".join(["\t".join(map(quote, cols))] + ["\t".join(quote(r[c]) for c in cols) for r in rows]) + "\n")
+    return str(path)
+
+
+def read(src: dict) -> tuple[dict, SourceStats]:
+    stats = SourceStats("t")
+    return dict(iter_eval_images(EvalSource.model_validate(src), stats)), stats
+
+
+def test_a_vlmevalkit_tsv_with_shared_images_multi_image_rows_and_bad_records(tmp_path):
+    """MMBench's shape: index, question, hint, options, answer, category, image; a row whose image
+    is another row's index shares it (VLMEvalKit's image_base.py), and a list literal is several images."""
+    chelsea, coffee, rocket = jpeg("chelsea"), jpeg("coffee"), jpeg("rocket")
+    base = {"question": 'What is "this"?\tReally', "hint": "nan", "A": "a cat", "B": "a dog", "answer": "A", "category": "x"}
+    tsv = write_tsv(tmp_path / "MMBench_DEV_EN.tsv", [
+        {"index": 0, **base, "image": b64(chelsea)},
+        {"index": 1, **base, "image": "0"},  # the same image as index 0
+        {"index": 2, **base, "image": str([b64(coffee), b64(rocket)])},
+        {"index": 3, **base, "image": "!!not base64!!" * 10},
+        {"index": 4, **base, "image": "99"},  # refers to no row
+    ])
+    images, stats = read({"benchmark": "MMBench_DEV_EN", "format": "vlmevalkit_tsv", "path": tsv})
+    assert images == {"0": chelsea, "2": coffee, "2#1": rocket}
+    assert dict(stats.skipped) == {"bad_base64": 1, "bad_reference": 1} and stats.records == 5
+
+
+def test_a_truncated_or_foreign_tsv_is_an_error_naming_the_file(tmp_path):
+    (tmp_path / "cut.tsv").write_text('"index"\t"image"\n"0"\t"abc')  # cut inside a quoted field
+    with pytest.raises(UserError, match="cut.tsv"):
+        read({"benchmark": "b", "format": "vlmevalkit_tsv", "path": str(tmp_path / "cut.tsv")})
+    (tmp_path / "other.tsv").write_text("a\tb\n1\t2\n")
+    with pytest.raises(UserError, match="other.tsv has no index and image"):
+        read({"benchmark": "b", "format": "vlmevalkit_tsv", "path": str(tmp_path / "other.tsv")})
+
+
+def test_parquet_with_image_structs_as_datasets_writes_them(tmp_path):
+    """The `datasets` Image feature: a struct of bytes and path; a null bytes field names a file."""
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "rocket.jpg").write_bytes(rocket := jpeg("rocket"))
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({
+        "question_id": ["q1", "q2", "q3"],
+        "image": pa.array([{"bytes": jpeg("coffee"), "path": None}, {"bytes": None, "path": "rocket.jpg"},
+                           {"bytes": None, "path": None}], type=image),
+    })
+    (tmp_path / "data").mkdir()
+    pq.write_table(table, tmp_path / "data" / "test-00000-of-00001.parquet")
+    images, stats = read({"benchmark": "POPE", "format": "parquet", "path": str(tmp_path / "data"), "image_root": str(tmp_path / "img")})
+    assert images == {"q1": jpeg("coffee"), "q2": rocket} and dict(stats.skipped) == {"no_image": 1}
+
+
+def test_refer_test_splits_and_image_folders(tmp_path):
+    """RefCOCO's testA split holds COCO train2014 images: read from the refer release as training reads it."""
+    images, _ = read({"benchmark": "RefCOCO_testA", "format": "refer", "splits": ["testA"],
+                      "files": {"refs": "fixtures/refcoco/refs(unc).p", "instances": "fixtures/refcoco/instances.json"},
+                      "image_root": "fixtures/images/coco/train2014"})
+    assert len(images) == 1  # the fixture's one testA expression, its image once
+    (tmp_path / "a.jpg").write_bytes(jpeg("camera"))
+    folder, _ = read({"benchmark": "mine", "format": "images", "path": str(tmp_path)})
+    assert list(folder) == ["a.jpg"]  # the image id a run would give it
+
+
+def test_bad_sources_fail_at_config_load_naming_the_field():
+    with pytest.raises(ConfigError, match="decontamination.*needs image_root"):
+        build_config({"decontamination": {"sources": [{"benchmark": "r", "format": "gqa", "path": "x.json"}]}})
+    with pytest.raises(ConfigError, match="enabled needs at least one evaluation set"):
+        build_config({"decontamination": {"enabled": True}})
+    with pytest.raises(ConfigError, match="benchmark"):
+        build_config({"decontamination": {"sources": [{"benchmark": "a/b", "format": "images", "path": "x"}]}})
+
+
+def decoded(data: bytes, image_id: str) -> dict:
+    (row,) = DecodeStage(InputConfig())([{"shard": 0, "image_id": image_id, "source": f"inline:{image_id}", "data": data}])
+    return row
+
+
+def test_the_index_matches_each_tier_and_nothing_else(tmp_path):
+    chelsea, coffee = jpeg("chelsea"), jpeg("coffee")
+    tsv = write_tsv(tmp_path / "b.tsv", [{"index": 7, "image": b64(chelsea)}, {"index": 8, "image": b64(coffee)},
+                                         {"index": 9, "image": b64(b"GIF89a" + bytes(100))}])  # over 64 characters: bytes, not a reference
+    cfg = DecontaminationConfig(enabled=True, sources=[EvalSource(benchmark="bench", format="vlmevalkit_tsv", path=tsv)])
+    index, counts = build_index(cfg)
+    assert len(index) == 2 and counts["sources"][0]["skipped"] == {"not_an_image": 1}
+    index = EvalIndex.from_bytes(index.to_bytes())  # as the read tasks load it
+    png = io.BytesIO()
+    Image.open(io.BytesIO(chelsea)).save(png, "PNG")
+    brighter = jpeg("coffee", quality=40, edit=lambda im: ImageEnhance.Brightness(im).enhance(1.15))
+    found = {k: index.match(decoded(d, k), 8) for k, d in
+             {"same": chelsea, "png": png.getvalue(), "edited": brighter, "other": jpeg("rocket")}.items()}
+    assert (found["same"].tier, found["same"].item, found["same"].benchmark) == ("bytes", "7", "bench")
+    assert found["png"].tier == "pixels" and found["png"].item == "7"
+    assert found["edited"].tier == "perceptual" and found["edited"].item == "8" and found["edited"].distance <= 8
+    assert found["other"] is None
+
+
+def test_the_contamination_stage_skips_matches_and_keeps_the_rest(tmp_path):
+    from genixer_ray.decontam.index import build_and_write
+    from genixer_ray.stages import check_contract
+    from genixer_ray.stages.contamination import ContaminationStage
+    from genixer_ray.store import RunStore
+
+    tsv = write_tsv(tmp_path / "b.tsv", [{"index": 1, "image": b64(jpeg("chelsea"))}])
+    cfg = DecontaminationConfig(enabled=True, sources=[EvalSource(benchmark="bench", format="vlmevalkit_tsv", path=tsv)])
+    store = RunStore(str(tmp_path / "run"))
+    counts = build_and_write(cfg, store.url, {}, "decontam/index-x")
+    assert counts["images"] == 1 and json.loads((tmp_path / "run/decontam/index-x.json").read_text()) == counts
+    stage = ContaminationStage(store.url, "decontam/index-x.npz", {}, 8)
+    rows = [decoded(jpeg("chelsea", quality=50), "copy"), decoded(jpeg("rocket"), "clean"), decoded(b"", "broken")]
+    out = stage(rows)
+    check_contract(stage, rows, out)
+    assert out[0]["status"] == "skipped" and out[0]["error_code"] == "contaminated" and out[0]["contamination_benchmark"] == "bench"
+    assert "bench item 1 (perceptual, distance" in out[0]["error_message"] and out[0]["error_stage"] == "contamination"
+    assert out[1] == rows[1] and out[2] == rows[2]
