@@ -26,7 +26,8 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
     Keys: ``url``, ``name``, ``kind`` (``generation run`` or ``filter pass``), ``rows``,
     ``by_status``, ``by_error``, ``by_task``, ``kept``, ``shards`` (``planned``, ``committed``,
     ``pending``), ``funnel`` (per task), ``pass_rates`` (per filter: rows passing / rows reaching
-    it, all tasks), ``config_digest`` (of the recorded, credential-masked config) and ``finished_at``.
+    it, all tasks), ``contamination`` (rows per ``benchmark/tier`` matched), ``config_digest`` (of the
+    recorded, credential-masked config) and ``finished_at``.
 
     Raises:
         NotARunError: nothing at ``url`` looks like a run or a filter pass.
@@ -59,7 +60,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
         "url": store.url, "name": store.url.rsplit("/", 1)[-1], "kind": kind,
         "rows": counts["rows"], "by_status": counts["by_status"], "by_error": counts["by_error"], "by_task": counts["by_task"],
         "kept": counts["kept"], "shards": {"planned": planned, "committed": committed, "pending": max(planned - committed, 0)},
-        "funnel": counts["funnel"], "pass_rates": rates, "config_digest": _digest(config),
+        "funnel": counts["funnel"], "pass_rates": rates, "contamination": counts.get("contamination", {}), "config_digest": _digest(config),
         "finished_at": manifest.get("finished_at"),
     }
 
@@ -75,6 +76,7 @@ def format_inspection(info: dict) -> str:
         f"  rows: {info['rows']} ({kv(info['by_status'])}); kept: {info['kept']}",
         f"  errors by code: {kv(info['by_error'])}",
         f"  rows per task: {kv(info['by_task'])}",
+        f"  contaminated rows by benchmark/tier: {kv(info['contamination'])}",
         f"  shards: {s['committed']} of {s['planned']} committed, {s['pending']} pending",
         "  filter pass rates: " + (", ".join(f"{f} {r:.1%}" if r is not None else f"{f} -" for f, r in info["pass_rates"].items()) or "no filter ran"),
         f"  config digest: {info['config_digest']}; finished: {info['finished_at'] or 'not yet (no manifest)'}",

@@ -91,6 +91,7 @@ class RunSummary:
     kept: int = 0
     funnel: dict[str, Counter] = field(default_factory=dict)
     engine: EngineTally = field(default_factory=EngineTally)
+    contamination: Counter = field(default_factory=Counter)  # rows per "benchmark/tier" matched
 
     def add_marker(self, m: dict) -> None:
         """Count one committed shard's marker."""
@@ -102,6 +103,7 @@ class RunSummary:
         for task, steps in m.get("funnel", {}).items():
             self.funnel.setdefault(task, Counter()).update(steps)
         self.engine.add(m.get("engine", {}))
+        self.contamination.update(m.get("contamination", {}))
 
     def counts(self) -> dict:
         """The counts as JSON-ready data for a manifest."""
@@ -115,6 +117,8 @@ class RunSummary:
         }
         if self.engine.rows:
             out["engine"] = self.engine.summary()
+        if self.contamination:
+            out["contamination"] = dict(self.contamination)
         return out
 
 
@@ -187,6 +191,9 @@ class ShardWriter:
             "by_task": dict(Counter(t for t in df["parsed_task"].to_list() if t)),
             **decided,
         }
+        matched = df.filter(df["contamination_benchmark"].is_not_null())
+        if matched.height:  # rows per "benchmark/tier" (a skipped image's samples each count)
+            counts["contamination"] = dict(Counter(f"{b}/{t}" for b, t in matched.select("contamination_benchmark", "contamination_tier").iter_rows()))
         if self.engine is not None:
             # Counted once per shard: the marker's sums, and the progress line's over committed shards.
             counts["engine"] = EngineTally.of(rows).sums()

@@ -9,6 +9,7 @@ from PIL import Image
 
 from genixer_ray.config import load_config
 from genixer_ray.images import embedded_image_paths
+from genixer_ray.inspection import inspect_run
 from genixer_ray.pipeline import run_generation
 from genixer_ray.verify import verify_run
 
@@ -38,6 +39,8 @@ def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(
     assert skipped["prompt_tokens"].null_count() == 4 and skipped["text"].null_count() == 4
     assert out.filter(pl.col("status") != "skipped")["prompt_tokens"].null_count() == 0
     assert verify_run(summary.output).ok
+    info = inspect_run(summary.output)
+    assert info["contamination"] == {"MMBench_DEV_EN/bytes": 2, "MMBench_DEV_EN/perceptual": 2} and info["by_error"]["contaminated"] == 4
     # A re-run of the finished run reuses the index and rewrites nothing.
     again = run_generation(load_config(None, overrides))
     assert again.skipped_shards == again.shards

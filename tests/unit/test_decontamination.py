@@ -149,3 +149,16 @@ def test_the_contamination_stage_skips_matches_and_keeps_the_rest(tmp_path):
     assert out[0]["status"] == "skipped" and out[0]["error_code"] == "contaminated" and out[0]["contamination_benchmark"] == "bench"
     assert "bench item 1 (perceptual, distance" in out[0]["error_message"] and out[0]["error_stage"] == "contamination"
     assert out[1] == rows[1] and out[2] == rows[2]
+
+
+def test_the_readme_example_is_a_valid_run_config():
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Decontamination"):]
+    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    cfg = build_config(yaml.safe_load(block))
+    assert [s.format for s in cfg.decontamination.sources] == ["vlmevalkit_tsv", "parquet", "refer", "images"]
