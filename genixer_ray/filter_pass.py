@@ -14,11 +14,14 @@ from pydantic import ValidationError
 
 from genixer_ray.builder import Source, build_dataset
 from genixer_ray.config import ConfigError, FilterPassConfig, GeneratorConfig, InputConfig, redacted
+from genixer_ray.decontam.index import prepare_index
 from genixer_ray.errors import fail
 from genixer_ray.filters.decide import decide_shard
+from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
 from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
 from genixer_ray.schema import FILTER_SCHEMA, GENERATION_SCHEMA
-from genixer_ray.stages import IMAGE_COLUMNS, Pool
+from genixer_ray.stages import IMAGE_COLUMNS, Pool, StageSpec
+from genixer_ray.stages.contamination import ContaminationStage, QuestionStage
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.filters import filter_specs
 from genixer_ray.store import RunStore
@@ -51,8 +54,8 @@ def read_committed(shard: int, *, chunk: int, run_url: str, storage_options: dic
                 if img.get("image_id") != row["image_id"]:
                     p = planned[row["image_id"]]
                     img = stage([{"shard": shard, "image_id": p["image_id"], "source": p["source"], "data": p["data"]}])[0]
-                if img["status"] == "ok":
-                    row |= {c: img[c] for c in IMAGE_COLUMNS}
+                if img["status"] == "ok":  # its image, and its fingerprints (runs made before them had none)
+                    row |= {c: img[c] for c in (*IMAGE_COLUMNS, *FINGERPRINT_COLUMNS)}
                 else:
                     row = fail(row, img["error_stage"], img["error_code"], img["error_message"])
             out.append(row)
@@ -77,6 +80,33 @@ def recorded_generator(src: RunStore) -> GeneratorConfig | None:
         ) from None
 
 
+def _begin(dst: RunStore, cfg: FilterPassConfig, engine: GeneratorConfig | None, run: str) -> None:
+    """Record the pass's settings at its first start; refuse to resume it with others."""
+    wanted = {"filters": redacted(cfg.filters), "engine": engine and redacted(engine)}
+    if cfg.decontamination.enabled:
+        wanted["decontamination"] = redacted(cfg.decontamination)
+    recorded = dst.read_json("filter.json")
+    if recorded is None:
+        dst.write_json("filter.json", wanted)
+    elif recorded != wanted:
+        raise ConfigError(
+            f"filter pass {cfg.filters.name!r} of {run} was begun with other settings ({recorded}); "
+            "resume with the same settings or choose another filters.name"
+        )
+
+
+def pass_checks(dst: RunStore, cfg: FilterPassConfig, tasks: Pool) -> list[StageSpec]:
+    """The decontamination stages of a pass (none unless enabled), on the read tasks: the images,
+    decoded again, and the generated questions, matched against the evaluation index on ``dst``."""
+    if not cfg.decontamination.enabled:
+        return []
+    at = (dst.url, prepare_index(dst, cfg.decontamination), dst.storage_options)
+    return [
+        StageSpec("contamination", ContaminationStage, (*at, cfg.decontamination.radius, False), tasks),
+        StageSpec("question_contamination", QuestionStage, at, tasks),
+    ]
+
+
 def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     """Filter the committed shards of an existing run (or resume doing so); return the summary.
 
@@ -94,9 +124,11 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
             begun with other settings.
         RuntimeError: a filter engine failed beyond its retries.
     """
-
-    if not cfg.filters.any_enabled:
-        raise ConfigError("filters: no filter is enabled (set filters.clip.enabled, filters.judge.enabled or filters.consistency.enabled)")
+    if not cfg.filters.any_enabled and not cfg.decontamination.enabled:
+        raise ConfigError(
+            "filters: no filter is enabled (set filters.clip.enabled, filters.judge.enabled, filters.consistency.enabled "
+            "or decontamination.enabled)"
+        )
     started = datetime.now(UTC)
     use_system_arrow_allocator()
     src = RunStore(run, cfg.run.storage_options)
@@ -107,15 +139,7 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     decode = cfg.decode_config(plan.get("input") or {})
     dst = RunStore(filter_url(src.url, cfg), cfg.run.storage_options)
     dst.check_writable()
-    wanted = {"filters": redacted(cfg.filters), "engine": engine and redacted(engine)}
-    recorded = dst.read_json("filter.json")
-    if recorded is None:
-        dst.write_json("filter.json", wanted)
-    elif recorded != wanted:
-        raise ConfigError(
-            f"filter pass {cfg.filters.name!r} of {src.url} was begun with other settings ({recorded}); "
-            "resume with the same settings or choose another filters.name"
-        )
+    _begin(dst, cfg, engine, src.url)
     source = {m["shard"]: m["rows"] for m in src.markers()}
     done = dst.committed()
     expected = {k: n for k, n in source.items() if k not in done}
@@ -126,8 +150,8 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
         tasks = Pool("tasks", f.batch_size, task_cpus=cfg.scaling.decode_cpus, max_tasks=decode_tasks(cfg.scaling))
         load = {"run_url": src.url, "storage_options": cfg.run.storage_options, "decode": decode}
         writer = ShardWriter(dst, expected, functools.partial(decide_shard, cfg=f), label="filter")
-        ds = build_dataset(Source(sorted(expected), read_committed, load, GENERATION_SCHEMA, tasks), filter_specs(f, engine, generator=None))
-        stream_into(ds, writer, f"filter pass {f.name!r} of {src.url}")
+        specs = pass_checks(dst, cfg, tasks) + filter_specs(f, engine, generator=None)
+        stream_into(build_dataset(Source(sorted(expected), read_committed, load, GENERATION_SCHEMA, tasks), specs), writer, f"filter pass {f.name!r} of {src.url}")
     summary = RunSummary(output=dst.url, shards=len(source), skipped_shards=len(done))
     for m in dst.markers():
         summary.add_marker(m)

@@ -16,13 +16,14 @@ from datetime import UTC, datetime
 
 from genixer_ray.builder import Source, build_dataset
 from genixer_ray.config import ConfigError, InputConfig, RunConfig, redact, redacted
+from genixer_ray.decontam.index import prepare_index
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.models import input_side
 from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
 from genixer_ray.schema import ROW_COLUMNS
 from genixer_ray.stages import Pool, StageSpec
-from genixer_ray.stages.contamination import ContaminationStage
+from genixer_ray.stages.contamination import ContaminationStage, QuestionStage
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.filters import filter_specs
 from genixer_ray.stages.generate import GenerateStage
@@ -102,33 +103,15 @@ def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None 
         "generator", cfg.generator.batch_size, actors=cfg.scaling,
         concurrent_calls=cfg.generator.concurrent_batches(cfg.samples_per_image),
     )
-    checks = [StageSpec("contamination", ContaminationStage, (store.url, index, store.storage_options, cfg.decontamination.radius), tasks)]
+    at = (store.url, index, store.storage_options) if index else None
     return [
         StageSpec("decode", DecodeStage, (decode,), tasks),
-        *(checks if index else []),
+        *([StageSpec("contamination", ContaminationStage, (*at, cfg.decontamination.radius), tasks)] if at else []),
         StageSpec("generate", GenerateStage, (cfg,), gen),
         StageSpec("parse", ParseStage, (), gen),
+        *([StageSpec("question_contamination", QuestionStage, at, gen)] if at else []),
         *filter_specs(cfg.filters, cfg.generator, generator=gen),
     ]
-
-
-def _decontamination_index(store: RunStore, cfg: RunConfig) -> str:
-    """The run's evaluation index (its name on the run's store), built by one Ray task unless the
-    same sources were indexed for this run before."""
-    import ray
-
-    from genixer_ray.decontam.index import build_and_write, ensure_index
-
-    def build(*args):
-        log.info(f"[decontam] indexing {len(cfg.decontamination.sources)} evaluation set(s)")
-        return ray.get(ray.remote(num_cpus=1)(build_and_write).remote(*args))
-
-    name, counts = ensure_index(store, cfg.decontamination, build=build)
-    per = ", ".join(f"{s['benchmark']} {s['images']}" + (f" ({sum(s['skipped'].values())} skipped)" if s["skipped"] else "")
-                    for s in counts["sources"])
-    log.info(f"[decontam] {counts['images']} evaluation images indexed ({per}); images within "
-             f"{cfg.decontamination.radius} bits of one are not generated on")
-    return name
 
 
 def run_generation(cfg: RunConfig) -> RunSummary:
@@ -163,7 +146,7 @@ def run_generation(cfg: RunConfig) -> RunSummary:
             f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {sc.min_actors}-{sc.max_actors} "
             f"{cfg.generator.backend} generator actor(s) with {cfg.generator.model}; images decoded to a {sized}longer side at most {decode.max_side} px"
         )
-        index = _decontamination_index(store, cfg) if cfg.decontamination.enabled else None
+        index = prepare_index(store, cfg.decontamination) if cfg.decontamination.enabled else None
         source = Source(sorted(expected), read_plan, {"run_url": store.url, "storage_options": store.storage_options}, ROW_COLUMNS, read_pool(cfg))
         stream_into(build_dataset(source, generation_stages(cfg, decode, index=index, store=store)), writer, f"run {cfg.name!r}")
     summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from genixer_ray.config.base import Strict
+from genixer_ray.config.decontamination import DecontaminationConfig
 from genixer_ray.config.filters import FiltersConfig
 from genixer_ray.config.run import EngineConfig, GeneratorConfig, InputConfig, RayConfig
 from genixer_ray.errors import ConfigError
@@ -49,6 +50,10 @@ class FilterPassConfig(Strict):
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     run: StoreConfig = Field(default_factory=StoreConfig, description="The run's store: read, and written under {run}/filtered/{filters.name}.")
     scaling: RayConfig = Field(default_factory=RayConfig)
+    decontamination: DecontaminationConfig = Field(
+        default_factory=DecontaminationConfig,
+        description="Match the run's images and generated questions against evaluation sets (rows that match are rejected).",
+    )
 
     @model_validator(mode="before")
     @classmethod

@@ -1,4 +1,5 @@
-"""Evaluation sets in the forms their users have them, each read into ``(item id, image bytes)``.
+"""Evaluation sets in the forms their users have them, each read into records: an item id, the image's
+bytes and the questions asked about it (:class:`EvalRecord`).
 
 - ``vlmevalkit_tsv``: VLMEvalKit's benchmark TSVs, read as its ``ImageBaseDataset`` reads them
   (``vlmeval/dataset/image_base.py``, ``vlmeval/smp``): tab-separated with CSV quoting; ``index``
@@ -23,6 +24,7 @@ import ast
 import base64
 import binascii
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import fsspec
 
@@ -31,6 +33,17 @@ from genixer_ray.config.decontamination import EvalSource
 from genixer_ray.errors import UserError
 
 _ID_COLUMNS = ("id", "index", "question_id")
+_QUESTION_COLUMNS = ("question", "query", "prompt")
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One evaluation image (``data`` ``None``: the item has questions but no image of its own)
+    and the questions asked about it."""
+
+    item: str
+    data: bytes | None
+    questions: tuple[str, ...] = field(default=())
 
 
 def _read(url: str, storage_options: dict) -> bytes:
@@ -45,7 +58,7 @@ def _image_list(value: str) -> list[str]:
     return [value]
 
 
-def _vlmevalkit_tsv(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, bytes]]:
+def _vlmevalkit_tsv(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecord]:
     import polars as pl
 
     try:
@@ -61,6 +74,7 @@ def _vlmevalkit_tsv(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, 
     for r in rows:
         stats.records += 1
         index, value = str(r["index"]), r.get("image") or ""
+        questions = tuple(q for q in [r.get("question")] if q)
         if 0 < len(value) <= 64:  # the index of the row holding the image
             if len(images.get(value, "")) <= 64:
                 stats.skip("bad_reference", f"index {index}", f"image refers to index {value!r}, which holds no image")
@@ -69,11 +83,13 @@ def _vlmevalkit_tsv(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, 
         if not value:
             if r.get("image_path") and src.image_root:
                 for k, name in enumerate(_image_list(r["image_path"])):
-                    yield from _counted(stats, f"{index}#{k}" if k else index, lambda n=name: _read(f"{src.image_root.rstrip('/')}/{n}", src.storage_options))
+                    url = f"{src.image_root.rstrip('/')}/{name}"
+                    yield from _counted(stats, f"{index}#{k}" if k else index, lambda u=url: _read(u, src.storage_options), questions)
                 continue
             stats.skip("no_image", f"index {index}", "no image bytes and no image_path under image_root")
             continue
-        if value in seen:  # several questions about one image: index it once
+        if value in seen:  # several questions about one image: its image once, every question
+            yield EvalRecord(index, None, questions)
             continue
         seen.add(value)
         for k, b64 in enumerate(_image_list(value)):
@@ -83,20 +99,20 @@ def _vlmevalkit_tsv(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, 
                 stats.skip("bad_base64", f"index {index}", str(e))
                 continue
             stats.samples += 1
-            yield (f"{index}#{k}" if k else index), data
+            yield EvalRecord(f"{index}#{k}" if k else index, data, questions)
 
 
-def _counted(stats: SourceStats, item: str, read) -> Iterator[tuple[str, bytes]]:
+def _counted(stats: SourceStats, item: str, read, questions: tuple[str, ...] = ()) -> Iterator[EvalRecord]:
     try:
         data = read()
     except FileNotFoundError as e:
         stats.skip("missing", item, str(e))
         return
     stats.samples += 1
-    yield item, data
+    yield EvalRecord(item, data, questions)
 
 
-def _parquet(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, bytes]]:
+def _parquet(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecord]:
     import pyarrow.parquet as pq
 
     fs, root = fsspec.core.url_to_fs(src.path, **src.storage_options)
@@ -110,29 +126,31 @@ def _parquet(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, bytes]]
             if src.image_column not in columns:
                 raise UserError(f"decontamination: {name} has no column {src.image_column!r} (columns: {columns[:8]})")
             id_col = next((c for c in _ID_COLUMNS if c in columns), None)
+            q_col = next((c for c in _QUESTION_COLUMNS if c in columns), None)
             n = 0
-            for batch in pf.iter_batches(columns=[src.image_column] + ([id_col] if id_col else [])):
+            for batch in pf.iter_batches(columns=[src.image_column, *(c for c in (id_col, q_col) if c)]):
                 for r in batch.to_pylist():
                     stats.records += 1
                     item = str(r[id_col]) if id_col else f"{name.rsplit('/', 1)[-1]}:{n}"
                     n += 1
-                    yield from _parquet_image(src, stats, item, r[src.image_column])
+                    questions = (str(r[q_col]),) if q_col and r[q_col] else ()
+                    yield from _parquet_image(src, stats, item, r[src.image_column], questions)
 
 
-def _parquet_image(src: EvalSource, stats: SourceStats, item: str, value) -> Iterator[tuple[str, bytes]]:
+def _parquet_image(src: EvalSource, stats: SourceStats, item: str, value, questions: tuple[str, ...]) -> Iterator[EvalRecord]:
     # datasets' Image feature: {bytes, path}; bytes may be null with a path to the file instead.
     data, path = (value.get("bytes"), value.get("path")) if isinstance(value, dict) else (value, None)
     if data:
         stats.samples += 1
-        yield item, data
+        yield EvalRecord(item, data, questions)
     elif path:
         url = path if "://" in path or path.startswith("/") or not src.image_root else f"{src.image_root.rstrip('/')}/{path}"
-        yield from _counted(stats, item, lambda: _read(url, src.storage_options))
+        yield from _counted(stats, item, lambda: _read(url, src.storage_options), questions)
     else:
         stats.skip("no_image", item, "the image column holds neither bytes nor a path")
 
 
-def _images(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, bytes]]:
+def _images(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecord]:
     from genixer_ray.config import InputConfig
     from genixer_ray.inputs import iter_inputs
 
@@ -142,12 +160,12 @@ def _images(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, bytes]]:
             stats.skip(row["error_code"], row["image_id"], row.get("error_message") or "")
         elif row.get("data") is not None:
             stats.samples += 1
-            yield row["image_id"], row["data"]
+            yield EvalRecord(row["image_id"], row["data"])
         else:
             yield from _counted(stats, row["image_id"], lambda u=row["source"]: _read(u, src.storage_options))
 
 
-def _annotations(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, bytes]]:
+def _annotations(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecord]:
     from genixer_ray.fixtures import resolve_fixture  # fixtures/...: the bundled files, as training takes them
 
     files = {role: resolve_fixture(url) for role, url in (({"path": src.path} if src.path else {}) | src.files).items()}
@@ -155,21 +173,31 @@ def _annotations(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, byt
     seen: set[str] = set()
     for sample in convert_source(src.format, files, image_root=resolve_fixture(src.image_root), storage_options=src.storage_options,
                                  splits=tuple(src.splits), stats=converted):
+        questions = _sample_questions(sample)
         if sample["image"] in seen:
+            yield EvalRecord(sample["sample_id"], None, questions)
             continue
         seen.add(sample["image"])
         stats.records += 1
-        yield from _counted(stats, sample["sample_id"], lambda u=sample["image"]: _read(u, src.storage_options))
+        yield from _counted(stats, sample["sample_id"], lambda u=sample["image"]: _read(u, src.storage_options), questions)
     for reason, n in converted.skipped.items():
         stats.skipped[reason] += n
         stats.examples.setdefault(reason, converted.examples.get(reason, []))
 
 
+def _sample_questions(sample: dict) -> tuple[str, ...]:
+    # A converted sample's questions: its turns' questions, or the expression a REC/REG sample refers by.
+    turns = [q for q, _ in sample.get("turns") or []]
+    referring = sample.get("referring")
+    return tuple(turns + ([referring["expression"]] if isinstance(referring, dict) and referring.get("expression") else []))
+
+
 _READERS = {"vlmevalkit_tsv": _vlmevalkit_tsv, "parquet": _parquet, "images": _images}
 
 
-def iter_eval_images(src: EvalSource, stats: SourceStats) -> Iterator[tuple[str, bytes]]:
-    """The images of one evaluation set as ``(item id, bytes)``, each once; skips counted in ``stats``.
+def iter_eval_records(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecord]:
+    """The records of one evaluation set: each image once (with the first question about it), and
+    a record without image for each further question about an image; skips counted in ``stats``.
 
     Raises:
         UserError: a file that cannot be read, or is not in the format (naming it).

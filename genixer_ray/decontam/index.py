@@ -1,11 +1,18 @@
-"""The evaluation images' fingerprints, indexed once per run and matched against every run image.
+"""The evaluation sets indexed once per run: their images' fingerprints and their questions.
 
-Three tiers, tried in order: the file's bytes (SHA-256), the decoded pixels (XXH3-128), and the
+Images: three tiers, tried in order: the file's bytes (SHA-256), the decoded pixels (XXH3-128), and the
 perceptual hashes within a Hamming radius: a run image's ``phash`` against each evaluation image's
 and its border crops' (:func:`~genixer_ray.fingerprints.index_hashes`), and its ``phash_center``
 against theirs; the nearest wins. The perceptual tier is a vectorized scan (``np.bitwise_count``
 over the 64-bit hashes): 64 bytes per evaluation image, about 1 ms per run image against 100,000
 evaluation images (BENCHMARKS.md, "Fingerprints").
+
+Questions (:meth:`EvalIndex.match_text`): a generated question (or a dialogue's turn) that is an
+evaluation question once normalized (:func:`normalize_text`: Unicode NFKC, case, punctuation and
+spacing) matches with tier ``question``; a text of at least :data:`NGRAM` words that shares a run of
+:data:`NGRAM` words with an evaluation question of that length matches with tier ``question_ngram``.
+Short questions ("What color is the car?") are asked of every image set, so only their whole text
+counts; ten words in a row is what a long question copied with small changes keeps.
 
 The index is built once per run by one Ray task and written to the run's store under
 ``decontam/index-{digest}.npz`` (``digest``: the sources' settings and their files' sizes and
@@ -19,6 +26,8 @@ import functools
 import hashlib
 import io
 import json
+import re
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,13 +38,30 @@ from genixer_ray.fingerprints import INDEX_CROPS, fingerprint, index_hashes
 from genixer_ray.images import DecodeError, decode_full
 
 INDEX_FOLDER = "decontam"
+NGRAM = 10  # words in a row that a long text shares with an evaluation question to match
+_NOT_WORD = re.compile(r"[\W_]+")
+_ARRAYS = ("benchmarks", "items", "image_sha256", "pixels_xxh3", "phash", "phash_center", "questions", "question_benchmarks",
+           "question_items", "ngrams", "ngram_owner")
+
+
+def normalize_text(text: str) -> str:
+    """``text`` compared as a question: NFKC, lower case, every run of non-word characters one space."""
+    return " ".join(_NOT_WORD.split(unicodedata.normalize("NFKC", text).lower())).strip()
+
+
+def ngram_hashes(normalized: str) -> np.ndarray:
+    """64-bit hashes of every run of :data:`NGRAM` words of a normalized text (none if shorter)."""
+    import xxhash
+
+    words = normalized.split()
+    return np.array([xxhash.xxh3_64_intdigest(" ".join(words[i : i + NGRAM]).encode()) for i in range(len(words) - NGRAM + 1)], dtype=np.uint64)
 
 
 @dataclass(frozen=True)
 class Match:
     """A run image that matches an evaluation image: how, how close, and which."""
 
-    tier: str  # "bytes", "pixels" or "perceptual"
+    tier: str  # "bytes", "pixels", "perceptual", "question" or "question_ngram"
     distance: int  # differing bits of the nearer perceptual hash (0 for the exact tiers)
     benchmark: str
     item: str
@@ -56,10 +82,16 @@ class EvalIndex:
     pixels_xxh3: np.ndarray  # str per image
     phash: np.ndarray  # uint64, (images, crops)
     phash_center: np.ndarray  # uint64, (images, crops)
+    questions: np.ndarray  # str per question, normalized
+    question_benchmarks: np.ndarray  # str per question
+    question_items: np.ndarray  # str per question
+    ngrams: np.ndarray  # uint64 n-gram hashes of the long questions, sorted
+    ngram_owner: np.ndarray  # int64: the question each n-gram hash belongs to
 
     def __post_init__(self):
         self._bytes = {h: i for i, h in enumerate(self.image_sha256)}
         self._pixels = {h: i for i, h in enumerate(self.pixels_xxh3)}
+        self._questions = {q: i for i, q in enumerate(self.questions)}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -81,10 +113,25 @@ class EvalIndex:
         i = int(nearest.argmin())
         return self._match(i, "perceptual", int(nearest[i])) if nearest[i] <= radius else None
 
+    def match_text(self, texts: list[str]) -> Match | None:
+        """The evaluation question one of ``texts`` (a row's question, a dialogue's turns) repeats, if any."""
+        for text in texts:
+            norm = normalize_text(text)
+            if (i := self._questions.get(norm)) is not None:
+                return Match("question", 0, str(self.question_benchmarks[i]), str(self.question_items[i]))
+            grams = ngram_hashes(norm)
+            if len(grams) and len(self.ngrams):
+                at = np.searchsorted(self.ngrams, grams).clip(max=len(self.ngrams) - 1)
+                hit = np.nonzero(self.ngrams[at] == grams)[0]
+                if len(hit):
+                    i = int(self.ngram_owner[at[hit[0]]])
+                    return Match("question_ngram", 0, str(self.question_benchmarks[i]), str(self.question_items[i]))
+        return None
+
     def to_bytes(self) -> bytes:
         """The index as an ``.npz`` file's bytes (no pickles)."""
         buf = io.BytesIO()
-        np.savez(buf, **{k: getattr(self, k) for k in ("benchmarks", "items", "image_sha256", "pixels_xxh3", "phash", "phash_center")})
+        np.savez(buf, **{k: getattr(self, k) for k in _ARRAYS})
         return buf.getvalue()
 
     @classmethod
@@ -95,38 +142,47 @@ class EvalIndex:
 
 
 def build_index(cfg: DecontaminationConfig) -> tuple[EvalIndex, dict]:
-    """Fingerprint every image of ``cfg.sources``; return the index and its counts per source.
-
-    An image that does not decode is skipped and counted (its decode error's code).
-    """
+    """Fingerprint every image of ``cfg.sources`` and gather their questions; return the index and
+    its counts per source. An image that does not decode is skipped and counted (its decode code)."""
     from genixer_ray.annotations import SourceStats
-    from genixer_ray.decontam.evalsets import iter_eval_images
+    from genixer_ray.decontam.evalsets import iter_eval_records
 
-    cols: dict[str, list] = {k: [] for k in ("benchmarks", "items", "image_sha256", "pixels_xxh3", "phash", "phash_center")}
+    images: dict[str, list] = {k: [] for k in _ARRAYS[:6]}
+    questions: dict[str, tuple[str, str]] = {}  # normalized question -> its first (benchmark, item)
     counts = []
     for src in cfg.sources:
         stats = SourceStats(src.benchmark)
         indexed = 0
-        for item, data in iter_eval_images(src, stats):
-            try:
-                image = decode_full(data)
-            except DecodeError as e:
-                stats.skip(e.code, item, e.message)
+        for rec in iter_eval_records(src, stats):
+            for q in rec.questions:
+                questions.setdefault(normalize_text(q), (src.benchmark, rec.item))
+            if rec.data is None:
                 continue
-            fp = fingerprint(data, image)
+            try:
+                image = decode_full(rec.data)
+            except DecodeError as e:
+                stats.skip(e.code, rec.item, e.message)
+                continue
+            fp = fingerprint(rec.data, image)
             hashes = index_hashes(image)
-            for k, v in (("benchmarks", src.benchmark), ("items", item), ("image_sha256", fp.image_sha256), ("pixels_xxh3", fp.pixels_xxh3),
-                         ("phash", [h for h, _ in hashes]), ("phash_center", [c for _, c in hashes])):
-                cols[k].append(v)
+            for k, v in (("benchmarks", src.benchmark), ("items", rec.item), ("image_sha256", fp.image_sha256),
+                         ("pixels_xxh3", fp.pixels_xxh3), ("phash", [h for h, _ in hashes]), ("phash_center", [c for _, c in hashes])):
+                images[k].append(v)
             indexed += 1
         counts.append(stats.as_dict() | {"benchmark": src.benchmark, "images": indexed})
-    shape = (len(cols["items"]), len(INDEX_CROPS))
+    shape = (len(images["items"]), len(INDEX_CROPS))
+    texts = sorted(q for q in questions if q)
+    grams = [(h, i) for i, q in enumerate(texts) for h in ngram_hashes(q).tolist()]
+    grams.sort()
     index = EvalIndex(
-        benchmarks=np.array(cols["benchmarks"], dtype=str), items=np.array(cols["items"], dtype=str),
-        image_sha256=np.array(cols["image_sha256"], dtype=str), pixels_xxh3=np.array(cols["pixels_xxh3"], dtype=str),
-        phash=np.array(cols["phash"], dtype=np.uint64).reshape(shape), phash_center=np.array(cols["phash_center"], dtype=np.uint64).reshape(shape),
+        benchmarks=np.array(images["benchmarks"], dtype=str), items=np.array(images["items"], dtype=str),
+        image_sha256=np.array(images["image_sha256"], dtype=str), pixels_xxh3=np.array(images["pixels_xxh3"], dtype=str),
+        phash=np.array(images["phash"], dtype=np.uint64).reshape(shape), phash_center=np.array(images["phash_center"], dtype=np.uint64).reshape(shape),
+        questions=np.array(texts, dtype=str), question_benchmarks=np.array([questions[q][0] for q in texts], dtype=str),
+        question_items=np.array([questions[q][1] for q in texts], dtype=str),
+        ngrams=np.array([h for h, _ in grams], dtype=np.uint64), ngram_owner=np.array([i for _, i in grams], dtype=np.int64),
     )
-    return index, {"sources": counts, "images": len(index)}
+    return index, {"sources": counts, "images": len(index), "questions": len(texts)}
 
 
 def sources_digest(cfg: DecontaminationConfig) -> str:
@@ -170,6 +226,27 @@ def build_and_write(cfg: DecontaminationConfig, store_url: str, storage_options:
     store.write_bytes(f"{name}.npz", index.to_bytes())
     store.write_json(f"{name}.json", counts)
     return counts
+
+
+def prepare_index(store, cfg: DecontaminationConfig) -> str:
+    """The index of ``cfg``'s sources on ``store`` (a run's or a pass's), built by one Ray task
+    unless it was built there before; returns its name, and says what it holds in the log."""
+    import logging
+
+    import ray
+
+    log = logging.getLogger("genixer_ray.decontam")
+
+    def build(*args):
+        log.info(f"[decontam] indexing {len(cfg.sources)} evaluation set(s)")
+        return ray.get(ray.remote(num_cpus=1)(build_and_write).remote(*args))
+
+    name, counts = ensure_index(store, cfg, build=build)
+    per = ", ".join(f"{s['benchmark']} {s['images']}" + (f" ({sum(s['skipped'].values())} skipped)" if s["skipped"] else "")
+                    for s in counts["sources"])
+    log.info(f"[decontam] {counts['images']} evaluation images and {counts.get('questions', 0)} questions indexed ({per}); "
+             f"images within {cfg.radius} bits of one count as theirs")
+    return name
 
 
 @functools.lru_cache(maxsize=4)

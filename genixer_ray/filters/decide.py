@@ -64,6 +64,8 @@ def decide(rows: list[dict], cfg: FiltersConfig) -> list[dict]:
             r["keep"], r["reject_reasons"] = False, [r.get("error_code") or "error"]
             continue
         reasons = [r[f"{f}_reason"] for f in FILTERS if r.get(f"{f}_pass") is False]
+        if r.get("contamination_tier") is not None:  # an evaluation image or question, found after generation
+            reasons.append("contaminated")
         r["keep"], r["reject_reasons"] = not reasons, reasons
     return out
 

@@ -1,9 +1,14 @@
-"""The contamination stage: an image that matches an evaluation image is not generated on.
+"""The contamination stages: images and questions that belong to an evaluation set.
 
-It runs on the read tasks right after decode (which fingerprints every image), so a contaminated
-image never reaches the generator's actors: its row becomes ``status = "skipped"`` with code
-``contaminated`` and the match's columns (tier, distance, benchmark, item), and the generate stage
-passes it through as one row per requested sample, like an error row.
+:class:`ContaminationStage` runs on the read tasks right after decode (which fingerprints every
+image). In a generation run a contaminated image never reaches the generator's actors: its row
+becomes ``status = "skipped"`` with code ``contaminated`` and the match's columns (tier, distance,
+benchmark, item), and the generate stage passes it through as one row per requested sample, like
+an error row. In a pass over an existing run (``skip_matches=False``) the generated row keeps its
+status and gets the match's columns; the commit step rejects it (reason ``contaminated``).
+
+:class:`QuestionStage` checks the generated questions (after parse, or as read back in a pass)
+against the evaluation questions; a match is recorded the same way, unless the image matched first.
 """
 
 from __future__ import annotations
@@ -18,24 +23,53 @@ class ContaminationStage:
     """Match each decoded image against the run's evaluation index (:mod:`genixer_ray.decontam`).
 
     Args:
-        store_url: the run's folder, which holds the index.
+        store_url: the folder whose store holds the index (the run's, or the pass's).
         index_name: the index file under it (``decontam/index-{digest}.npz``).
-        storage_options: fsspec options of the run's store.
+        storage_options: fsspec options of that store.
         radius: the largest Hamming distance that counts as a perceptual match.
+        skip_matches: mark a match ``skipped`` (before generation), else only record it.
     """
 
     name = "contamination"
 
-    def __init__(self, store_url: str, index_name: str, storage_options: dict, radius: int):
+    def __init__(self, store_url: str, index_name: str, storage_options: dict, radius: int, skip_matches: bool = True):
         self.index = load_index(store_url, index_name, json.dumps(storage_options, sort_keys=True))
         self.radius = radius
+        self.skip_matches = skip_matches
 
     def _one(self, row: dict) -> dict:
-        if row["status"] != "ok" or (match := self.index.match(row, self.radius)) is None:
+        if row["status"] != "ok" or row.get("phash") is None or (match := self.index.match(row, self.radius)) is None:
+            return row
+        row = row | match.columns()
+        if not self.skip_matches:
             return row
         how = f"distance {match.distance}" if match.tier == "perceptual" else f"same {match.tier}"
-        return skip(row | match.columns(), self.name, "contaminated", f"{match.benchmark} item {match.item} ({match.tier}, {how})")
+        return skip(row, self.name, "contaminated", f"{match.benchmark} item {match.item} ({match.tier}, {how})")
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Mark the contaminated rows of a batch; every other row passes unchanged."""
+        return [self._one(r) for r in batch]
+
+
+class QuestionStage:
+    """Record the evaluation question a generated question (or dialogue turn) repeats, if any.
+
+    Args: as :class:`ContaminationStage`'s first three.
+    """
+
+    name = "question_contamination"
+
+    def __init__(self, store_url: str, index_name: str, storage_options: dict):
+        self.index = load_index(store_url, index_name, json.dumps(storage_options, sort_keys=True))
+
+    def _one(self, row: dict) -> dict:
+        if row["status"] != "ok" or row.get("contamination_tier") is not None:
+            return row
+        texts = [row["question"]] if row.get("question") else []
+        texts += [t["question"] for t in row.get("turns") or [] if t.get("question")]
+        match = self.index.match_text(texts)
+        return row | match.columns() if match else row
+
+    def __call__(self, batch: list[dict]) -> list[dict]:
+        """Record matches in a batch; every row passes, one out per row in."""
         return [self._one(r) for r in batch]

@@ -44,3 +44,39 @@ def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(
     # A re-run of the finished run reuses the index and rewrites nothing.
     again = run_generation(load_config(None, overrides))
     assert again.skipped_shards == again.shards
+
+
+def test_a_pass_over_a_run_made_without_it_marks_images_and_questions_on_s3(ray_session, s3, tmp_path):
+    """The after-generation pass (the filter pass's machinery, no filter enabled): fingerprints
+    added to every readable row, an evaluation image found again, a repeated evaluation question."""
+    import json
+
+    from test_filter_pipeline import constructed_run
+
+    from genixer_ray.config import FilterPassConfig
+    from genixer_ray.filter_pass import run_filter
+    from genixer_ray.store import RunStore
+
+    so = s3["storage_options"]
+    copy = io.BytesIO()
+    Image.open(embedded_image_paths()["rocket"]).convert("RGB").resize((320, 213)).save(copy, "JPEG", quality=40)
+    tsv = tmp_path / "bench.tsv"
+    tsv.write_text('"index"\t"question"\t"image"\n'
+                   f'"1"\t"How tall is it?"\t"{base64.b64encode(copy.getvalue()).decode()}"\n'
+                   '"2"\t"Where is the wheel?"\t"1"\n')
+    run = constructed_run(f"s3://{s3['bucket']}/decon", None, load_config(None), so)
+    cfg = load_config(None, [
+        f"run.storage_options={json.dumps(so)}", "filters.name=decon", "decontamination.enabled=true",
+        f"decontamination.sources=[{{benchmark: bench, format: vlmevalkit_tsv, path: '{tsv}'}}]",
+    ], kind=FilterPassConfig)
+    summary = run_filter(run, cfg)
+    rows = {r["image_id"]: r for r in RunStore(summary.output, so).read_rows().to_dicts()}
+    assert (rows["rocket"]["contamination_tier"], rows["rocket"]["contamination_item"]) == ("perceptual", "1")
+    assert (rows["motorcycle"]["contamination_tier"], rows["motorcycle"]["contamination_item"]) == ("question", "2")
+    for name in ("rocket", "motorcycle"):
+        assert rows[name]["keep"] is False and rows[name]["reject_reasons"] == ["contaminated"] and rows[name]["status"] == "ok"
+    clean = [r for k, r in rows.items() if k not in ("rocket", "motorcycle")]
+    assert all(r["contamination_tier"] is None for r in clean)
+    assert all(r["image_sha256"] for r in rows.values() if r["status"] == "ok") and rows["retina"]["image_sha256"] is None
+    assert inspect_run(summary.output, storage_options=so)["contamination"] == {"bench/perceptual": 1, "bench/question": 1}
+    assert verify_run(summary.output, storage_options=so).ok

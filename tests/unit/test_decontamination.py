@@ -11,7 +11,7 @@ from PIL import Image, ImageEnhance
 
 from genixer_ray.annotations import SourceStats
 from genixer_ray.config import ConfigError, DecontaminationConfig, EvalSource, InputConfig, build_config
-from genixer_ray.decontam.evalsets import iter_eval_images
+from genixer_ray.decontam.evalsets import iter_eval_records
 from genixer_ray.decontam.index import EvalIndex, build_index
 from genixer_ray.errors import UserError
 from genixer_ray.images import embedded_image_paths
@@ -41,8 +41,9 @@ def write_tsv(path, rows: list[dict]) -> str:
 
 
 def read(src: dict) -> tuple[dict, SourceStats]:
+    """The images of an evaluation set by item id (and the reader's counts)."""
     stats = SourceStats("t")
-    return dict(iter_eval_images(EvalSource.model_validate(src), stats)), stats
+    return {r.item: r.data for r in iter_eval_records(EvalSource.model_validate(src), stats) if r.data is not None}, stats
 
 
 def test_a_vlmevalkit_tsv_with_shared_images_multi_image_rows_and_bad_records(tmp_path):
@@ -162,3 +163,28 @@ def test_the_readme_example_is_a_valid_run_config():
     block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
     cfg = build_config(yaml.safe_load(block))
     assert [s.format for s in cfg.decontamination.sources] == ["vlmevalkit_tsv", "parquet", "refer", "images"]
+
+
+def test_generated_questions_that_repeat_an_evaluation_question_are_found(tmp_path):
+    """The text tier: a question equal once normalized, or a long text sharing ten words in a row;
+    short everyday questions of other wording do not match."""
+    from genixer_ray.decontam.index import build_and_write
+    from genixer_ray.stages.contamination import QuestionStage
+    from genixer_ray.store import RunStore
+
+    long_q = "Based on the chart in the image, which of the following years shows the largest increase in revenue?"
+    tsv = write_tsv(tmp_path / "q.tsv", [{"index": 1, "question": "What is the cat sitting on?", "image": b64(jpeg("chelsea"))},
+                                         {"index": 2, "question": long_q, "image": "1"}])
+    cfg = DecontaminationConfig(enabled=True, sources=[EvalSource(benchmark="bench", format="vlmevalkit_tsv", path=tsv)])
+    store = RunStore(str(tmp_path / "run"))
+    assert build_and_write(cfg, store.url, {}, "decontam/index-q")["questions"] == 2
+    stage = QuestionStage(store.url, "decontam/index-q.npz", {})
+    rows = [
+        {"image_id": "a", "sample": 0, "status": "ok", "question": "what is the CAT sitting on"},
+        {"image_id": "b", "sample": 0, "status": "ok", "question": "Look: " + long_q.replace("revenue?", "profit?")},
+        {"image_id": "c", "sample": 0, "status": "ok", "question": "What is the dog sitting on?"},
+        {"image_id": "d", "sample": 0, "status": "ok", "question": None, "turns": [{"question": "What is the cat sitting on?", "answer": "x"}]},
+        {"image_id": "e", "sample": 0, "status": "error", "question": "What is the cat sitting on?"},
+    ]
+    out = {r["image_id"]: r.get("contamination_tier") for r in stage(rows)}
+    assert out == {"a": "question", "b": "question_ngram", "c": None, "d": "question", "e": None}
