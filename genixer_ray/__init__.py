@@ -27,3 +27,20 @@ A filter pass (filter_pass.py) feeds a run's committed shards through the filter
 into instruction samples (instruct.py) and fine-tunes on Ray Train; export.py,
 export_shikra.py, report.py, inspection.py and verify.py read finished runs.
 """
+
+
+def scan_run(url: str, *, storage_options: dict | None = None):
+    """A run's (or a filter pass's) committed rows as a ``pyarrow.dataset.Dataset``, lazily.
+
+    Only shards whose commit marker exists are read: not a shard still being written, nor a copy
+    of one under another name, which a glob over ``data/*.parquet`` would read too. Polars:
+    ``pl.scan_pyarrow_dataset(scan_run(url))``; DuckDB: ``duckdb.sql("select * from ds")`` with
+    ``ds = scan_run(url)``; pyarrow: ``scan_run(url).to_table()``.
+
+    Args:
+        url: the run's folder (``{output.path}/{name}``) or a filter pass's, local or any fsspec URL.
+        storage_options: fsspec options for it (credentials, endpoint).
+    """
+    from genixer_ray.store import RunStore
+
+    return RunStore(url, storage_options).dataset()

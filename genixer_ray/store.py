@@ -301,6 +301,13 @@ class RunStore:
             return {}
         return {r["image_id"]: {"source": r.get("source"), "data": r.get("data")} for r in frame.to_dicts()}
 
+    def dataset(self):
+        """The committed shards (only those with a commit marker) as one ``pyarrow.dataset``."""
+        import pyarrow.dataset as pads
+
+        files = [self.path(self.shard_name(k)) for k in sorted(self.committed())]
+        return pads.dataset(files, format="parquet", filesystem=self.arrow_filesystem())
+
     def read_rows(self, columns: list[str] | None = None) -> pl.DataFrame:
         """All committed rows (only shards with markers) as one frame, only ``columns`` when given.
 

@@ -4,7 +4,10 @@
   a filter pass, the source run's committed rows) is in exactly one committed row, in the shard
   it was planned in;
 * each commit marker's row count and sha256 match its shard file;
-* no shard file exists without a marker, no marker without its shard file.
+* no shard file exists without a marker, no marker without its shard file;
+* nothing else is in the run's folders but what the run itself writes (:data:`OWN_OBJECTS`): a
+  shard copied under another name, a partial upload or a foreign file is reported
+  (``foreign_object``), since a reader globbing ``data/*.parquet`` would read it.
 
 Shards are read a few at a time (8 on an object store, whose round trips then overlap; one at a
 time on a local disk), each file once for its keys and its checksum; the set of keys seen is the
@@ -15,6 +18,7 @@ only thing held for the whole run. Keys are shown as
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -24,6 +28,12 @@ from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore, overlapped, plan_samples, source_run
 
 SHOW = 5  # examples per problem
+# What a run (or a filter pass) writes into its folder; a pass's own folder is under filtered/ and is
+# verified on its own. Shards without markers are reported by name (shard_without_marker).
+OWN_OBJECTS = re.compile(
+    r"plan/part-\d{6}\.parquet|plan/_COMPLETE\.json|data/shard-\d{6}\.parquet|commits/shard-\d{6}\.json"
+    r"|(manifest|run|filter)\.json|report\.html|decontam/index-[0-9a-f]{16}\.(npz|json)|filtered/.*"
+)
 
 
 @dataclass
@@ -77,6 +87,13 @@ def _keys_in(parquet, samples: int = 1) -> list[tuple[str, int]]:
     return [(i, k) for i, s in map(row_key, rows) for k in (range(samples) if samples > 1 else [s])]
 
 
+def foreign_objects(store: RunStore) -> list[str]:
+    """The objects under the run's folder that the run did not write (relative names, sorted)."""
+    root = store.root.rstrip("/") + "/"
+    names = sorted(n[len(root) :] for n in store.fs.find(store.root) if n.startswith(root))
+    return [n for n in names if not OWN_OBJECTS.fullmatch(n)]
+
+
 def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
     """Verify the run or filter pass at ``url`` (see the module doc).
 
@@ -99,6 +116,8 @@ def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
         v.add("shard_without_marker", store.shard_name(k))
     for k in sorted(markers - files):
         v.add("marker_without_shard", store.marker_name(k))
+    for name in foreign_objects(store):
+        v.add("foreign_object", name)
     seen: dict[tuple[str, int], int] = {}
 
     def read(k: int) -> tuple[list, list | None, dict, str]:

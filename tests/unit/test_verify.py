@@ -83,3 +83,43 @@ def test_every_image_and_sample_exactly_once(tmp_path):
     v = verify_run(store.url)
     assert v.counts == {"missing": 1, "doubled": 1}
     assert v.problems == {"missing": ["img02#2 (shard 1)"], "doubled": ["img02#1 2 times in shard 1"]}
+
+
+def test_copies_partial_uploads_and_foreign_files_are_reported_and_readers_skip_them(tmp_path):
+    """A shard copied beside itself under another name, a partial upload and a foreign file in a
+    run's folders fail verify by name; scan_run reads the committed shards only."""
+    import polars as pl
+
+    from genixer_ray import scan_run
+
+    store = whole_run(tmp_path)
+    root = tmp_path / "runs" / "r"
+    assert verify_run(store.url).ok and pl.scan_pyarrow_dataset(scan_run(store.url)).collect().height == 9
+    shutil.copy(root / "data" / "shard-000000.parquet", root / "data" / "shard-000000-copy.parquet")
+    (root / "data" / "shard-000004.parquet.tmp").write_bytes(b"PAR1")
+    (root / "notes.txt").write_text("mine")
+    (root / "filtered" / "p").mkdir(parents=True)
+    (root / "filtered" / "p" / "anything").write_text("a filter pass's own folder is verified on its own")
+    v = verify_run(store.url)
+    assert v.counts == {"foreign_object": 3}
+    assert v.problems["foreign_object"] == ["data/shard-000000-copy.parquet", "data/shard-000004.parquet.tmp", "notes.txt"]
+    assert len(pl.read_parquet(str(root / "data" / "*.parquet"))) == 12  # the glob reads the copy too; scan_run does not:
+    assert pl.scan_pyarrow_dataset(scan_run(store.url)).collect().height == 9
+    # A shard written before its marker: not read.
+    shutil.copy(root / "data" / "shard-000002.parquet", root / "data" / "shard-000003.parquet")
+    assert scan_run(store.url).count_rows() == 9
+
+
+def test_the_readmes_reading_recipes_read_committed_rows_once(tmp_path):
+    import re
+    from pathlib import Path
+
+    store = whole_run(tmp_path)
+    root = tmp_path / "runs" / "r"
+    shutil.copy(root / "data" / "shard-000000.parquet", root / "data" / "shard-000000-copy.parquet")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    recipe = re.search(r"```python\n(import polars as pl, duckdb.*?)```", readme, re.S).group(1).replace("runs/demo", store.url)
+    scope: dict = {}
+    exec(recipe, scope)
+    assert scope["rows"].collect().height == 9 and scope["table"].num_rows == 9
+    assert scope["n_rows"] == 9  # DuckDB's count over the same dataset
