@@ -15,10 +15,11 @@ from pydantic import ValidationError
 from genixer_ray.builder import Source, build_dataset
 from genixer_ray.config import ConfigError, FilterPassConfig, GeneratorConfig, InputConfig, redacted
 from genixer_ray.decontam.index import prepare_index
+from genixer_ray.diversity import write_diversity
 from genixer_ray.errors import fail
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
-from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
+from genixer_ray.ray_start import decode_tasks, ensure_ray_data, off_driver, use_system_arrow_allocator
 from genixer_ray.schema import FILTER_SCHEMA, GENERATION_SCHEMA
 from genixer_ray.stages import IMAGE_COLUMNS, Pool, StageSpec
 from genixer_ray.stages.contamination import ContaminationStage, QuestionStage
@@ -159,4 +160,5 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
         dst, summary, started, source_run=src.url, filters=redacted(cfg.filters), engine=engine and redacted(engine),
         source_shards={"planned": plan["shards"], "committed": len(source)},
     )
+    off_driver(write_diversity, dst.url, dst.storage_options)
     return summary

@@ -27,7 +27,8 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
     ``by_status``, ``by_error``, ``by_task``, ``kept``, ``shards`` (``planned``, ``committed``,
     ``pending``), ``funnel`` (per task), ``pass_rates`` (per filter: rows passing / rows reaching
     it, all tasks), ``contamination`` (rows per ``benchmark/tier`` matched), ``config_digest`` (of the
-    recorded, credential-masked config) and ``finished_at``.
+    recorded, credential-masked config), ``finished_at`` and ``diversity`` (per task, from
+    ``diversity.json``: :mod:`genixer_ray.diversity`).
 
     Raises:
         NotARunError: nothing at ``url`` looks like a run or a filter pass.
@@ -61,7 +62,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
         "rows": counts["rows"], "by_status": counts["by_status"], "by_error": counts["by_error"], "by_task": counts["by_task"],
         "kept": counts["kept"], "shards": {"planned": planned, "committed": committed, "pending": max(planned - committed, 0)},
         "funnel": counts["funnel"], "pass_rates": rates, "contamination": counts.get("contamination", {}), "config_digest": _digest(config),
-        "finished_at": manifest.get("finished_at"),
+        "finished_at": manifest.get("finished_at"), "diversity": store.read_json("diversity.json") or {},
     }
 
 
@@ -77,6 +78,9 @@ def format_inspection(info: dict) -> str:
         f"  errors by code: {kv(info['by_error'])}",
         f"  rows per task: {kv(info['by_task'])}",
         f"  contaminated rows by benchmark/tier: {kv(info['contamination'])}",
+        *(f"  diversity of {t}: {d['samples']} samples, {d['unique_questions']} unique questions, distinct-2 {d['distinct_2']}, "
+          f"20 largest question clusters {d['top20_cluster_share']:.0%}, openings {d['opening_entropy_bits']} bits"
+          for t, d in sorted(info["diversity"].items())),
         f"  shards: {s['committed']} of {s['planned']} committed, {s['pending']} pending",
         "  filter pass rates: " + (", ".join(f"{f} {r:.1%}" if r is not None else f"{f} -" for f, r in info["pass_rates"].items()) or "no filter ran"),
         f"  config digest: {info['config_digest']}; finished: {info['finished_at'] or 'not yet (no manifest)'}",

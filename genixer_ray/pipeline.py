@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from genixer_ray.builder import Source, build_dataset
 from genixer_ray.config import ConfigError, InputConfig, RunConfig, redact, redacted
 from genixer_ray.decontam.index import prepare_index
+from genixer_ray.diversity import write_diversity
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.models import input_side
-from genixer_ray.ray_start import decode_tasks, ensure_ray_data, use_system_arrow_allocator
+from genixer_ray.ray_start import decode_tasks, ensure_ray_data, off_driver, use_system_arrow_allocator
 from genixer_ray.schema import ROW_COLUMNS
 from genixer_ray.stages import Pool, StageSpec
 from genixer_ray.stages.contamination import ContaminationStage, QuestionStage
@@ -156,6 +157,7 @@ def run_generation(cfg: RunConfig) -> RunSummary:
         store, summary, started, run=cfg.name, config=redacted(cfg),
         plan={"images": plan["rows"], "samples_per_image": n, "rows": plan["rows"] * n, "shards": plan["shards"]},
     )
+    off_driver(write_diversity, store.url, store.storage_options)
     return summary
 
 

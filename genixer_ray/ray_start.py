@@ -68,3 +68,13 @@ def use_system_arrow_allocator() -> None:
 
     if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL"):
         pa.set_memory_pool(pa.system_memory_pool())
+
+
+def off_driver(fn, *args):
+    """``fn(*args)`` in one Ray task when Ray is up (the driver's memory stays flat in the size of
+    the run), else here; returns its result."""
+    import ray
+
+    if not ray.is_initialized():
+        return fn(*args)
+    return ray.get(ray.remote(num_cpus=1)(fn).remote(*args))

@@ -206,6 +206,20 @@ def _funnel_table(funnel: dict) -> str:
     return f"<table><tr><th>task</th>{head}</tr>{body}</table>"
 
 
+def _diversity_table(diversity: dict) -> str:
+    if not diversity:
+        return "<p class='muted'>not measured (a run written before diversity.json)</p>"
+    cols = ("samples", "unique_questions", "distinct_1", "distinct_2", "question_clusters", "top20_cluster_share", "opening_entropy_bits")
+    body = "".join(
+        f"<tr><td>{_e(t)}</td>" + "".join(f"<td>{_e(d.get(c))}</td>" for c in cols)
+        + f"<td>{_e((d.get('answer_words') or {}).get('p50'))}</td><td>"
+        + "<br>".join(f"{c['size']} &times; {_e(c['example'])}" for c in d.get("largest_clusters", [])) + "</td></tr>"
+        for t, d in sorted(diversity.items())
+    )
+    head = "".join(f"<th>{_e(c.replace('_', ' '))}</th>" for c in ("task", *cols, "answer words (median)", "largest question clusters"))
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
 h1{font-size:22px} h2{font-size:18px;margin-top:28px}
@@ -265,6 +279,7 @@ def write_report(run: str, out: str, *, storage_options: dict | None = None, per
 errors {sum(info['by_error'].values())} · kept {info['kept']} · shards {info['shards']['committed']} committed,
 {info['shards']['pending']} pending · config {_e(info['config_digest'])} · written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>
 <h2>Funnel per task</h2>{_funnel_table(info['funnel'])}
+<h2>Diversity per task</h2>{_diversity_table(info.get('diversity') or {})}
 <h2>Filter scores</h2><p class="muted">Dashed red lines: the thresholds or band edges the rows were judged by.</p>
 <div class="hists">{hists or "<p class='muted'>no filter scored this run</p>"}</div>
 <h2>Samples</h2><p class="muted">Question boxes orange, answer boxes green, points blue.</p>

@@ -233,13 +233,13 @@ def prepare_index(store, cfg: DecontaminationConfig) -> str:
     unless it was built there before; returns its name, and says what it holds in the log."""
     import logging
 
-    import ray
+    from genixer_ray.ray_start import off_driver
 
     log = logging.getLogger("genixer_ray.decontam")
 
     def build(*args):
         log.info(f"[decontam] indexing {len(cfg.sources)} evaluation set(s)")
-        return ray.get(ray.remote(num_cpus=1)(build_and_write).remote(*args))
+        return off_driver(build_and_write, *args)
 
     name, counts = ensure_index(store, cfg, build=build)
     per = ", ".join(f"{s['benchmark']} {s['images']}" + (f" ({sum(s['skipped'].values())} skipped)" if s["skipped"] else "")
