@@ -41,6 +41,9 @@ def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(
     assert verify_run(summary.output).ok
     info = inspect_run(summary.output)
     assert info["contamination"] == {"MMBench_DEV_EN/bytes": 2, "MMBench_DEV_EN/perceptual": 2} and info["by_error"]["contaminated"] == 4
+    # The run's end measured its diversity (one Ray task): a figure per task that parsed.
+    parsed = out.filter(pl.col("status") == "ok")
+    assert set(info["diversity"]) == set(parsed["parsed_task"].unique()) and sum(d["samples"] for d in info["diversity"].values()) == parsed.height
     # A re-run of the finished run reuses the index and rewrites nothing.
     again = run_generation(load_config(None, overrides))
     assert again.skipped_shards == again.shards
