@@ -27,7 +27,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
     ``by_status``, ``by_error``, ``by_task``, ``kept``, ``shards`` (``planned``, ``committed``,
     ``pending``), ``funnel`` (per task), ``pass_rates`` (per filter: rows passing / rows reaching
     it, all tasks), ``contamination`` (rows per ``benchmark/tier`` matched), ``config_digest`` (of the
-    recorded, credential-masked config), ``finished_at`` and ``diversity`` (per task, from
+    recorded, credential-masked config), ``finished_at``, ``rules`` (the filter rules applied, as data: :mod:`genixer_ray.filters.rules`) and ``diversity`` (per task, from
     ``diversity.json``: :mod:`genixer_ray.diversity`).
 
     Raises:
@@ -61,7 +61,8 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
         "url": store.url, "name": store.url.rsplit("/", 1)[-1], "kind": kind,
         "rows": counts["rows"], "by_status": counts["by_status"], "by_error": counts["by_error"], "by_task": counts["by_task"],
         "kept": counts["kept"], "shards": {"planned": planned, "committed": committed, "pending": max(planned - committed, 0)},
-        "funnel": counts["funnel"], "pass_rates": rates, "contamination": counts.get("contamination", {}), "config_digest": _digest(config),
+        "funnel": counts["funnel"], "pass_rates": rates, "contamination": counts.get("contamination", {}), "rules": counts.get("rules", []),
+        "config_digest": _digest(config),
         "finished_at": manifest.get("finished_at"), "diversity": store.read_json("diversity.json") or {},
     }
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 
 from genixer_ray.errors import NotARunError
 from genixer_ray.filters.decide import FILTERS
+from genixer_ray.filters.rules import Rule
 from genixer_ray.inspection import inspect_run
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
@@ -29,11 +30,6 @@ SCORES = {
     "clip": "clip_score", "clip (paper's raw dot product)": "clip_raw_score", "consistency": "consistency_score",
     "judge P(Yes)": "judge_p_yes", "judge (paper's sampled score)": "judge_paper_score",
 }
-# Which recorded rule belongs to which score: (rule column, prefix the rule starts with).
-_RULES = {
-    "clip": ("clip_rule", "cosine"), "clip (paper's raw dot product)": ("clip_rule", "raw"),
-    "consistency": ("consistency_threshold", None), "judge P(Yes)": ("judge_rule", ""), "judge (paper's sampled score)": ("judge_rule", "paper "),
-}
 MAX_SCORES = 50_000  # per filter, for the histograms (a uniform sample beyond that)
 THUMB = 256
 
@@ -42,25 +38,9 @@ THUMB = 256
 class _Collected:
     scores: dict[str, list[float]] = field(default_factory=lambda: {f: [] for f in SCORES})
     seen: Counter = field(default_factory=Counter)
-    rules: dict[str, Counter] = field(default_factory=lambda: {f: Counter() for f in SCORES})
     kept: list[dict] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     errors: dict[str, list[dict]] = field(default_factory=dict)
-
-
-def _rule_text(row: dict, f: str) -> str | None:
-    """The rule ``row`` was judged by for the score ``f``, as ``>=t`` or ``band[lo,hi]``; else None."""
-    col, prefix = _RULES[f]
-    rule = row.get(col)
-    if rule is None:
-        return None
-    if prefix is None:  # a bare threshold
-        return f">={rule:g}"
-    if f.startswith("judge") and not prefix and rule.startswith("paper "):
-        return None  # a rule on the paper's score, not on P(Yes)
-    if not rule.startswith(prefix):
-        return None
-    return rule[len(prefix) :]
 
 
 def _collect(store: RunStore, per_column: int, rng: random.Random) -> tuple[_Collected, dict[int, list[dict]]]:
@@ -80,8 +60,6 @@ def _collect(store: RunStore, per_column: int, rng: random.Random) -> tuple[_Col
                     c.scores[f].append(float(v))
                 elif (j := rng.randrange(c.seen[f])) < MAX_SCORES:
                     c.scores[f][j] = float(v)
-                if rule := _rule_text(row, f):
-                    c.rules[f][rule] += 1
             if row["status"] != "ok":
                 shown = c.errors.setdefault(row.get("error_code") or "error", [])
                 if len(shown) < 3:
@@ -128,19 +106,6 @@ def _thumbnail(data: bytes, row: dict) -> str:
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=85)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _marks(rules: Counter) -> list[float]:
-    """The x positions of thresholds and band edges named by the rules seen."""
-    out: set[float] = set()
-    for rule in rules:
-        if rule.startswith(">="):
-            out.add(float(rule[2:]))
-        elif rule.startswith("threshold>="):
-            out.add(float(rule[len("threshold>=") :]))
-        elif rule.startswith("band["):
-            out.update(float(v) for v in rule[5:-1].split(","))
-    return sorted(out)
 
 
 def _histogram_svg(values: list[float], marks: list[float], *, bins: int = 30) -> str:
@@ -256,10 +221,11 @@ def write_report(run: str, out: str, *, storage_options: dict | None = None, per
     store = RunStore(run, so)
     c, show = _collect(store, per_column, random.Random(seed))
     _attach_images(store, show, so)
+    rules = [Rule(**r) for r in info["rules"]]  # as data, from the shards' markers
     hists = "".join(
-        f"<div><h3>{_e(f)} ({c.seen[f]} scored; rule: {_e(', '.join(sorted(c.rules[f])) or 'none')})</h3>"
-        f"{_histogram_svg(c.scores[f], _marks(c.rules[f]))}</div>"
-        for f in SCORES
+        f"<div><h3>{_e(f)} ({c.seen[f]} scored; rule: {_e(', '.join(r.text for r in rules if r.score == col) or 'none')})</h3>"
+        f"{_histogram_svg(c.scores[f], sorted({m for r in rules if r.score == col for m in r.marks}))}</div>"
+        for f, col in SCORES.items()
         if c.seen[f]
     )
     errors = "".join(

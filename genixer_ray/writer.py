@@ -92,6 +92,7 @@ class RunSummary:
     funnel: dict[str, Counter] = field(default_factory=dict)
     engine: EngineTally = field(default_factory=EngineTally)
     contamination: Counter = field(default_factory=Counter)  # rows per "benchmark/tier" matched
+    rules: dict[tuple, dict] = field(default_factory=dict)  # every filter rule applied (its fields), once
 
     def add_marker(self, m: dict) -> None:
         """Count one committed shard's marker."""
@@ -104,6 +105,8 @@ class RunSummary:
             self.funnel.setdefault(task, Counter()).update(steps)
         self.engine.add(m.get("engine", {}))
         self.contamination.update(m.get("contamination", {}))
+        for rule in m.get("rules", []):
+            self.rules.setdefault(tuple(sorted(rule.items())), rule)
 
     def counts(self) -> dict:
         """The counts as JSON-ready data for a manifest."""
@@ -119,6 +122,8 @@ class RunSummary:
             out["engine"] = self.engine.summary()
         if self.contamination:
             out["contamination"] = dict(self.contamination)
+        if self.rules:
+            out["rules"] = [self.rules[k] for k in sorted(self.rules)]
         return out
 
 

@@ -103,15 +103,6 @@ class JudgeConfig(Strict):
             raise ValueError("the prompt must contain {qa}, where the question-answer pair goes")
         return v
 
-    def rule(self) -> str:
-        """The selection rule as recorded on each row (``band[0.5,0.7]``, ``threshold>=0.5``, ...)."""
-        prefix = "paper " if self.score == "paper" else ""  # the paper's sampled score, not P(Yes)
-        if self.policy == "band":
-            return f"{prefix}band[{self.band[0]},{self.band[1]}]"
-        if self.policy == "threshold":
-            return f"{prefix}threshold>={self.threshold}"
-        return f"{prefix}top_fraction={self.fraction}"
-
 
 class ConsistencyConfig(Strict):
     """Self-consistency: the generated question is answered again and the answers are compared."""

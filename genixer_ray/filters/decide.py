@@ -14,6 +14,7 @@ from __future__ import annotations
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.judge import says_yes
 from genixer_ray.filters.policies import select_band, select_threshold, select_top_fraction
+from genixer_ray.filters.rules import Rule, clip_rule, consistency_rule, judge_rule
 
 FILTERS = ("clip", "consistency", "judge")  # funnel order
 
@@ -45,7 +46,7 @@ def decide(rows: list[dict], cfg: FiltersConfig) -> list[dict]:
             if not _scored(r, "clip"):
                 continue
             r["clip_threshold"] = t = cfg.clip.threshold_for(_task(r))
-            r["clip_rule"] = f"{cfg.clip.score}>={t:g}"  # which score the threshold was applied to
+            r["clip_rule"] = clip_rule(cfg.clip, t).text  # which score the threshold was applied to
             if r.get("clip_reason") is None and r[cfg.clip.score_column] < t:
                 r["clip_reason"] = "clip_below_threshold"
             r["clip_pass"] = r["clip_reason"] is None
@@ -85,7 +86,7 @@ def _decide_judge(rows: list[dict], cfg: FiltersConfig) -> None:
     else:
         passed, reason = select_top_fraction(scores, [_task(r) for r in scored], j.fraction), "judge_not_top_fraction"
     for r, ok in zip(scored, passed):
-        r["judge_rule"] = j.rule()
+        r["judge_rule"] = judge_rule(j).text
         if r.get("judge_reason") is None and not ok:
             r["judge_reason"] = reason
         r["judge_pass"] = r["judge_reason"] is None
@@ -123,7 +124,23 @@ def decide_shard(rows: list[dict], cfg: FiltersConfig) -> tuple[list[dict], dict
     """The commit step of a shard: its rows with their keep decisions, and the counts they add.
 
     Runs once a shard's rows are all in (the judge's top fraction ranks rows within a shard);
-    returns the rows and ``{"kept", "funnel"}`` for the shard's commit marker.
+    returns the rows and ``{"kept", "funnel", "rules"}`` for the shard's commit marker (``rules``:
+    the fields of each rule the shard's rows were judged by, :func:`configured_rules`).
     """
     rows = decide(rows, cfg)
-    return rows, {"kept": sum(bool(r.get("keep")) for r in rows), "funnel": funnel(rows, cfg)}
+    counts = {"kept": sum(bool(r.get("keep")) for r in rows), "funnel": funnel(rows, cfg)}
+    if rules := configured_rules(cfg):
+        counts["rules"] = [rule.as_dict() for rule in rules]
+    return rows, counts
+
+
+def configured_rules(cfg: FiltersConfig) -> list[Rule]:
+    """The rules of the enabled filters: CLIP's default and per-task thresholds, self-consistency's, the judge's."""
+    rules: list[Rule] = []
+    if cfg.clip.enabled:
+        rules += [clip_rule(cfg.clip, t) for t in sorted({cfg.clip.threshold, *cfg.clip.task_thresholds.values()})]
+    if cfg.consistency.enabled:
+        rules.append(consistency_rule(cfg.consistency))
+    if cfg.judge.enabled:
+        rules.append(judge_rule(cfg.judge))
+    return rules

@@ -50,7 +50,8 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
         "name=reported", f"output.path=s3://{s3['bucket']}/runs", f"output.storage_options={json.dumps(so)}",
         "generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=24", "output.shard_size=4",
         "task_mix={rec: 1, common_vqa: 1}", "filters.clip.enabled=true", "filters.clip.model=tiny",
-        "filters.judge.enabled=true", "filters.judge.policy=top_fraction", "filters.judge.fraction=0.5",
+        # The report draws the rules the markers record, as data: CLIP's 0.2 and the band's two edges.
+        "filters.judge.enabled=true", "filters.judge.policy=band",
     ])
     summary = run_generation(cfg)
     run = summary.output
@@ -74,6 +75,7 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
     assert info["kind"] == "generation run" and info["rows"] == 8 and info["shards"] == {"planned": 2, "committed": 2, "pending": 0}
     assert sum(info["by_status"].values()) == 8 and sum(c["rows"] for c in info["funnel"].values()) == 8  # from the markers
     assert set(info["pass_rates"]) == {"clip", "judge"} and info["config_digest"].startswith("sha256:")
+    assert {(r["filter"], r["policy"], r["low"], r["high"]) for r in info["rules"]} == {("clip", "threshold", 0.2, None), ("judge", "band", 0.5, 0.7)}
 
     out = tmp_path / "report.html"
     r = write_report(run, str(out), storage_options=so)

@@ -1,6 +1,7 @@
 import pytest
 
 from genixer_ray.config import ConfigError, RunConfig, build_config, load_config
+from genixer_ray.filters.rules import judge_rule
 
 
 def write(tmp_path, text):
@@ -100,7 +101,7 @@ def test_filter_pass_configs_validate():
     f = cfg.filters
     assert f.clip.enabled and f.judge.enabled and f.consistency.enabled and f.gpus_per_actor == 1
     assert f.judge.model == "llava-hf/llava-1.5-13b-hf" and f.consistency.model is None
-    assert f.judge.rule() == "band[0.5,0.7]" and f.clip.threshold_for("rec") == 0.22 and cfg.engine.dtype == "bfloat16"
+    assert judge_rule(f.judge).text == "band[0.5,0.7]" and f.clip.threshold_for("rec") == 0.22 and cfg.engine.dtype == "bfloat16"
     local = load_config(configs / "filter.yaml", kind=FilterPassConfig)
     assert local.filters.judge.model is None and local.engine is None
 
