@@ -210,7 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--verbose", action="store_true", help="show Ray, vLLM and framework output on the console instead of in a log file"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_job_commands(sub)
+    _add_reading_commands(sub)
+    return parser
 
+
+def _add_job_commands(sub) -> None:
+    """The commands that run work: models, generation, training, configs, filter passes."""
     p = sub.add_parser("make-tiny-models", help="build the tiny local generator and CLIP models (no download)")
     p.add_argument("dir", help="output directory (gets generator/ and clip/)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same files")
@@ -236,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. filters.judge.model=DIR or filters.judge.policy=band")
     p.set_defaults(func=_cmd_filter)
 
+    p = sub.add_parser("convert-checkpoint", help="convert an original-LLaVA checkpoint (e.g. Genixer-L) to the llava-hf layout vLLM loads")
+    p.add_argument("src", help="the original checkpoint's directory (LlavaLlamaForCausalLM: config.json, weights, tokenizer)")
+    p.add_argument("dst", help="the llava-hf directory to write")
+    p.add_argument("--vision-tower", help="CLIP vision model directory or hub id (default: the config's mm_vision_tower)")
+    p.set_defaults(func=_cmd_convert_checkpoint)
+
+
+def _add_reading_commands(sub) -> None:
+    """The commands that read finished runs: export, report, verify, inspect."""
     p = sub.add_parser("export", help="write a run's kept rows as LLaVA conversation JSON or Shikra's JSON Lines (for training)")
     p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name})")
     p.add_argument("out", help="llava: the file to write, .json (one array) or .jsonl (one record per line); shikra: a folder; local or s3://")
@@ -247,12 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--all-parsed", action="store_true", help="every parsed row, not only the rows the filters kept")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
     p.set_defaults(func=_cmd_export)
-
-    p = sub.add_parser("convert-checkpoint", help="convert an original-LLaVA checkpoint (e.g. Genixer-L) to the llava-hf layout vLLM loads")
-    p.add_argument("src", help="the original checkpoint's directory (LlavaLlamaForCausalLM: config.json, weights, tokenizer)")
-    p.add_argument("dst", help="the llava-hf directory to write")
-    p.add_argument("--vision-tower", help="CLIP vision model directory or hub id (default: the config's mm_vision_tower)")
-    p.set_defaults(func=_cmd_convert_checkpoint)
 
     p = sub.add_parser("report", help="write one self-contained HTML page about a run or a filter pass")
     p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name}); local or s3://")
@@ -270,7 +279,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON")
     p.set_defaults(func=_cmd_inspect)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

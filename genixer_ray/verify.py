@@ -94,6 +94,33 @@ def foreign_objects(store: RunStore) -> list[str]:
     return [n for n in names if not OWN_OBJECTS.fullmatch(n)]
 
 
+def _check_shard(v: Verdict, k: int, want: list, got: list | None, marker: dict, digest: str, seen: dict) -> None:
+    """Add shard ``k``'s findings: its planned keys ``want`` against the keys it holds (``got``,
+    ``None`` when not committed), its marker and checksum; ``seen`` maps each key to its shard."""
+    v.planned += len(want)
+    if got is None:
+        for i in want[:SHOW]:
+            v.add("missing", f"{sample_id(*i)} (shard {k} not committed)")
+        v.counts["missing"] += max(len(want) - SHOW, 0)
+        return
+    v.rows += len(got)
+    if marker.get("rows") != len(got):
+        v.add("marker_count_mismatch", f"shard {k}: marker says {marker.get('rows')}, file holds {len(got)}")
+    if "sha256" in marker and digest != marker["sha256"]:
+        v.add("checksum_mismatch", f"shard {k}")
+    want_set, counts = set(want), Counter(got)
+    for i in sorted(want_set - set(counts)):
+        v.add("missing", f"{sample_id(*i)} (shard {k})")
+    for i, n in sorted(counts.items()):
+        if i not in want_set:
+            v.add("not_planned", f"{sample_id(*i)} in shard {k}")
+        if n > 1:
+            v.add("doubled", f"{sample_id(*i)} {n} times in shard {k}")
+        if i in seen:
+            v.add("doubled", f"{sample_id(*i)} in shards {seen[i]} and {k}")
+        seen.setdefault(i, k)
+
+
 def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
     """Verify the run or filter pass at ``url`` (see the module doc).
 
@@ -131,29 +158,8 @@ def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
         return want, _keys_in(pa.BufferReader(data)), store.read_json(store.marker_name(k)) or {}, hashlib.sha256(data).hexdigest()
 
     # The reads overlap on an object store; the findings are added in shard order.
-    for k, (want, got, marker, digest) in zip(planned_shards, overlapped(read, planned_shards, store.requests_in_flight), strict=True):
-        v.planned += len(want)
-        if got is None:
-            for i in want[:SHOW]:
-                v.add("missing", f"{sample_id(*i)} (shard {k} not committed)")
-            v.counts["missing"] += max(len(want) - SHOW, 0)
-            continue
-        v.rows += len(got)
-        if marker.get("rows") != len(got):
-            v.add("marker_count_mismatch", f"shard {k}: marker says {marker.get('rows')}, file holds {len(got)}")
-        if "sha256" in marker and digest != marker["sha256"]:
-            v.add("checksum_mismatch", f"shard {k}")
-        want_set, counts = set(want), Counter(got)
-        for i in sorted(want_set - set(counts)):
-            v.add("missing", f"{sample_id(*i)} (shard {k})")
-        for i, n in sorted(counts.items()):
-            if i not in want_set:
-                v.add("not_planned", f"{sample_id(*i)} in shard {k}")
-            if n > 1:
-                v.add("doubled", f"{sample_id(*i)} {n} times in shard {k}")
-            if i in seen:
-                v.add("doubled", f"{sample_id(*i)} in shards {seen[i]} and {k}")
-            seen.setdefault(i, k)
+    for k, found in zip(planned_shards, overlapped(read, planned_shards, store.requests_in_flight), strict=True):
+        _check_shard(v, k, *found, seen)
     for k in sorted(markers & files - set(planned_shards)):  # committed shards no plan names
         for i in _keys(store, store.shard_name(k))[:SHOW]:
             v.add("not_planned", f"{sample_id(*i)} in unplanned shard {k}")
