@@ -151,11 +151,6 @@ class FiltersConfig(ActorPoolConfig):
         """Whether any filter runs."""
         return bool(self.placement())
 
-    @property
-    def needs_filter_actor(self) -> bool:
-        """Whether a generation run needs filter actors after its generator actors."""
-        return "filter_actor" in self.placement().values()
-
     def concurrent_batches(self, engine: EngineConfig | None, *, filter_pass: bool = False) -> int:
         """Calls one filter actor runs at once: 1, unless a judge or re-answerer runs on the
         filter actors on a vLLM engine, which takes every thread's requests; then enough batches
