@@ -160,5 +160,6 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
         dst, summary, started, source_run=src.url, filters=redacted(cfg.filters), engine=engine and redacted(engine),
         source_shards={"planned": plan["shards"], "committed": len(source)},
     )
-    off_driver(write_diversity, dst.url, dst.storage_options)
+    if expected or dst.read_json("diversity.json") is None:  # a finished pass started again keeps its figures
+        off_driver(write_diversity, dst.url, dst.storage_options)
     return summary

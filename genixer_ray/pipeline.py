@@ -157,7 +157,8 @@ def run_generation(cfg: RunConfig) -> RunSummary:
         store, summary, started, run=cfg.name, config=redacted(cfg),
         plan={"images": plan["rows"], "samples_per_image": n, "rows": plan["rows"] * n, "shards": plan["shards"]},
     )
-    off_driver(write_diversity, store.url, store.storage_options)
+    if expected or store.read_json("diversity.json") is None:  # a finished run started again keeps its figures
+        off_driver(write_diversity, store.url, store.storage_options)
     return summary
 
 
