@@ -35,10 +35,11 @@ def _cmd_show_config(args: argparse.Namespace) -> int:
 
 
 def _print_summary(summary, verb: str, out) -> None:
+    from genixer_ray.schema import code_counts
+
     statuses = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_status.items()))
-    errors = ", ".join(f"{k}={v}" for k, v in sorted(summary.by_error.items())) or "none"
     print(
-        f"{verb} {summary.rows} rows ({statuses}; errors: {errors}; kept: {summary.kept}) in {summary.shards} shards "
+        f"{verb} {summary.rows} rows ({statuses}; {code_counts(summary.by_error)}; kept: {summary.kept}) in {summary.shards} shards "
         f"({summary.skipped_shards} already committed) to {summary.output}",
         file=out,
     )

@@ -41,6 +41,21 @@ ERROR_CODES = {
     "no_box_in_dialogue": "a referential dialogue without boxes",
 }
 
+# The codes of rows with status "skipped" (left out on purpose, not failed).
+SKIP_CODES = frozenset({"contaminated"})
+
+
+def code_counts(by_code: dict[str, int]) -> str:
+    """``errors: a=1, ...`` (``none`` without any), then ``, skipped: b=2`` when rows were skipped:
+    how the console lines show a run's rows by code."""
+    def kv(items) -> str:
+        return ", ".join(f"{k}={v}" for k, v in sorted(items))
+
+    errors = kv((k, v) for k, v in by_code.items() if k not in SKIP_CODES) or "none"
+    skipped = kv((k, v) for k, v in by_code.items() if k in SKIP_CODES)
+    return f"errors: {errors}" + (f", skipped: {skipped}" if skipped else "")
+
+
 # Why a filter rejected a row (an error row's reason is its ``error_code``); see genixer_ray.filters.decide.
 REJECT_REASONS = {
     "box_outside_image": "a box to crop is not within the image",

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genixer_ray.errors import RunFailed, StageContractError
-from genixer_ray.schema import row_key, to_frame
+from genixer_ray.schema import code_counts, row_key, to_frame
 from genixer_ray.store import RunStore
 
 log = logging.getLogger(__name__)
@@ -232,10 +232,9 @@ class ShardWriter:
             rate = self.rows / max(now - (self.first_row if flowing else self.start), 1e-9)
             eta = f", ETA {format_duration((total - self.rows) / rate)}" if 0 < self.rows < total else ""
             speed = f"{rate:.2f} rows/s{eta}"
-        errors = ", ".join(f"{k}={v}" for k, v in sorted(self.by_error.items())) or "none"
         log.info(
             f"[{self.label}] {self.rows}/{total} rows, {self.committed}/{len(self.expected)} shards, "
-            f"{speed}, errors: {errors}{self.engine.line() if self.engine is not None else ''}"
+            f"{speed}, {code_counts(self.by_error)}{self.engine.line() if self.engine is not None else ''}"
         )
 
     def finish(self) -> None:

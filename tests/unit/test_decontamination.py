@@ -188,3 +188,10 @@ def test_generated_questions_that_repeat_an_evaluation_question_are_found(tmp_pa
     ]
     out = {r["image_id"]: r.get("contamination_tier") for r in stage(rows)}
     assert out == {"a": "question", "b": "question_ngram", "c": None, "d": "question", "e": None}
+
+
+def test_the_console_counts_skipped_rows_apart_from_errors():
+    from genixer_ray.schema import code_counts
+
+    assert code_counts({}) == "errors: none"
+    assert code_counts({"bad_box": 2, "contaminated": 4}) == "errors: bad_box=2, skipped: contaminated=4"
