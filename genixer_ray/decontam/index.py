@@ -34,7 +34,7 @@ import numpy as np
 
 from genixer_ray.config.base import redacted
 from genixer_ray.config.decontamination import DecontaminationConfig, EvalSource
-from genixer_ray.fingerprints import INDEX_CROPS, fingerprint, index_hashes
+from genixer_ray.fingerprints import INDEX_CROPS, index_hashes, pixels_digest
 from genixer_ray.images import DecodeError, decode_full
 
 INDEX_FOLDER = "decontam"
@@ -113,19 +113,21 @@ class EvalIndex:
         i = int(nearest.argmin())
         return self._match(i, "perceptual", int(nearest[i])) if nearest[i] <= radius else None
 
+    def _question_match(self, i: int, tier: str) -> Match:
+        return Match(tier, 0, str(self.question_benchmarks[i]), str(self.question_items[i]))
+
     def match_text(self, texts: list[str]) -> Match | None:
         """The evaluation question one of ``texts`` (a row's question, a dialogue's turns) repeats, if any."""
         for text in texts:
             norm = normalize_text(text)
             if (i := self._questions.get(norm)) is not None:
-                return Match("question", 0, str(self.question_benchmarks[i]), str(self.question_items[i]))
+                return self._question_match(i, "question")
             grams = ngram_hashes(norm)
             if len(grams) and len(self.ngrams):
                 at = np.searchsorted(self.ngrams, grams).clip(max=len(self.ngrams) - 1)
                 hit = np.nonzero(self.ngrams[at] == grams)[0]
                 if len(hit):
-                    i = int(self.ngram_owner[at[hit[0]]])
-                    return Match("question_ngram", 0, str(self.question_benchmarks[i]), str(self.question_items[i]))
+                    return self._question_match(int(self.ngram_owner[at[hit[0]]]), "question_ngram")
         return None
 
     def to_bytes(self) -> bytes:
@@ -163,10 +165,12 @@ def build_index(cfg: DecontaminationConfig) -> tuple[EvalIndex, dict]:
             except DecodeError as e:
                 stats.skip(e.code, rec.item, e.message)
                 continue
-            fp = fingerprint(rec.data, image)
+            # The exact hashes as the decode stage takes them; the perceptual ones of the image and
+            # its border crops (the first pair is what fingerprint() would give: not computed twice).
             hashes = index_hashes(image)
-            for k, v in (("benchmarks", src.benchmark), ("items", rec.item), ("image_sha256", fp.image_sha256),
-                         ("pixels_xxh3", fp.pixels_xxh3), ("phash", [h for h, _ in hashes]), ("phash_center", [c for _, c in hashes])):
+            exact = (hashlib.sha256(rec.data).hexdigest(), pixels_digest(image))
+            for k, v in (("benchmarks", src.benchmark), ("items", rec.item), ("image_sha256", exact[0]),
+                         ("pixels_xxh3", exact[1]), ("phash", [h for h, _ in hashes]), ("phash_center", [c for _, c in hashes])):
                 images[k].append(v)
             indexed += 1
         counts.append(stats.as_dict() | {"benchmark": src.benchmark, "images": indexed})
