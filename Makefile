@@ -22,13 +22,14 @@ test-fast: setup
 	$(VENV)/bin/python -m pytest -q -m "not ray and not vllm and not cluster"
 
 # The Genixer loop on one small machine: fine-tune the tiny generator (Ray Train), then generate
-# with it over the bundled photos (Ray Data + vLLM), filter, export the kept rows, write the report.
-# Outputs under runs/.
+# with it over the bundled photos (Ray Data + vLLM), filter, export the kept rows, write the report,
+# and publish the kept rows as a dataset (datasets Parquet + card, WebDataset). Outputs under runs/.
 demo: setup
 	@$(VENV)/bin/genixer-ray train configs/train.yaml
 	@$(VENV)/bin/genixer-ray generate configs/demo.yaml
 	@$(VENV)/bin/genixer-ray export runs/demo runs/demo-kept-llava.json
 	@$(VENV)/bin/genixer-ray report runs/demo
+	@$(VENV)/bin/genixer-ray publish runs/demo runs/demo-dataset --show 2
 
 # Benchmarks (about 17 minutes on 2 cores): each prints a table and ratios against a baseline
 # measured in the same run into bench/results/*_cpu.txt (see BENCHMARKS.md); framework and engine
@@ -44,6 +45,7 @@ bench: setup
 	@bash -c '$(call BENCH,bench/bench_scale.py --sizes 10000$(comma)100000,scale_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_store.py,store_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_fingerprints.py,fingerprints_cpu.txt)'
+	@bash -c '$(call BENCH,bench/bench_publish.py,publish_cpu.txt)'
 
 bench-scale: setup
 	@bash -c '$(call BENCH,bench/bench_scale.py --sizes 10000$(comma)100000$(comma)1000000,scale_1m_cpu.txt)'

@@ -135,6 +135,23 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from genixer_ray.publish import example_rows, publish_run
+
+    command = " ".join(["genixer-ray publish", args.run, args.out, *args.overrides] + (["--all-parsed"] if args.all_parsed else []))
+    r = publish_run(
+        args.run, args.out, overrides=args.overrides, storage_options=_storage_options(args), all_parsed=args.all_parsed, command=command,
+    )
+    tasks = ", ".join(f"{t}={n}" for t, n in sorted(r["by_task"].items())) or "none"
+    print(f"published {r['rows']} rows ({tasks}) in {len(r['files'])} files to {r['output']} "
+          f"({r['parts_written']} of {r['parts']} parts written now; the card: {r['output'].rstrip('/')}/README.md)")
+    for row in example_rows(args.out, args.show, _storage_options(args)):
+        scores = ", ".join(f"{k}={row[k]:.3f}" for k in ("clip_score", "consistency_score", "judge_p_yes") if row[k] is not None)
+        print(f"  [{row['task']}] {row['question']!r} -> {row['answer']!r}  image {row['image']}  {scores}")
+    print(f'load it: datasets.load_dataset("{r["output"]}", split="train")   (or polars: pl.read_parquet("{r["output"].rstrip("/")}/data/*/*.parquet"))')
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from genixer_ray.report import write_report
 
@@ -163,9 +180,13 @@ def _cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from genixer_ray.verify import verify_run
+    from genixer_ray.publish import MARKERS
+    from genixer_ray.store import RunStore
+    from genixer_ray.verify import verify_published, verify_run
 
-    verdict = verify_run(args.run, storage_options=_storage_options(args))
+    so = _storage_options(args)
+    published = RunStore(args.run, so).fs.exists(RunStore(args.run, so).path(MARKERS))
+    verdict = (verify_published if published else verify_run)(args.run, storage_options=so)
     print("\n".join(verdict.lines()))
     return 0 if verdict.ok else 1
 
@@ -251,7 +272,7 @@ def _add_job_commands(sub) -> None:
 
 
 def _add_reading_commands(sub) -> None:
-    """The commands that read finished runs: export, report, verify, inspect."""
+    """The commands that read finished runs: export, publish, report, verify, inspect."""
     p = sub.add_parser("export", help="write a run's kept rows as LLaVA conversation JSON or Shikra's JSON Lines (for training)")
     p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name})")
     p.add_argument("out", help="llava: the file to write, .json (one array) or .jsonl (one record per line); shikra: a folder; local or s3://")
@@ -264,14 +285,25 @@ def _add_reading_commands(sub) -> None:
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
     p.set_defaults(func=_cmd_export)
 
+    p = sub.add_parser("publish", help="write a run's kept rows as a dataset: datasets Parquet + card, WebDataset tars (resumable)")
+    p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name}); local or s3://")
+    p.add_argument("out", help="the folder to write (local or s3://); publishing again into it resumes")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="publish settings over the run's publish section, e.g. license=cc-by-4.0 or layouts=[datasets]")
+    p.add_argument("--all-parsed", action="store_true", help="every parsed row, not only the rows the filters kept")
+    p.add_argument("--show", type=int, default=0, metavar="N", help="print the first N published rows")
+    p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run, its images and the output")
+    p.set_defaults(func=_cmd_publish)
+
     p = sub.add_parser("report", help="write one self-contained HTML page about a run or a filter pass")
     p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name}); local or s3://")
     p.add_argument("--out", help="the HTML file to write (default: RUN/report.html)")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run, its images and the output")
     p.set_defaults(func=_cmd_report)
 
-    p = sub.add_parser("verify", help="check every planned id is in exactly one committed row and every marker matches its shard")
-    p.add_argument("run", help="a run's folder, or a filter pass's; local or s3://")
+    p = sub.add_parser("verify", help="check every planned id is in exactly one committed row and every marker matches its shard "
+                       "(of a published folder: every file against its marker and its run)")
+    p.add_argument("run", help="a run's folder, a filter pass's, or a folder written by publish; local or s3://")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON")
     p.set_defaults(func=_cmd_verify)
 

@@ -83,7 +83,8 @@ def _distinct(texts: list[list[str]], n: int) -> float | None:
 
 def _entropy(counts: Counter) -> float:
     total = sum(counts.values())
-    return round(-sum(c / total * math.log2(c / total) for c in counts.values()), 4) if total else 0.0
+    # sum of p * log2(1/p): one opening gives 0.0, not the -0.0 that negating a zero sum would
+    return round(sum(c / total * math.log2(total / c) for c in counts.values()), 4) if total else 0.0
 
 
 def _spread(values: list[float]) -> dict | None:

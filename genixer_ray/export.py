@@ -62,6 +62,16 @@ def relative_under(source: str, image_root: str | None) -> str | None:
     return path[len(root) :] if path.startswith(root) else None
 
 
+def read_source(source: str, data: bytes | None, storage_options: dict) -> bytes:
+    """A row's image bytes: ``data`` when the plan holds them inline, else the file at ``source``."""
+    import fsspec
+
+    if data is not None:
+        return data
+    with fsspec.open(source, "rb", **storage_options) as f:
+        return f.read()
+
+
 class ImageCopier:
     """Writes each exported image once into ``folder``, under a stable name.
 
@@ -80,12 +90,9 @@ class ImageCopier:
 
     def copy(self, source: str, data: bytes | None) -> str:
         """The record's image path (relative to the JSON's folder) after writing the image."""
-        import fsspec
         from PIL import Image
 
-        if data is None:
-            with fsspec.open(source, "rb", **self.storage_options) as f:
-                data = f.read()
+        data = read_source(source, data, self.storage_options)
         fmt = (Image.open(io.BytesIO(data)).format or "bin").lower()
         name = f"{hashlib.sha256(data).hexdigest()[:24]}.{'jpg' if fmt == 'jpeg' else fmt}"
         if name not in self.written:

@@ -156,6 +156,7 @@ FILTER_SCHEMA = {
     "judge_paper_score": pl.Float64,  # the Genixer script's score of a sampled reply (filters/judge.py)
     "judge_paper_reply": pl.String,
     "judge_model": pl.String,
+    "judge_hash": pl.String,  # the judge checkpoint's fingerprint, as generator_hash (engines.base.checkpoint_hash)
     "judge_rule": pl.String,
     "judge_reason": pl.String,
     "judge_pass": pl.Boolean,

@@ -61,9 +61,14 @@ class Verdict:
 
     def lines(self) -> list[str]:
         """The verdict as lines a person reads."""
-        head = f"{self.kind} {self.url}: {self.rows} committed rows for {self.planned} planned (image, sample) keys"
+        if self.kind == "published dataset":
+            head = f"{self.kind} {self.url}: {self.rows} rows for {self.planned} selected rows of its run"
+            fine = "every file matches its marker, every part its run shards"
+        else:
+            head = f"{self.kind} {self.url}: {self.rows} committed rows for {self.planned} planned (image, sample) keys"
+            fine = "every key exactly once, every marker matches its shard"
         if self.ok:
-            return [f"{head}: OK (every key exactly once, every marker matches its shard)"]
+            return [f"{head}: OK ({fine})"]
         out = [f"{head}: {sum(self.counts.values())} problem(s)"]
         for p, n in sorted(self.counts.items()):
             out.append(f"  {p}: {n} (e.g. {', '.join(self.problems[p])})")
@@ -163,4 +168,85 @@ def verify_run(url: str, *, storage_options: dict | None = None) -> Verdict:
     for k in sorted(markers & files - set(planned_shards)):  # committed shards no plan names
         for i in _keys(store, store.shard_name(k))[:SHOW]:
             v.add("not_planned", f"{sample_id(*i)} in unplanned shard {k}")
+    return v
+
+
+def _published_file(v: Verdict, out: RunStore, rel: str, want: dict) -> int:
+    """Check one published file against its part marker's entry (sha256; rows from the Parquet
+    footer or the tar's keys); return the rows it holds (0 when it is missing or altered)."""
+    import io
+    import tarfile
+
+    import pyarrow.parquet as pq
+
+    try:
+        data = out.fs.cat_file(out.path(rel))
+    except FileNotFoundError:
+        v.add("missing_file", rel)
+        return 0
+    if hashlib.sha256(data).hexdigest() != want.get("sha256"):
+        v.add("checksum_mismatch", rel)
+        return 0
+    if rel.endswith(".parquet"):
+        rows = pq.ParquetFile(io.BytesIO(data)).metadata.num_rows
+    else:
+        with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+            rows = len({m.name.split(".", 1)[0] for m in tar.getmembers()})
+    if rows != want.get("rows"):
+        v.add("row_count_mismatch", f"{rel}: marker says {want.get('rows')}, file holds {rows}")
+    return rows
+
+
+def verify_published(url: str, *, storage_options: dict | None = None) -> Verdict:
+    """Verify a folder written by ``genixer-ray publish`` against its markers and its run.
+
+    Every file a part marker names exists with its sha256 and row count; nothing else is in the
+    folder but the card and the markers (``foreign_object``: a copy, a partial upload); the card is
+    the one publish wrote; and against the run (where it can be read with ``storage_options``):
+    each part's run shards are unchanged since (their commit markers' sha256), they hold as many
+    selected rows as the part, and every committed shard of the run is in a part.
+    """
+    from genixer_ray.publish import MARKERS, selected
+
+    out = RunStore(url, storage_options)
+    v = Verdict(out.url, "published dataset")
+    summary = out.read_json(f"{MARKERS}/publish.json")
+    if summary is None:
+        v.add("publish_unfinished", f"no {MARKERS}/publish.json: run publish again to finish")
+        return v
+    parts = [out.read_json(f"{MARKERS}/part-{p:05d}.json") for p in range(summary["parts"])]
+    claimed = {"README.md", f"{MARKERS}/publish.json", *(f"{MARKERS}/part-{p:05d}.json" for p in range(len(parts))), *summary["files"]}
+    root = out.root.rstrip("/") + "/"
+    for name in sorted(n[len(root) :] for n in out.fs.find(out.root) if n.startswith(root)):
+        if name not in claimed:
+            v.add("foreign_object", name)
+    try:
+        if hashlib.sha256(out.read_bytes("README.md")).hexdigest() != summary.get("card_sha256"):
+            v.add("card_changed", "README.md is not the card publish wrote")
+    except FileNotFoundError:
+        v.add("missing_file", "README.md (the dataset card)")
+    counted = "data/" if "datasets" in summary["options"]["layouts"] else "webdataset/"  # rows are counted in one layout
+    for rel, want in sorted(summary["files"].items()):
+        rows = _published_file(v, out, rel, want)
+        v.rows += rows if rel.startswith(counted) else 0
+    run = RunStore(summary["source"], storage_options)
+    markers = {m["shard"]: m for m in run.markers()}
+    if not markers:
+        v.add("run_not_found", f"{summary['source']} (pass --storage-options to read it)")
+        return v
+    published = {int(k) for part in parts if part for k in part["shards"]}
+    for k in sorted(set(markers) - published):
+        v.add("shard_not_published", f"run shard {k} (committed after publishing: publish again)")
+    for p, part in enumerate(parts):
+        if part is None:
+            v.add("missing_marker", f"{MARKERS}/part-{p:05d}.json")
+            continue
+        if any(markers.get(int(k), {}).get("sha256") != digest for k, digest in part["shards"].items()):
+            v.add("run_changed", f"part {p}: its run shards changed since publishing")
+            continue
+        frames = [run.read_frame(run.shard_name(int(k)), columns=["status", "keep"]).to_dicts() for k in part["shards"]]
+        expected = sum(selected(r, summary["options"]["all_parsed"]) for rows in frames for r in rows)
+        v.planned += expected
+        if expected != part["rows"]:
+            v.add("row_count_mismatch", f"part {p}: the run holds {expected} selected rows, the part {part['rows']}")
     return v

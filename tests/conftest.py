@@ -11,6 +11,8 @@ import pytest
 # Before anything resolves the `tiny` model spec: build it in a private place, not ~/.cache.
 os.environ.setdefault("GENIXER_RAY_HOME", tempfile.mkdtemp(prefix="genixer-ray-test-home-"))
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+# Nothing reaches the Hugging Face Hub: datasets and huggingface_hub read local folders only.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(scope="session")

@@ -26,6 +26,7 @@ from genixer_ray.config.decontamination import DecontaminationConfig, EvalSource
 from genixer_ray.config.filter_pass import FilterPassConfig, ImagesConfig, StoreConfig
 from genixer_ray.config.filters import ClipFilterConfig, ConsistencyConfig, FiltersConfig, JudgeConfig
 from genixer_ray.config.loading import apply_overrides, build_config, load_config
+from genixer_ray.config.publish import PublishConfig
 from genixer_ray.config.run import (
     EngineConfig,
     GeneratorConfig,
@@ -53,7 +54,7 @@ from genixer_ray.errors import ConfigError
 __all__ = [
     "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ConfigError",
     "ConsistencyConfig", "DataSource", "DecontaminationConfig", "EvalSource", "EngineConfig", "FilterPassConfig", "FiltersConfig", "GeneratorConfig", "ImagesConfig",
-    "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "RayConfig",
+    "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "PublishConfig", "RayConfig",
     "RunConfig", "SamplingConfig", "ScalingConfig", "StoreConfig", "Strict", "TaskIdMap", "TaskWeights", "TrainConfig",
     "TrainDataConfig", "TrainModelConfig", "TrainScalingConfig",
     "apply_overrides", "build_config", "load_config", "redact", "redacted",

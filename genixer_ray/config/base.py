@@ -81,7 +81,7 @@ class ActorPoolConfig(Strict):
 
 
 # Keys whose values are credentials wherever they appear (storage options are masked whole).
-_SECRET_KEY = re.compile(r"secret|passw|token|credential|private_?key|access_?key|api_?key|session_?key|^key$|sas_|signature", re.I)
+_SECRET_KEY = re.compile(r"secret|passw|token(?!s$)|credential|private_?key|access_?key|api_?key|session_?key|^key$|sas_|signature", re.I)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
 
 

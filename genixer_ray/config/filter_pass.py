@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from genixer_ray.config.base import Strict
 from genixer_ray.config.decontamination import DecontaminationConfig
 from genixer_ray.config.filters import FiltersConfig
+from genixer_ray.config.publish import PublishConfig
 from genixer_ray.config.run import EngineConfig, GeneratorConfig, InputConfig, RayConfig
 from genixer_ray.errors import ConfigError
 
@@ -54,6 +55,7 @@ class FilterPassConfig(Strict):
         default_factory=DecontaminationConfig,
         description="Match the run's images and generated questions against evaluation sets (rows that match are rejected).",
     )
+    publish: PublishConfig = Field(default_factory=PublishConfig, description="The card's fields and layouts of `genixer-ray publish` of this pass.")
 
     @model_validator(mode="before")
     @classmethod

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from genixer_ray.config.base import TASK_IDS, ActorPoolConfig, ModelSpec, Strict, TaskWeights, path_safe_name
 from genixer_ray.config.decontamination import DecontaminationConfig
 from genixer_ray.config.filters import FiltersConfig
+from genixer_ray.config.publish import PublishConfig
 from genixer_ray.prompts import PROFILES, build_profile
 
 
@@ -196,6 +197,7 @@ class RunConfig(Strict):
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig, description="The card's fields and layouts of `genixer-ray publish`.")
 
     @field_validator("task_mix")
     @classmethod

@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 
 from genixer_ray.config import JudgeConfig, SamplingConfig
-from genixer_ray.engines.base import GenerationRequest, Generator
+from genixer_ray.engines.base import GenerationRequest, Generator, checkpoint_hash
 from genixer_ray.filters.base import ScoringStage
 from genixer_ray.seeding import derive_seed
 from genixer_ray.stages import row_image
@@ -107,7 +107,7 @@ def says_yes(reply: str) -> bool:
 
 
 class JudgeStage(ScoringStage):
-    """Adds ``judge_p_yes`` (and ``judge_model``) to every ``ok`` row, batched on one engine.
+    """Adds ``judge_p_yes`` (and ``judge_model``, ``judge_hash``) to every ``ok`` row, batched on one engine.
 
     A row the engine cannot serve (prompt too long) gets ``judge_reason = "judge_failed"``.
     Selection (threshold, band, top fraction) is applied later, per shard, from the scores.
@@ -119,6 +119,7 @@ class JudgeStage(ScoringStage):
         self.cfg = cfg
         self.generator = generator
         self.yes, self.no = yes_no_token_ids(generator.processor.tokenizer)
+        self.model_hash = checkpoint_hash(generator.model_path)
 
     def score(self, rows: list[dict]) -> list[dict]:
         """Score ``ok`` rows: one greedy step each for P(Yes) (and the paper's sampled reply if asked)."""
@@ -128,7 +129,7 @@ class JudgeStage(ScoringStage):
         papers = self._paper(rows) if self.cfg.wants_paper_score else [None] * len(rows)
         out = []
         for res, paper in zip(results, papers, strict=True):
-            row = {"judge_model": self.generator.model_path}
+            row = {"judge_model": self.generator.model_path, "judge_hash": self.model_hash}
             if res.error_code:
                 row |= {"judge_p_yes": None, "judge_reason": "judge_failed"}
             else:

@@ -104,6 +104,21 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
     assert report.returncode == 0 and report.stdout.startswith("report of 8 rows"), report.stderr[-3000:]
     assert "Funnel per task" in (tmp_path / "out" / "demo" / "report.html").read_text()
 
+    # ... and published (the demo's last step): two rows printed, then the line that loads the folder.
+    pub = subprocess.run(
+        CLI + ["publish", str(tmp_path / "out" / "demo"), str(tmp_path / "dataset"), "--show", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert pub.returncode == 0, pub.stderr[-3000:]
+    shown = [line for line in pub.stdout.splitlines() if line.startswith("  [")]
+    assert len(shown) == 2 and all("->" in line and "judge_p_yes=" in line for line in shown), pub.stdout
+    assert pub.stdout.splitlines()[-1].startswith(f'load it: datasets.load_dataset("{tmp_path / "dataset"}"')
+    import datasets
+
+    ds = datasets.load_dataset(str(tmp_path / "dataset"), split="train", cache_dir=str(tmp_path / "hf-cache"))
+    assert sorted(ds["id"]) == sorted(r["image_id"] for r in rows if r["keep"])
+    assert all(img.size == (w, h) for img, w, h in zip(ds["image"], ds["image_width"], ds["image_height"], strict=True))
+    assert subprocess.run(CLI + ["verify", str(tmp_path / "dataset")], capture_output=True, text=True, timeout=300).returncode == 0
+
 
 @pytest.fixture(scope="module")
 def s3_with_auth():

@@ -66,11 +66,12 @@ def test_every_job_runs_on_the_cluster(local_cluster, tmp_path, tiny_models):
     engine = json.loads((out / "job" / "filtered" / "again" / "manifest.json").read_text())["engine"]
     assert engine == manifest["config"]["generator"] and engine["backend"] == "transformers"
 
-    # The export and the report of the filter pass, as jobs too.
+    # The export, the report and the publishing of the filter pass, as jobs too.
     passed = f"{run}/filtered/again"
     for job, args, made in [
         ("export", [passed, str(out / "export.json"), "--all-parsed"], out / "export.json"),
         ("report", [passed, "--out", str(out / "report.html")], out / "report.html"),
+        ("publish", [passed, str(out / "dataset"), "license=cc-by-4.0", "--all-parsed"], out / "dataset" / "_publish" / "publish.json"),
     ]:
         res = submit(job_cmd(local_cluster, job, *args), local_cluster["env"])
         assert res.returncode == 0 and made.is_file(), (job, (res.stdout + res.stderr)[-4000:])

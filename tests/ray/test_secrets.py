@@ -94,6 +94,9 @@ def test_a_planted_secret_is_written_nowhere(ray_session, s3, tmp_path, tiny_mod
         ["export", f"{run_url}/filtered/judged", f"s3://{root}/export/llava.json", "--all-parsed", f"--storage-options={so}"],
         ["report", f"{run_url}/filtered/judged", f"--storage-options={so}"],
         ["verify", run_url, f"--storage-options={so}"],
+        ["publish", f"{run_url}/filtered/judged", f"s3://{root}/published", "license=cc-by-4.0", "--all-parsed", "--show=1",
+         f"--storage-options={so}"],
+        ["verify", f"s3://{root}/published", f"--storage-options={so}"],
         ["train", f"storage_path=s3://{root}/train", f"storage_options={so}", "name=secret-train", "optim.max_steps=2",
          "checkpoint_every=2", f"scaling.ray_address={address}",
          "data.sources=" + json.dumps([{"format": "gqa", "path": f"s3://{root}/gqa/questions.json",
@@ -111,6 +114,7 @@ def test_a_planted_secret_is_written_nowhere(ray_session, s3, tmp_path, tiny_mod
     written = [p for p in direct.find(root) if not p.startswith((f"{root}/in/", f"{root}/gqa/"))]
     assert any(p.endswith("train_summary.json") for p in written) and any("/commits/" in p for p in written)
     assert any(p.endswith("filter.json") for p in written) and any(p.endswith("llava.json") for p in written)
+    assert any(p.endswith("published/README.md") for p in written) and any(p.endswith("published/_publish/publish.json") for p in written)
     for p in written:
         if any(SECRET.encode() in t for t in texts_of_object(p, direct.cat_file(p))):
             found.append(f"s3://{p}")

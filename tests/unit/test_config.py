@@ -166,6 +166,8 @@ def test_redaction_masks_credentials_at_any_depth():
     assert out["data"]["sources"][0]["path"] == "s3://***@bucket/q.json" and out["storage_options"] == {"token": "***"}
     run = build_config(None, [f"output.path=s3://u:{secret}@b/runs", f"input.storage_options={json.dumps({'password': secret})}"])
     assert secret not in json.dumps(redacted(run)) and redacted(run)["output"]["path"] == "s3://***@b/runs"
+    # A count is not a credential: the config a run records keeps its lengths readable.
+    assert redacted(run)["sampling"]["max_tokens"] == 96 and redacted(run)["filters"]["consistency"]["max_tokens"] == 32
 
 
 def test_one_model_reference_check_for_every_kind(tmp_path):

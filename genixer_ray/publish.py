@@ -1,0 +1,418 @@
+"""``genixer-ray publish RUN OUT``: a run's kept rows as a dataset others load in one line.
+
+Layout of ``OUT`` (any fsspec URL)::
+
+    README.md                          the dataset card (genixer_ray.card), written last
+    data/{task}/train-00000.parquet    the 'datasets' layout: one folder per task, so each task is
+                                       a config of the card's ``configs:`` and ``default`` is all
+    webdataset/train-00000.tar         the 'webdataset' layout: {key}.{jpg,png,webp} + {key}.json
+    _publish/part-00000.json           one marker per part: the run shards it holds, its files'
+                                       rows and sha256
+    _publish/publish.json              written after the card: what was published, from where
+
+**Parts.** Committed run shards ``k`` are grouped into parts ``k // shards_per_file``; a part is
+written file by file, then its marker. A part whose marker names the same run shards (by their
+commit markers' sha256) and the same options is done; any other is written again under the same
+names, so a kill mid-publish and a re-run leave no duplicate or partial file, and a run that gained
+shards republishes only the parts they fall in. Files of ours that no marker names (an option
+changed, a kill before a marker) are removed at the end; ``verify OUT`` checks all of it.
+
+**Rows.** One row per kept sample (every parsed sample with ``all_parsed``): the image embedded
+(``{bytes, path}``, the ``datasets`` ``Image`` feature), LLaVA's ``conversations``, the task,
+question, answer, boxes normalized to [0, 1] and in pixels of the stored image, every score and
+the provenance columns. Types are recorded in each Parquet file's ``huggingface`` schema
+metadata, as ``datasets`` writes them, so ``datasets.load_dataset(OUT)`` decodes images and types
+columns without a loading script. The stored image is the source file itself when it is an
+upright JPEG, PNG or WebP; otherwise (EXIF-rotated, other formats) the upright pixels as PNG, so
+that pixel boxes and every reader (``datasets`` applies EXIF orientation, WebDataset does not)
+agree on one picture.
+
+Memory is bounded by one run shard (its rows and their images): shards are read a few at a time
+(overlapped on an object store) and written as they come.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from genixer_ray.config import ConfigError, PublishConfig, build_config, redact
+from genixer_ray.errors import NotARunError
+from genixer_ray.export import finite, llava_record, read_source
+from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
+from genixer_ray.schema import row_key
+from genixer_ray.seeding import sample_id
+from genixer_ray.store import RunStore, overlapped, source_run
+
+MARKERS = "_publish"
+FORMAT_VERSION = 1  # of the published rows; a change republishes every part
+# Files of ours under OUT (anything else there is reported by verify, and never removed).
+OWN_FILE = re.compile(r"data/[a-z_]+/train-\d{5}\.parquet|webdataset/train-\d{5}\.tar")
+_KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # stored as they came, when upright
+ROW_GROUP = 100  # rows per Parquet row group: what datasets writes for image data (the viewer reads row groups)
+
+
+def _features():
+    """``[(column, datasets feature as a dict, arrow type)]`` of a published row, in order."""
+    import pyarrow as pa
+
+    def value(dtype: str, arrow):
+        return {"dtype": dtype, "_type": "Value"}, arrow
+
+    def seq(item):
+        return {"feature": item[0], "_type": "List"}, pa.list_(item[1])
+
+    string, f32, f64, i32 = value("string", pa.string()), value("float32", pa.float32()), value("float64", pa.float64()), value("int32", pa.int32())
+    boxes, pixel_boxes = seq(seq(f32)), seq(seq(i32))
+    turn = ({"from": string[0], "value": string[0]}, pa.struct([("from", pa.string()), ("value", pa.string())]))
+    image = ({"_type": "Image"}, pa.struct([("bytes", pa.binary()), ("path", pa.string())]))
+    columns = [
+        ("id", string), ("image", image), ("image_id", string), ("sample", i32), ("task", string),
+        ("question", string), ("answer", string), ("conversations", seq(turn)), ("options", seq(string)), ("answer_letter", string),
+        ("question_boxes", boxes), ("answer_boxes", boxes), ("points", boxes),
+        ("question_boxes_px", pixel_boxes), ("answer_boxes_px", pixel_boxes), ("points_px", pixel_boxes),
+        ("image_width", i32), ("image_height", i32),
+        ("clip_score", f32), ("clip_raw_score", f32), ("clip_region_scores", seq(f32)), ("consistency_score", f32),
+        ("judge_p_yes", f64), ("judge_paper_score", f64), ("keep", value("bool", pa.bool_())), ("reject_reasons", seq(string)),
+        ("run_id", string), ("source", string), ("mode", string), ("prompt_profile", string), ("template_id", string),
+        ("instruction", string), ("generator", string), ("generator_hash", string), ("judge_model", string), ("judge_hash", string),
+        ("backend", string), ("seed", value("int64", pa.int64())), ("temperature", f32), ("top_p", f32),
+        ("created_at", value("timestamp[us, tz=UTC]", pa.timestamp("us", tz="UTC"))),
+        *((name, value("uint64", pa.uint64()) if "phash" in name else string) for name in FINGERPRINT_COLUMNS),
+    ]
+    return [(name, feature, arrow) for name, (feature, arrow) in columns]
+
+
+def published_schema():
+    """The arrow schema of the published Parquet files, ``datasets``' features in its metadata."""
+    import pyarrow as pa
+
+    columns = _features()
+    meta = {"info": {"features": {name: feature for name, feature, _ in columns}}}
+    return pa.schema([(name, arrow) for name, _, arrow in columns]).with_metadata({"huggingface": json.dumps(meta)})
+
+
+def sample_key(row: dict) -> str:
+    """A row's WebDataset key: its id made of letters, digits, ``_`` and ``-`` (WebDataset splits a
+    name at its first dot; a ``/`` would make a folder), with a digest of the id so keys stay unique."""
+    sid = sample_id(*row_key(row))
+    safe = re.sub(r"[^A-Za-z0-9_-]+", "_", sid).strip("_")[:64]
+    return f"{safe}-{hashlib.sha256(sid.encode()).hexdigest()[:8]}"
+
+
+def stored_image(data: bytes) -> tuple[bytes, str]:
+    """The bytes a published row carries for an image, and their extension (see the module doc)."""
+    from PIL import Image
+
+    from genixer_ray.images import decode_full
+
+    img = Image.open(io.BytesIO(data))
+    if img.format in _KEPT_FORMATS and img.getexif().get(0x0112, 1) == 1:  # 0x0112: EXIF orientation
+        return data, _KEPT_FORMATS[img.format]
+    out = io.BytesIO()
+    decode_full(data, max_pixels=img.size[0] * img.size[1]).save(out, format="PNG")
+    return out.getvalue(), "png"
+
+
+def _pixels(boxes: list | None, width: int, height: int) -> list | None:
+    """Normalized boxes or points (``[x, y, ...]`` alternating) in whole pixels of a ``width`` x ``height`` image."""
+    if boxes is None:
+        return None
+    return [[round(v * (width if i % 2 == 0 else height)) for i, v in enumerate(b)] for b in boxes]
+
+
+def _clean_source(source: str) -> str:
+    """A row's source without URL user information or query (a presigned URL's signature)."""
+    return redact(source).split("?", 1)[0]
+
+
+def published_row(row: dict, image: bytes, ext: str) -> dict:
+    """The published record of one run row (all columns of :func:`published_schema`)."""
+    key = sample_key(row)
+    w, h = row.get("image_width"), row.get("image_height")
+    out = {name: row.get(name) for name, _, _ in _features()}
+    out |= {
+        "id": sample_id(*row_key(row)), "image": {"bytes": image, "path": f"{key}.{ext}"}, "sample": row_key(row)[1],
+        "task": row.get("parsed_task"), "conversations": llava_record(row, "")["conversations"], "source": _clean_source(row["source"]),
+    }
+    for name in ("question_boxes", "answer_boxes", "points"):
+        out[f"{name}_px"] = _pixels(row.get(name), w, h) if w and h else None
+    return out
+
+
+def _json_record(rec: dict) -> bytes:
+    """A published record as the WebDataset sample's JSON (no image; NaN as null)."""
+    out = {k: (v.isoformat() if isinstance(v, datetime) else finite(v)) for k, v in rec.items() if k != "image"}
+    return json.dumps(out, ensure_ascii=False, allow_nan=False).encode()
+
+
+class _HashingFile:
+    """A write-only file that hashes and counts what passes through to ``f`` (one pass: no read-back)."""
+
+    def __init__(self, f):
+        self.f, self.sha, self.size, self.closed = f, hashlib.sha256(), 0, False
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self.sha.update(data)
+        self.size += len(data)
+        self.f.write(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def flush(self) -> None:
+        self.f.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.f.close()
+
+
+@dataclass
+class _Part:
+    """The files of one part being written: one Parquet writer per task, one tar."""
+
+    out: RunStore
+    number: int
+    cfg: PublishConfig
+    files: dict[str, dict] = field(default_factory=dict)
+    _open: dict[str, tuple] = field(default_factory=dict)  # name -> (hashing file, writer)
+
+    def _file(self, rel: str, make):
+        if rel not in self._open:
+            self.out.fs.makedirs(self.out.path(rel.rsplit("/", 1)[0]), exist_ok=True)
+            sink = _HashingFile(self.out.fs.open(self.out.path(rel), "wb"))
+            self._open[rel] = (sink, make(sink))
+            self.files[rel] = {"rows": 0}
+        return self._open[rel][1]
+
+    def add(self, records: list[dict], images: list[tuple[bytes, str]]) -> None:
+        """Write one run shard's published records (``images``: their stored bytes and extension)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        name = f"train-{self.number:05d}"
+        if "datasets" in self.cfg.layouts:
+            by_task: dict[str, list[dict]] = {}
+            for rec in records:
+                by_task.setdefault(rec["task"] or "unknown", []).append(rec)
+            schema = published_schema()
+            for task, recs in sorted(by_task.items()):
+                rel = f"data/{task}/{name}.parquet"
+                writer = self._file(rel, lambda sink: pq.ParquetWriter(sink, schema))
+                writer.write_table(pa.Table.from_pylist(recs, schema=schema), row_group_size=ROW_GROUP)
+                self.files[rel]["rows"] += len(recs)
+        if "webdataset" in self.cfg.layouts and records:
+            rel = f"webdataset/{name}.tar"
+            tar = self._file(rel, lambda sink: tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT))
+            for rec, (data, ext) in zip(records, images, strict=True):
+                key = rec["image"]["path"].rsplit(".", 1)[0]
+                mtime = rec["created_at"].timestamp() if rec.get("created_at") else 0
+                members = [(ext, data), ("json", _json_record(rec))]
+                if self.cfg.webdataset_txt:
+                    members.append(("txt", f"{rec['question']}\n{rec['answer']}".encode()))
+                for suffix, payload in members:
+                    info = tarfile.TarInfo(f"{key}.{suffix}")
+                    info.size, info.mtime, info.mode = len(payload), int(mtime), 0o644
+                    tar.addfile(info, io.BytesIO(payload))
+            self.files[rel]["rows"] += len(records)
+
+    def close(self) -> dict[str, dict]:
+        """Finish every file; their rows, sizes and sha256."""
+        for rel, (sink, writer) in self._open.items():
+            writer.close()
+            sink.close()
+            self.files[rel] |= {"bytes": sink.size, "sha256": sink.sha.hexdigest()}
+        return self.files
+
+
+def selected(row: dict, all_parsed: bool) -> bool:
+    """Whether a run row is published: a kept sample (any parsed one with ``all_parsed``)."""
+    return row["status"] == "ok" and bool(row.get("keep") or all_parsed)
+
+
+def _shard_records(store: RunStore, k: int, all_parsed: bool) -> tuple[list[dict], list[tuple[bytes, str]]]:
+    """Run shard ``k``'s published records and their stored images (each image read once)."""
+    rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if selected(r, all_parsed)]
+    planned = store.planned_images(k) if rows else {}
+    images: dict[str, tuple[bytes, str]] = {}
+    for r in rows:
+        if r["image_id"] not in images:
+            data = read_source(r["source"], planned.get(r["image_id"], {}).get("data"), store.storage_options)
+            images[r["image_id"]] = stored_image(data)
+    stored = [images[r["image_id"]] for r in rows]
+    return [published_row(r, *img) for r, img in zip(rows, stored, strict=True)], stored
+
+
+def recorded_publish(store: RunStore) -> dict:
+    """The ``publish`` section a run was started with; for a filter pass, its run's with the
+    pass's own settings over it where they differ from the defaults (a pass names no license
+    unless it means another one)."""
+    run = RunStore(source_run(store.url), store.storage_options)
+    recorded = dict((run.config() or {}).get("publish") or {})
+    if run.url != store.url:
+        defaults = PublishConfig().model_dump(mode="json")
+        own = (store.read_json("manifest.json") or {}).get("publish") or {}
+        recorded |= {k: v for k, v in own.items() if v != defaults.get(k)}
+    return recorded
+
+
+def publish_config(store: RunStore, overrides: list[str]) -> PublishConfig:
+    """The run's (or pass's) recorded ``publish`` section with ``overrides`` (``license=cc-by-4.0``;
+    a ``publish.`` prefix is accepted), validated; a missing license is an error.
+
+    Raises:
+        ConfigError: an invalid field, or no license.
+    """
+    recorded = recorded_publish(store)
+    cfg = build_config(recorded, [o.removeprefix("publish.") for o in overrides], source="publish settings", kind=PublishConfig)
+    if cfg.license is None:
+        raise ConfigError(
+            "publish: license is not set; say under which license the data may be used (publish.license in the run's config, "
+            "or license=ID on the command line, e.g. license=cc-by-4.0; see https://huggingface.co/docs/hub/repositories-licenses)"
+        )
+    return cfg
+
+
+def _options(cfg: PublishConfig, all_parsed: bool) -> dict:
+    """What a part's content depends on besides its run shards (a change rewrites the part)."""
+    return {"version": FORMAT_VERSION, "all_parsed": all_parsed, "layouts": sorted(cfg.layouts), "webdataset_txt": cfg.webdataset_txt}
+
+
+def _files_intact(out: RunStore, files: dict[str, dict]) -> bool:
+    """Whether each file a done part's marker names is there with its size (a cheap check; ``verify`` reads the checksums)."""
+    try:
+        return all(out.fs.size(out.path(rel)) == f["bytes"] for rel, f in files.items())
+    except FileNotFoundError:
+        return False
+
+
+def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: dict) -> Iterator[tuple[dict, bool]]:
+    """Each part's marker, in order, and whether it was written now (``False``: done before)."""
+    shard_digest = {m["shard"]: m.get("sha256") for m in store.markers()}
+    parts: dict[int, list[int]] = {}
+    for k in sorted(shard_digest):
+        parts.setdefault(k // cfg.shards_per_file, []).append(k)
+    for p, shards in parts.items():
+        rel = f"{MARKERS}/part-{p:05d}.json"
+        want = {"part": p, "shards": {str(k): shard_digest[k] for k in shards}, "options": options}
+        before = out.read_json(rel)
+        if before and {k: before.get(k) for k in want} == want and _files_intact(out, before["files"]):
+            yield before, False
+            continue
+        part = _Part(out, p, cfg)
+        read = lambda k: _shard_records(store, k, options["all_parsed"])  # noqa: E731
+        tasks: Counter = Counter()
+        models: dict[str, set] = {"generators": set(), "judges": set()}
+        for records, images in overlapped(read, shards, store.requests_in_flight):
+            part.add(records, images)
+            tasks.update(r["task"] or "unknown" for r in records)
+            models["generators"].update((r["generator"], r["generator_hash"]) for r in records)
+            models["judges"].update((r["judge_model"], r["judge_hash"]) for r in records if r["judge_model"])
+        marker = want | {"files": part.close(), "rows": sum(tasks.values()), "by_task": dict(tasks)}
+        marker |= {k: sorted(v, key=str) for k, v in models.items()}
+        for stale in set((before or {}).get("files", {})) - set(marker["files"]):
+            out.fs.rm(out.path(stale))
+        out.write_json(rel, marker)
+        yield marker, True
+
+
+def _remove_unclaimed(out: RunStore, markers: list[dict]) -> list[str]:
+    """Remove our files that no marker names, and markers of parts that no longer exist; return their names."""
+    claimed = {rel for m in markers for rel in m["files"]} | {f"{MARKERS}/part-{m['part']:05d}.json" for m in markers}
+    root = out.root.rstrip("/") + "/"
+    names = [n[len(root) :] for n in out.fs.find(out.root) if n.startswith(root)]
+    gone = sorted(n for n in names if n not in claimed and (OWN_FILE.fullmatch(n) or re.fullmatch(rf"{MARKERS}/part-\d{{5}}\.json", n)))
+    for n in gone:
+        out.fs.rm(out.path(n))
+    return gone
+
+
+def _empty_file(out: RunStore) -> dict[str, dict]:
+    """A dataset with no rows still loads: one empty Parquet file holds its columns and types."""
+    import pyarrow.parquet as pq
+
+    rel = "data/default/train-00000.parquet"
+    out.fs.makedirs(out.path("data/default"), exist_ok=True)
+    with out.fs.open(out.path(rel), "wb") as f:
+        sink = _HashingFile(f)
+        pq.ParquetWriter(sink, published_schema()).close()  # no row group at all: datasets reads an empty one as batch size 0
+    return {rel: {"rows": 0, "bytes": sink.size, "sha256": sink.sha.hexdigest()}}
+
+
+def publish_run(run: str, out: str, *, overrides: list[str] | None = None, storage_options: dict | None = None, all_parsed: bool = False,
+                command: str = "") -> dict:
+    """Publish the run (or filter pass) at ``run`` into ``out`` (see the module doc); return what was written.
+
+    Args:
+        run: a run's folder, or a filter pass's (``{run}/filtered/{name}``); its committed shards are read.
+        out: the folder to write (any fsspec URL); publishing again into it resumes.
+        overrides: ``key=value`` settings of :class:`~genixer_ray.config.PublishConfig` over the run's ``publish`` section.
+        storage_options: fsspec options for the run, its images and ``out`` (never written anywhere).
+        all_parsed: every parsed sample, not only the kept ones.
+        command: the command line, for the card (credentials masked).
+
+    Raises:
+        NotARunError: no committed shard at ``run``.
+        ConfigError: an invalid publish setting, or no license.
+    """
+    from genixer_ray.card import write_card
+
+    so = storage_options or {}
+    store = RunStore(run, so)
+    cfg = publish_config(store, overrides or [])
+    if not store.committed():
+        raise NotARunError(f"no committed shards under {run}")
+    target = RunStore(out, so)
+    target.check_writable()
+    options = _options(cfg, all_parsed)
+    markers, written = [], 0
+    for marker, now in _publish_parts(store, target, cfg, options):
+        markers.append(marker)
+        written += now
+    files = {rel: f for m in markers for rel, f in m["files"].items()}
+    removed = _remove_unclaimed(target, markers)
+    by_task = sum((Counter(m["by_task"]) for m in markers), Counter())
+    if not by_task and "datasets" in cfg.layouts:
+        files |= _empty_file(target)
+    models = {k: sorted({tuple(x) for m in markers for x in m[k]}, key=str) for k in ("generators", "judges")}
+    card = write_card(store, target, cfg, by_task=dict(by_task), models=models, options=options, command=command, parts=len(markers))
+    summary = {
+        "source": redact(store.url), "options": options, "rows": sum(by_task.values()), "by_task": dict(by_task),
+        "parts": len(markers), "files": files, "card_sha256": card,
+    }
+    target.write_json(f"{MARKERS}/publish.json", summary)  # what was published, the same however many tries it took
+    return summary | {"output": target.url, "parts_written": written, "removed": removed}
+
+
+def example_rows(out: str, n: int, storage_options: dict | None = None) -> list[dict]:
+    """The first ``n`` published rows of ``out`` (question, answer, task, scores, image name and size)."""
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    target = RunStore(out, storage_options)
+    shown = []
+    for rel in sorted((target.read_json(f"{MARKERS}/publish.json") or {}).get("files", {})):
+        if not rel.endswith(".parquet") or len(shown) >= n:
+            continue
+        with target.fs.open(target.path(rel), "rb") as f:
+            # ParquetFile, not read_table: read_table of a Python file object after Polars was
+            # imported aborts the interpreter at exit (seen with pyarrow 26 and Polars 2.1)
+            for rec in pq.ParquetFile(f).read().slice(0, n - len(shown)).to_pylist():
+                size = Image.open(io.BytesIO(rec["image"]["bytes"])).size
+                shown.append({k: rec[k] for k in ("id", "task", "question", "answer", "clip_score", "consistency_score", "judge_p_yes")}
+                             | {"image": f"{rec['image']['path']} ({size[0]}x{size[1]})", "file": rel})
+    return shown
