@@ -119,7 +119,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     export = export_shikra if args.format == "shikra" else export_llava
     counts = export(
-        args.run, args.out, storage_options=_storage_options(args), image_root=args.image_root, only_kept=not args.all_parsed,
+        args.run, args.out, storage_options=_storage_options(args), image_root=args.image_root, view=_view(args),
         copy_images=args.copy_images,
     )
     if args.format == "shikra":
@@ -138,10 +138,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from genixer_ray.publish import example_rows, publish_run
 
-    command = " ".join(["genixer-ray publish", args.run, args.out, *args.overrides] + (["--all-parsed"] if args.all_parsed else []))
-    r = publish_run(
-        args.run, args.out, overrides=args.overrides, storage_options=_storage_options(args), all_parsed=args.all_parsed, command=command,
-    )
+    command = " ".join(["genixer-ray publish", args.run, args.out, *args.overrides, f"--view={_view(args)}"])
+    r = publish_run(args.run, args.out, overrides=args.overrides, storage_options=_storage_options(args), view=_view(args), command=command)
     tasks = ", ".join(f"{t}={n}" for t, n in sorted(r["by_task"].items())) or "none"
     print(f"published {r['rows']} rows ({tasks}) in {len(r['files'])} files to {r['output']} "
           f"({r['parts_written']} of {r['parts']} parts written now; the card: {r['output'].rstrip('/')}/README.md)")
@@ -217,6 +215,19 @@ def _storage_options(args: argparse.Namespace) -> dict:
     return options
 
 
+def _view(args: argparse.Namespace) -> str:
+    """The ``--view`` of a command that selects rows (``--all-parsed`` is the view ``parsed``)."""
+    return "parsed" if args.all_parsed else args.view
+
+
+def _view_flags(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--view", default="kept", metavar="NAME",
+                       help="the rows to take: a view of the run's config, kept (the filters' decision, the default), parsed, "
+                       "or NAME='SQL condition' (e.g. strict='judge_p_yes >= 0.8')")
+    group.add_argument("--all-parsed", action="store_true", help="every parsed row (the view parsed)")
+
+
 def _verbose_flag(p: argparse.ArgumentParser) -> None:
     # Also after the subcommand; SUPPRESS keeps the global flag's value when this one is absent.
     p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show framework output on the console")
@@ -281,7 +292,7 @@ def _add_reading_commands(sub) -> None:
     p.add_argument("--image-root", help="the trainer's image folder: local images under it are written relative to it")
     p.add_argument("--copy-images", action="store_true",
                    help="copy every image beside the output (always done for remote and inline images)")
-    p.add_argument("--all-parsed", action="store_true", help="every parsed row, not only the rows the filters kept")
+    _view_flags(p)
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
     p.set_defaults(func=_cmd_export)
 
@@ -290,7 +301,7 @@ def _add_reading_commands(sub) -> None:
     p.add_argument("out", help="the folder to write (local or s3://); publishing again into it resumes")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="publish settings over the run's publish section, e.g. license=cc-by-4.0 or layouts=[datasets]")
-    p.add_argument("--all-parsed", action="store_true", help="every parsed row, not only the rows the filters kept")
+    _view_flags(p)
     p.add_argument("--show", type=int, default=0, metavar="N", help="print the first N published rows")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run, its images and the output")
     p.set_defaults(func=_cmd_publish)

@@ -1,6 +1,6 @@
 """Export a run's rows as LLaVA conversation JSON, the format LLaVA-style trainers read.
 
-One record per kept row (or per parsed row with ``only_kept=False``)::
+One record per row of a view (:mod:`genixer_ray.views`; ``kept`` by default, ``parsed`` for every parsed row)::
 
     {"id": "<image id>[#<sample>]", "image": "<path>", "task": "rec",
      "conversations": [{"from": "human", "value": "<image>\\nWhere is the dog?"},
@@ -28,6 +28,7 @@ from genixer_ray.errors import NotARunError
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore, overlapped
+from genixer_ray.views import resolve_view, selector
 
 PROVENANCE = ("run_id", "generator_hash", "seed", "clip_score", "consistency_score", "judge_p_yes")
 
@@ -116,7 +117,7 @@ def committed_run(run: str, storage_options: dict) -> tuple[RunStore, int]:
 
 
 def exported_rows(
-    store: RunStore, *, only_kept: bool, image_root: str | None, copy_images: bool, copier: ImageCopier, missing: dict[str, str],
+    store: RunStore, *, condition: str, image_root: str | None, copy_images: bool, copier: ImageCopier, missing: dict[str, str],
 ) -> Iterator[tuple[dict, str]]:
     """``(row, image path)`` of each row to export, committed shard by committed shard.
 
@@ -127,7 +128,7 @@ def exported_rows(
     """
 
     def read(k: int) -> tuple[list[dict], dict[str, dict]]:
-        rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if r["status"] == "ok" and (r.get("keep") or not only_kept)]
+        rows = store.read_frame(store.shard_name(k)).filter(selector(condition)).to_dicts()
         return rows, store.planned_images(k) if rows else {}
 
     for rows, planned in overlapped(read, sorted(store.committed()), store.requests_in_flight):
@@ -140,7 +141,7 @@ def exported_rows(
 
 
 def export_llava(
-    run: str, out: str, *, storage_options: dict | None = None, image_root: str | None = None, only_kept: bool = True,
+    run: str, out: str, *, storage_options: dict | None = None, image_root: str | None = None, view: str = "kept",
     copy_images: bool = False,
 ) -> dict:
     """Write the run's rows as LLaVA conversation JSON (``.json``) or JSON Lines (``.jsonl``); return counts.
@@ -158,7 +159,8 @@ def export_llava(
         out: the file to write (any fsspec URL); ``.jsonl`` writes one record per line.
         storage_options: fsspec options for ``run``, its images and ``out``.
         image_root: a local folder the trainer's ``image_folder`` will be (relative paths allowed).
-        only_kept: export rows with ``keep`` (the filters' decision); ``False``: every parsed row.
+        view: the rows to export: a view's name (``kept``: the filters' decision; ``parsed``: every
+            parsed row; or one of the run's config) or ``NAME=CONDITION`` (:func:`~genixer_ray.views.resolve_view`).
         copy_images: copy every image, also local ones under ``image_root``.
     """
     import fsspec
@@ -175,7 +177,7 @@ def export_llava(
     with fsspec.open(out, "w", **so) as f:
         f.write("" if jsonl else "[")
         for row, image in exported_rows(
-            store, only_kept=only_kept, image_root=image_root, copy_images=copy_images, copier=copier, missing=missing
+            store, condition=resolve_view(store, view)[1], image_root=image_root, copy_images=copy_images, copier=copier, missing=missing
         ):
             text = json.dumps(llava_record(row, image), allow_nan=False)
             f.write(f"{text}\n" if jsonl else (",\n" if n else "\n") + text)

@@ -158,6 +158,7 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
         summary.add_marker(m)
     write_manifest(
         dst, summary, started, source_run=src.url, filters=redacted(cfg.filters), engine=engine and redacted(engine), publish=redacted(cfg.publish),
+        views=cfg.views,
         source_shards={"planned": plan["shards"], "committed": len(source)},
     )
     if expected or dst.read_json("diversity.json") is None:  # a finished pass started again keeps its figures

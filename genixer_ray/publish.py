@@ -17,7 +17,7 @@ names, so a kill mid-publish and a re-run leave no duplicate or partial file, an
 shards republishes only the parts they fall in. Files of ours that no marker names (an option
 changed, a kill before a marker) are removed at the end; ``verify OUT`` checks all of it.
 
-**Rows.** One row per kept sample (every parsed sample with ``all_parsed``): the image embedded
+**Rows.** One row per sample of a view (:mod:`genixer_ray.views`: ``kept`` by default): the image embedded
 (``{bytes, path}``, the ``datasets`` ``Image`` feature), LLaVA's ``conversations``, the task,
 question, answer, boxes normalized to [0, 1] and in pixels of the stored image, every score and
 the provenance columns. Types are recorded in each Parquet file's ``huggingface`` schema
@@ -50,6 +50,7 @@ from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore, overlapped, source_run
+from genixer_ray.views import resolve_view, selector
 
 MARKERS = "_publish"
 FORMAT_VERSION = 1  # of the published rows; a change republishes every part
@@ -239,14 +240,9 @@ class _Part:
         return self.files
 
 
-def selected(row: dict, all_parsed: bool) -> bool:
-    """Whether a run row is published: a kept sample (any parsed one with ``all_parsed``)."""
-    return row["status"] == "ok" and bool(row.get("keep") or all_parsed)
-
-
-def _shard_records(store: RunStore, k: int, all_parsed: bool) -> tuple[list[dict], list[tuple[bytes, str]]]:
-    """Run shard ``k``'s published records and their stored images (each image read once)."""
-    rows = [r for r in store.read_frame(store.shard_name(k)).to_dicts() if selected(r, all_parsed)]
+def _shard_records(store: RunStore, k: int, condition: str) -> tuple[list[dict], list[tuple[bytes, str]]]:
+    """Run shard ``k``'s published records (the rows of the view ``condition``) and their stored images (each image read once)."""
+    rows = store.read_frame(store.shard_name(k)).filter(selector(condition)).to_dicts()
     planned = store.planned_images(k) if rows else {}
     images: dict[str, tuple[bytes, str]] = {}
     for r in rows:
@@ -287,9 +283,12 @@ def publish_config(store: RunStore, overrides: list[str]) -> PublishConfig:
     return cfg
 
 
-def _options(cfg: PublishConfig, all_parsed: bool) -> dict:
+def _options(cfg: PublishConfig, view: tuple[str, str]) -> dict:
     """What a part's content depends on besides its run shards (a change rewrites the part)."""
-    return {"version": FORMAT_VERSION, "all_parsed": all_parsed, "layouts": sorted(cfg.layouts), "webdataset_txt": cfg.webdataset_txt}
+    return {
+        "version": FORMAT_VERSION, "view": {"name": view[0], "condition": view[1]}, "layouts": sorted(cfg.layouts),
+        "webdataset_txt": cfg.webdataset_txt,
+    }
 
 
 def _files_intact(out: RunStore, files: dict[str, dict]) -> bool:
@@ -314,7 +313,7 @@ def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: 
             yield before, False
             continue
         part = _Part(out, p, cfg)
-        read = lambda k: _shard_records(store, k, options["all_parsed"])  # noqa: E731
+        read = lambda k: _shard_records(store, k, options["view"]["condition"])  # noqa: E731
         tasks: Counter = Counter()
         models: dict[str, set] = {"generators": set(), "judges": set()}
         for records, images in overlapped(read, shards, store.requests_in_flight):
@@ -353,7 +352,7 @@ def _empty_file(out: RunStore) -> dict[str, dict]:
     return {rel: {"rows": 0, "bytes": sink.size, "sha256": sink.sha.hexdigest()}}
 
 
-def publish_run(run: str, out: str, *, overrides: list[str] | None = None, storage_options: dict | None = None, all_parsed: bool = False,
+def publish_run(run: str, out: str, *, overrides: list[str] | None = None, storage_options: dict | None = None, view: str = "kept",
                 command: str = "") -> dict:
     """Publish the run (or filter pass) at ``run`` into ``out`` (see the module doc); return what was written.
 
@@ -362,12 +361,13 @@ def publish_run(run: str, out: str, *, overrides: list[str] | None = None, stora
         out: the folder to write (any fsspec URL); publishing again into it resumes.
         overrides: ``key=value`` settings of :class:`~genixer_ray.config.PublishConfig` over the run's ``publish`` section.
         storage_options: fsspec options for the run, its images and ``out`` (never written anywhere).
-        all_parsed: every parsed sample, not only the kept ones.
+        view: the rows to publish: a view's name (``kept``: the filters' decision, ``parsed``: every
+            parsed row, or one of the run's config) or ``NAME=CONDITION`` (:mod:`genixer_ray.views`).
         command: the command line, for the card (credentials masked).
 
     Raises:
         NotARunError: no committed shard at ``run``.
-        ConfigError: an invalid publish setting, or no license.
+        ConfigError: an invalid publish setting, no license, or an unknown or invalid view.
     """
     from genixer_ray.card import write_card
 
@@ -378,7 +378,7 @@ def publish_run(run: str, out: str, *, overrides: list[str] | None = None, stora
         raise NotARunError(f"no committed shards under {run}")
     target = RunStore(out, so)
     target.check_writable()
-    options = _options(cfg, all_parsed)
+    options = _options(cfg, resolve_view(store, view))
     markers, written = [], 0
     for marker, now in _publish_parts(store, target, cfg, options):
         markers.append(marker)

@@ -206,7 +206,8 @@ def verify_published(url: str, *, storage_options: dict | None = None) -> Verdic
     each part's run shards are unchanged since (their commit markers' sha256), they hold as many
     selected rows as the part, and every committed shard of the run is in a part.
     """
-    from genixer_ray.publish import MARKERS, selected
+    from genixer_ray.publish import MARKERS
+    from genixer_ray.views import selector
 
     out = RunStore(url, storage_options)
     v = Verdict(out.url, "published dataset")
@@ -244,8 +245,8 @@ def verify_published(url: str, *, storage_options: dict | None = None) -> Verdic
         if any(markers.get(int(k), {}).get("sha256") != digest for k, digest in part["shards"].items()):
             v.add("run_changed", f"part {p}: its run shards changed since publishing")
             continue
-        frames = [run.read_frame(run.shard_name(int(k)), columns=["status", "keep"]).to_dicts() for k in part["shards"]]
-        expected = sum(selected(r, summary["options"]["all_parsed"]) for rows in frames for r in rows)
+        view = selector(summary["options"]["view"]["condition"])
+        expected = sum(run.read_frame(run.shard_name(int(k))).filter(view).height for k in part["shards"])
         v.planned += expected
         if expected != part["rows"]:
             v.add("row_count_mismatch", f"part {p}: the run holds {expected} selected rows, the part {part['rows']}")

@@ -9,6 +9,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from genixer_ray.models import check_model_spec
 from genixer_ray.tasks import TASKS
+from genixer_ray.views import check_views
 
 TASK_IDS = tuple(TASKS)
 
@@ -44,6 +45,9 @@ def _weights(v: dict[str, float]) -> dict[str, float]:
         raise ValueError("weights must be >= 0")
     return v
 
+
+# Named views (genixer_ray.views): each name and SQL condition checked when the config loads.
+Views = Annotated[dict[str, str], AfterValidator(lambda v: check_views(v))]
 
 # A mapping keyed by task id (unknown ids are errors), and one whose values are weights too.
 TaskIdMap = Annotated[dict[str, float], AfterValidator(_task_ids)]

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
-from genixer_ray.config.base import Strict
+from genixer_ray.config.base import Strict, Views
 from genixer_ray.config.decontamination import DecontaminationConfig
 from genixer_ray.config.filters import FiltersConfig
 from genixer_ray.config.publish import PublishConfig
@@ -56,6 +56,7 @@ class FilterPassConfig(Strict):
         description="Match the run's images and generated questions against evaluation sets (rows that match are rejected).",
     )
     publish: PublishConfig = Field(default_factory=PublishConfig, description="The card's fields and layouts of `genixer-ray publish` of this pass.")
+    views: Views = Field(default_factory=dict, description="Named selections of the pass's parsed rows (as a run config's views), beside its run's.")
 
     @model_validator(mode="before")
     @classmethod

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from genixer_ray.config.base import TASK_IDS, ActorPoolConfig, ModelSpec, Strict, TaskWeights, path_safe_name
+from genixer_ray.config.base import TASK_IDS, ActorPoolConfig, ModelSpec, Strict, TaskWeights, Views, path_safe_name
 from genixer_ray.config.decontamination import DecontaminationConfig
 from genixer_ray.config.filters import FiltersConfig
 from genixer_ray.config.publish import PublishConfig
@@ -198,6 +198,11 @@ class RunConfig(Strict):
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig, description="The card's fields and layouts of `genixer-ray publish`.")
+    views: Views = Field(
+        default_factory=dict,
+        description="Named selections of parsed rows, NAME: SQL condition over the row's columns (e.g. strict: \"judge_p_yes >= 0.8 "
+        "and clip_score >= 0.25\"), for export, publish --view NAME; kept and parsed are built in (genixer_ray/views.py).",
+    )
 
     @field_validator("task_mix")
     @classmethod

@@ -99,8 +99,8 @@ def test_a_run_on_s3_exports_what_the_same_run_on_disk_does(tmp_path, s3):
     run, images = write_run(tmp_path)
     so = s3["storage_options"]
     fsspec.filesystem("s3", **so).put(run, f"{s3['bucket']}/runs/r1", recursive=True)
-    local = export_llava(run, str(tmp_path / "local.json"), image_root=images, only_kept=False)
-    remote = export_llava(f"s3://{s3['bucket']}/runs/r1", str(tmp_path / "remote.json"), storage_options=so, image_root=images, only_kept=False)
+    local = export_llava(run, str(tmp_path / "local.json"), image_root=images, view="parsed")
+    remote = export_llava(f"s3://{s3['bucket']}/runs/r1", str(tmp_path / "remote.json"), storage_options=so, image_root=images, view="parsed")
     assert remote == local | {"output": remote["output"]} and local["records"] == 3
     assert strict_json((tmp_path / "remote.json").read_text()) == strict_json((tmp_path / "local.json").read_text())
 

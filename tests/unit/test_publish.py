@@ -222,3 +222,30 @@ def test_a_filter_pass_publishes_with_its_runs_license_and_its_own_settings(tmp_
     cfg = publish_config(passed, [])
     assert cfg.license == "cc-by-4.0" and cfg.pretty_name == "Strict"  # the run's license, the pass's name
     assert publish_config(passed, ["publish.license=mit"]).license == "mit"
+
+
+def test_views_are_checked_when_the_config_loads_and_select_what_is_published(tmp_path):
+    from genixer_ray.cli import main
+
+    for views, message in [
+        ({"strict": "judge_p_yes >="}, "view 'strict': cannot parse"),
+        ({"strict": "judge_pyes >= 0.5"}, "view 'strict': no column judge_pyes"),
+        ({"strict": "judge_p_yes + 1"}, "not a condition"),
+        ({"kept": "true"}, "view 'kept' is built in"),
+        ({"Bad-Name": "keep"}, "a name is lowercase"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            build_config({"views": views})
+    run = made_run(str(tmp_path / "run"))
+    store = RunStore(run)
+    cfg = store.config() | {"views": {"grounded": "parsed_task in ('rec', 'reg') and judge_p_yes >= 0.5"}}
+    store.write_config(cfg)  # as a run started with this view records it
+    r = publish_run(run, str(tmp_path / "pub"), view="grounded")
+    assert r["by_task"] == {"rec": 2, "reg": 1}
+    assert "view grounded: `parsed_task in ('rec', 'reg') and judge_p_yes >= 0.5`" in (tmp_path / "pub" / "README.md").read_text()
+    assert verify_published(str(tmp_path / "pub")).ok
+    assert publish_run(run, str(tmp_path / "pub"), view="parsed")["rows"] == 7  # another view rewrites every part
+    assert main(["export", run, str(tmp_path / "mc.json"), "--view", "mc=answer_letter = 'B'", "--copy-images"]) == 0
+    assert [r["id"] for r in json.loads((tmp_path / "mc.json").read_text())] == ["coffee"]
+    with pytest.raises(ConfigError, match="no such view.*known: grounded, kept, parsed"):
+        publish_run(run, str(tmp_path / "pub"), view="strict")
