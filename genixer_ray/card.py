@@ -116,6 +116,21 @@ def _decontamination(settings: dict | None, info: dict) -> list[str]:
             f"bits) before generation, and the generated questions against their questions. Rows left out (benchmark/tier: rows): {found}."]
 
 
+def _dedup(info: dict) -> str:
+    """What the run's sample dedup did (from its rule and funnel), or that none ran."""
+    rule = next((Rule(**r) for r in info["rules"] if r["filter"] == "dedup"), None)
+    if rule is None:
+        return "Not applied: near-duplicate samples are kept as generated; near-duplicate images are generated on as often as they occur."
+    removed = 0
+    for steps in info["funnel"].values():
+        if "dedup" in steps:  # the funnel is cumulative: dedup removed what reached the step before it
+            before = [s for s in ("parsed", "clip", "consistency", "judge") if s in steps][-1]
+            removed += steps[before] - steps["dedup"]
+    return (f"Near-duplicate samples of one image (questions whose character 3-grams overlap by {rule.low:g} or more, answers "
+            f"agreeing): the best by `{rule.score}` of each cluster kept, {removed} sample(s) rejected as `duplicate_sample` "
+            "(`duplicate_of` names the one kept). Near-duplicate images are not merged.")
+
+
 def _diversity(diversity: dict) -> list[str]:
     if not diversity:
         return ["Not measured for this run."]
@@ -186,7 +201,7 @@ def card_text(
     lines += ["", "### Filtering funnel per task", "", *_funnel(info)]
     decontam = (settings or {}).get("decontamination") or config.get("decontamination")  # the pass's check, else its run's
     lines += ["", "### Benchmark decontamination", "", *_decontamination(decontam, info)]
-    lines += ["", "### Deduplication", "", "Not applied: near-duplicate images and samples are kept as generated."]
+    lines += ["", "### Deduplication", "", _dedup(info)]
     lines += ["", "### Diversity of the questions", "", *_diversity(info["diversity"])]
     recorded = {"run": redact(config)} | ({"filter_pass": redact(settings)} if settings is not None else {})
     lines += ["", "### Command and configuration", "", _block(redact(command) or "genixer-ray publish RUN OUT", "sh"), "",

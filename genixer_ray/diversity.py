@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -42,12 +43,10 @@ def shingles(normalized: str) -> list[str]:
     return [normalized[i : i + SHINGLE] for i in range(len(normalized) - SHINGLE + 1)]
 
 
-def question_clusters(normalized: list[str]) -> list[int]:
-    """A cluster label per question: near-duplicates (estimated Jaccard of character 5-grams >=
-    :data:`JACCARD`) share one, the label of the cluster's first question."""
-    from rensa import RMinHash, RMinHashLSH
-
-    parent = list(range(len(normalized)))
+def connected_components(n: int, pairs: Iterable[tuple[int, int]]) -> list[int]:
+    """A label per item ``0..n-1``: items joined by ``pairs`` (directly or through others) share
+    one, the smallest index of their component (union-find)."""
+    parent = list(range(n))
 
     def root(i: int) -> int:
         while parent[i] != i:
@@ -55,11 +54,23 @@ def question_clusters(normalized: list[str]) -> list[int]:
             i = parent[i]
         return i
 
+    for i, j in pairs:
+        a, b = root(i), root(j)
+        parent[max(a, b)] = min(a, b)
+    return [root(i) for i in range(n)]
+
+
+def question_clusters(normalized: list[str]) -> list[int]:
+    """A cluster label per question: near-duplicates (estimated Jaccard of character 3-grams >=
+    :data:`JACCARD`) share one, the label of the cluster's first question."""
+    from rensa import RMinHash, RMinHashLSH
+
     first: dict[str, int] = {}
+    pairs: list[tuple[int, int]] = []
     hashes, owners = [], []
     for i, q in enumerate(normalized):
         if q in first:  # the same text: one MinHash for all its copies
-            parent[i] = first[q]
+            pairs.append((first[q], i))
             continue
         first[q] = i
         m = RMinHash(num_perm=NUM_PERM, seed=0)
@@ -69,11 +80,8 @@ def question_clusters(normalized: list[str]) -> list[int]:
     lsh = RMinHashLSH(threshold=JACCARD, num_perm=NUM_PERM, num_bands=32)
     lsh.insert_many(hashes)
     for k, candidates in enumerate(lsh.query_all(hashes)):
-        for c in candidates:
-            if c != k and hashes[k].jaccard(hashes[c]) >= JACCARD:
-                a, b = root(owners[k]), root(owners[c])
-                parent[max(a, b)] = min(a, b)
-    return [root(i) for i in range(len(normalized))]
+        pairs += [(owners[k], owners[c]) for c in candidates if c != k and hashes[k].jaccard(hashes[c]) >= JACCARD]
+    return connected_components(len(normalized), pairs)
 
 
 def _distinct(texts: list[list[str]], n: int) -> float | None:

@@ -221,7 +221,7 @@ def write_report(run: str, out: str, *, storage_options: dict | None = None, per
     store = RunStore(run, so)
     c, show = _collect(store, per_column, random.Random(seed))
     _attach_images(store, show, so)
-    rules = [Rule(**r) for r in info["rules"]]  # as data, from the shards' markers
+    rules = [Rule(**r) for r in info["rules"] if r["filter"] != "dedup"]  # as data, from the shards' markers (dedup scores nothing)
     hists = "".join(
         f"<div><h3>{_e(f)} ({c.seen[f]} scored; rule: {_e(', '.join(r.text for r in rules if r.score == col) or 'none')})</h3>"
         f"{_histogram_svg(c.scores[f], sorted({m for r in rules if r.score == col for m in r.marks}))}</div>"

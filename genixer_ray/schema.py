@@ -69,6 +69,7 @@ REJECT_REASONS = {
     "answer_not_in_options": "the multi-choice answer's letter is not a listed option",
     "consistency_failed": "the re-answers could not be generated",
     "inconsistent": "mean agreement of the re-answers below filters.consistency.threshold",
+    "duplicate_sample": "a better sample of the same image asks nearly the same (filters.dedup; duplicate_of names it)",
 }
 
 _BOXES = pl.List(pl.List(pl.Float32))
@@ -160,6 +161,9 @@ FILTER_SCHEMA = {
     "judge_rule": pl.String,
     "judge_reason": pl.String,
     "judge_pass": pl.Boolean,
+    "dedup_pass": pl.Boolean,
+    "dedup_reason": pl.String,
+    "duplicate_of": pl.String,  # the sample kept in this row's place ({image_id}#{sample}), when it was a duplicate
     "keep": pl.Boolean,
     "reject_reasons": pl.List(pl.String),
 }

@@ -115,6 +115,20 @@ class ConsistencyConfig(Strict):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum mean agreement (letter match, box IoU or token F1) over the k answers.")
 
 
+class DedupConfig(Strict):
+    """Near-duplicate samples of one image: the best of each cluster is kept, the others rejected."""
+
+    enabled: bool = Field(False, description="Reject samples that nearly repeat a better sample of the same image (duplicate_sample).")
+    jaccard: float = Field(
+        0.7, ge=0.3, le=1.0,
+        description="Questions (normalized) whose character 3-grams overlap at least this much are near-duplicates (diversity's measure).",
+    )
+    iou: float = Field(0.7, ge=0.0, le=1.0, description="Grounding answers are the same when every box overlaps its counterpart at least this much.")
+    score: Literal["judge_p_yes", "judge_paper_score", "clip_score", "consistency_score"] = Field(
+        "judge_p_yes", description="The best of a cluster: highest by this score (rows the other filters kept first; then the lower sample).",
+    )
+
+
 class FiltersConfig(ActorPoolConfig):
     """Which filters score the rows, and the actors that run the ones needing their own model.
 
@@ -126,6 +140,7 @@ class FiltersConfig(ActorPoolConfig):
     clip: ClipFilterConfig = Field(default_factory=ClipFilterConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
     batch_size: int = Field(16, ge=1, description="Rows per filter actor call.")
 
     _name_is_path_safe = field_validator("name")(path_safe_name)
@@ -148,8 +163,8 @@ class FiltersConfig(ActorPoolConfig):
 
     @property
     def any_enabled(self) -> bool:
-        """Whether any filter runs."""
-        return bool(self.placement())
+        """Whether any filter runs (sample dedup runs where rows are committed, with no actor)."""
+        return bool(self.placement()) or self.dedup.enabled
 
     def concurrent_batches(self, engine: EngineConfig | None, *, filter_pass: bool = False) -> int:
         """Calls one filter actor runs at once: 1, unless a judge or re-answerer runs on the

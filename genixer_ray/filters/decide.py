@@ -12,11 +12,12 @@ a dialogue for self-consistency) leaves its ``*_pass`` null and does not count a
 from __future__ import annotations
 
 from genixer_ray.config import FiltersConfig
+from genixer_ray.filters.dedup import decide_dedup
 from genixer_ray.filters.judge import says_yes
 from genixer_ray.filters.policies import select_band, select_threshold, select_top_fraction
-from genixer_ray.filters.rules import Rule, clip_rule, consistency_rule, judge_rule
+from genixer_ray.filters.rules import Rule, clip_rule, consistency_rule, dedup_rule, judge_rule
 
-FILTERS = ("clip", "consistency", "judge")  # funnel order
+FILTERS = ("clip", "consistency", "judge", "dedup")  # funnel order
 
 
 def funnel_steps(cfg: FiltersConfig) -> list[str]:
@@ -60,6 +61,8 @@ def decide(rows: list[dict], cfg: FiltersConfig) -> list[dict]:
             r["consistency_pass"] = r["consistency_reason"] is None
     if cfg.judge.enabled:
         _decide_judge(out, cfg)
+    if cfg.dedup.enabled:  # last: the best of a cluster is, first, one the other filters kept
+        decide_dedup(out, cfg.dedup)
     for r in out:
         if r["status"] != "ok":
             r["keep"], r["reject_reasons"] = False, [r.get("error_code") or "error"]
@@ -135,7 +138,7 @@ def decide_shard(rows: list[dict], cfg: FiltersConfig) -> tuple[list[dict], dict
 
 
 def configured_rules(cfg: FiltersConfig) -> list[Rule]:
-    """The rules of the enabled filters: CLIP's default and per-task thresholds, self-consistency's, the judge's."""
+    """The rules of the enabled filters: CLIP's default and per-task thresholds, self-consistency's, the judge's, dedup's."""
     rules: list[Rule] = []
     if cfg.clip.enabled:
         rules += [clip_rule(cfg.clip, t) for t in sorted({cfg.clip.threshold, *cfg.clip.task_thresholds.values()})]
@@ -143,4 +146,6 @@ def configured_rules(cfg: FiltersConfig) -> list[Rule]:
         rules.append(consistency_rule(cfg.consistency))
     if cfg.judge.enabled:
         rules.append(judge_rule(cfg.judge))
+    if cfg.dedup.enabled:
+        rules.append(dedup_rule(cfg.dedup))
     return rules

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from genixer_ray.config import ClipFilterConfig, ConsistencyConfig, JudgeConfig
+from genixer_ray.config import ClipFilterConfig, ConsistencyConfig, DedupConfig, JudgeConfig
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,9 @@ class Rule:
 
     filter: str  # "clip", "consistency" or "judge"
     score: str  # the column judged: clip_score, clip_raw_score, consistency_score, judge_p_yes, judge_paper_score
-    policy: str  # "threshold" (score >= low), "band" (low <= score <= high) or "top_fraction" (the best fraction per task)
+    # "threshold" (score >= low), "band" (low <= score <= high), "top_fraction" (the best fraction per
+    # task) or "best_per_cluster" (dedup: the best of each near-duplicate cluster, low the Jaccard)
+    policy: str
     low: float | None = None
     high: float | None = None
     fraction: float | None = None
@@ -28,6 +30,8 @@ class Rule:
         """The rule as recorded on each row (``cosine>=0.2``, ``band[0.5,0.7]``, ``paper threshold>=0.5``, ...)."""
         if self.filter == "clip":
             return f"{'cosine' if self.score == 'clip_score' else 'raw'}>={self.low:g}"
+        if self.filter == "dedup":
+            return f"best {self.score} per question cluster (jaccard>={self.low:g})"
         prefix = "paper " if self.score == "judge_paper_score" else ""
         if self.policy == "band":
             return f"{prefix}band[{self.low},{self.high}]"
@@ -37,8 +41,9 @@ class Rule:
 
     @property
     def marks(self) -> list[float]:
-        """Where a histogram of the score draws the rule: its threshold or band edges."""
-        return [v for v in (self.low, self.high) if v is not None]
+        """Where a histogram of the score draws the rule: its threshold or band edges (none for dedup,
+        whose ``low`` is a Jaccard similarity, not a score)."""
+        return [] if self.filter == "dedup" else [v for v in (self.low, self.high) if v is not None]
 
     def as_dict(self) -> dict:
         """The rule's fields, JSON-ready (a marker's ``rules`` entries)."""
@@ -62,3 +67,8 @@ def judge_rule(cfg: JudgeConfig) -> Rule:
     if cfg.policy == "top_fraction":
         return Rule("judge", cfg.score_column, "top_fraction", fraction=cfg.fraction)
     return Rule("judge", cfg.score_column, "threshold", low=cfg.threshold)
+
+
+def dedup_rule(cfg: DedupConfig) -> Rule:
+    """Sample dedup's rule: the best by ``cfg.score`` of each near-duplicate cluster of an image's samples."""
+    return Rule("dedup", cfg.score, "best_per_cluster", low=cfg.jaccard)

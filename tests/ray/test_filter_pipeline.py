@@ -162,3 +162,36 @@ def test_clip_filter_pass_on_s3(ray_session, s3):
     assert rows["motorcycle"]["keep"] is True and rows["motorcycle"]["clip_score"] is not None
     assert rows["coffee"]["keep"] is True and rows["coffee"]["judge_p_yes"] is None  # no judge in this pass
     assert out.read_json("manifest.json")["funnel"]["rec"] == {"rows": 4, "generated": 4, "parsed": 3, "clip": 1, "kept": 1}
+
+
+def test_sample_dedup_pass_on_s3_resumes_with_nothing_doubled(ray_session, s3):
+    """A pass with sample dedup alone (no model, no actor): near-duplicate samples of an image rejected, the best kept."""
+    import json
+
+    from genixer_ray.verify import verify_run
+
+    so = s3["storage_options"]
+    store = RunStore(f"s3://{s3['bucket']}/dedup-run", so)
+    gen = load_config(None, ["output.shard_size=4", "samples_per_image=3"])
+    store.write_plan(iter_inputs(gen.input), shard_size=4, meta={"input": redacted(gen.input), "samples_per_image": 3})
+    store.write_config(redacted(gen))
+    questions = ["What color is the car?", "What colour is the car?", "How many wheels are there?"]
+    for k in range(2):
+        rows = [{"shard": k, "image_id": r["image_id"], "sample": s, "source": r["source"], "status": "ok", "text": "t",
+                 "parsed_task": "common_vqa", "question": questions[s], "answer": "red"}
+                for r in store.read_frame(store.plan_name(k)).to_dicts() for s in range(3)]
+        store.commit_shard(k, to_frame(rows), {"by_status": {}, "by_error": {}, "by_task": {}})
+    cfg = load_config(None, [f"run.storage_options={json.dumps(so)}", "filters.dedup.enabled=true", "filters.name=dedup"],
+                      kind=FilterPassConfig)
+    summary = run_filter(store.url, cfg)
+    out = RunStore(summary.output, so)
+    rows = out.read_rows().to_dicts()
+    # A pass scores afresh: with dedup alone no row has a score, so the lower sample is kept (0 over 1).
+    assert len(rows) == 24 and sum(r["keep"] for r in rows) == 16
+    dropped = [r for r in rows if not r["keep"]]
+    assert {r["sample"] for r in dropped} == {1} and all(r["duplicate_of"] == r["image_id"] for r in dropped)
+    assert all(r["reject_reasons"] == ["duplicate_sample"] for r in dropped)
+    assert out.read_json("manifest.json")["funnel"]["common_vqa"]["dedup"] == 16
+    out.fs.rm(out.path(out.marker_name(1)))  # what a pass killed before shard 1's marker leaves
+    again = run_filter(store.url, cfg)
+    assert again.skipped_shards == 1 and len(out.read_rows()) == 24 and verify_run(out.url, storage_options=so).ok
