@@ -154,8 +154,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from genixer_ray.report import write_report
 
     out = args.out or f"{args.run.rstrip('/')}/report.html"
-    r = write_report(args.run, out, storage_options=_storage_options(args))
-    print(f"report of {r['rows']} rows ({r['kept_shown']} kept and {r['rejected_shown']} rejected samples shown): {r['output']}")
+    r = write_report(args.run, out, storage_options=_storage_options(args), view=args.view)
+    inside, outside = ("kept", "rejected") if args.view == "kept" else (f"in view {args.view.split('=', 1)[0]}", "other")
+    print(f"report of {r['rows']} rows ({r['kept_shown']} {inside} and {r['rejected_shown']} {outside} samples shown): {r['output']}")
     return 0
 
 
@@ -164,7 +165,7 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
     from genixer_ray.inspection import format_inspection, inspect_run
 
-    info = inspect_run(args.run, storage_options=_storage_options(args))
+    info = inspect_run(args.run, storage_options=_storage_options(args), view=args.view)
     print(json.dumps(info, indent=2, sort_keys=True) if args.json else format_inspection(info))
     return 0
 
@@ -309,6 +310,7 @@ def _add_reading_commands(sub) -> None:
     p = sub.add_parser("report", help="write one self-contained HTML page about a run or a filter pass")
     p.add_argument("run", help="a run's folder, or a filter pass's ({run}/filtered/{name}); local or s3://")
     p.add_argument("--out", help="the HTML file to write (default: RUN/report.html)")
+    p.add_argument("--view", default="kept", metavar="NAME", help="the samples shown as selected: a view (default kept; see export --view)")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run, its images and the output")
     p.set_defaults(func=_cmd_report)
 
@@ -321,6 +323,7 @@ def _add_reading_commands(sub) -> None:
     p = sub.add_parser("inspect", help="rows, errors, tasks, shards and filter pass rates of a run or a filter pass")
     p.add_argument("run", help="a run's folder, or a filter pass's; local or s3://")
     p.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    p.add_argument("--view", metavar="NAME", help="also count a view's rows per task (reads the shards; see export --view)")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON")
     p.set_defaults(func=_cmd_inspect)
 

@@ -20,7 +20,21 @@ def _digest(obj) -> str | None:
     return "sha256:" + hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
+def _view_counts(store: RunStore, view: str) -> dict:
+    """The rows of a view, per task: reads the shards' columns the view's condition names (not only the markers)."""
+    import polars as pl
+
+    from genixer_ray.views import resolve_view, selector
+
+    name, condition = resolve_view(store, view)
+    columns = sorted({"status", "parsed_task", *pl.sql_expr(condition).meta.root_names()})
+    rows = store.read_rows(columns)
+    selected = rows.filter(selector(condition)) if rows.height else rows
+    by_task = dict(selected.group_by("parsed_task").len().iter_rows()) if selected.height else {}
+    return {"name": name, "condition": condition, "rows": selected.height, "by_task": {str(k): v for k, v in sorted(by_task.items(), key=str)}}
+
+
+def inspect_run(url: str, *, storage_options: dict | None = None, view: str | None = None) -> dict:
     """A JSON-ready summary of the run (or filter pass) at ``url``.
 
     Keys: ``url``, ``name``, ``kind`` (``generation run`` or ``filter pass``), ``rows``,
@@ -28,7 +42,8 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
     ``pending``), ``funnel`` (per task), ``pass_rates`` (per filter: rows passing / rows reaching
     it, all tasks), ``contamination`` (rows per ``benchmark/tier`` matched), ``config_digest`` (of the
     recorded, credential-masked config), ``finished_at``, ``rules`` (the filter rules applied, as data: :mod:`genixer_ray.filters.rules`) and ``diversity`` (per task, from
-    ``diversity.json``: :mod:`genixer_ray.diversity`).
+    ``diversity.json``: :mod:`genixer_ray.diversity`); with ``view`` (a name or ``NAME=CONDITION``,
+    :mod:`genixer_ray.views`) also ``view``: its rows in all and per task, read from the shards.
 
     Raises:
         NotARunError: nothing at ``url`` looks like a run or a filter pass.
@@ -57,7 +72,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
             rates[f] = round(totals[f] / reaching, 4) if reaching else None
             reaching = totals[f]
     counts = summary.counts()
-    return {
+    out = {
         "url": store.url, "name": store.url.rsplit("/", 1)[-1], "kind": kind,
         "rows": counts["rows"], "by_status": counts["by_status"], "by_error": counts["by_error"], "by_task": counts["by_task"],
         "kept": counts["kept"], "shards": {"planned": planned, "committed": committed, "pending": max(planned - committed, 0)},
@@ -65,6 +80,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None) -> dict:
         "config_digest": _digest(config),
         "finished_at": manifest.get("finished_at"), "diversity": store.read_json("diversity.json") or {},
     }
+    return out | ({"view": _view_counts(store, view)} if view else {})
 
 
 def format_inspection(info: dict) -> str:
@@ -86,4 +102,6 @@ def format_inspection(info: dict) -> str:
         "  filter pass rates: " + (", ".join(f"{f} {r:.1%}" if r is not None else f"{f} -" for f, r in info["pass_rates"].items()) or "no filter ran"),
         f"  config digest: {info['config_digest']}; finished: {info['finished_at'] or 'not yet (no manifest)'}",
     ]
+    if v := info.get("view"):
+        lines.append(f"  view {v['name']} ({v['condition']}): {v['rows']} rows ({kv(v['by_task'])})")
     return "\n".join(lines)

@@ -25,6 +25,7 @@ from genixer_ray.inspection import inspect_run
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore, overlapped
+from genixer_ray.views import resolve_view, selector
 
 SCORES = {
     "clip": "clip_score", "clip (paper's raw dot product)": "clip_raw_score", "consistency": "consistency_score",
@@ -38,18 +39,21 @@ THUMB = 256
 class _Collected:
     scores: dict[str, list[float]] = field(default_factory=lambda: {f: [] for f in SCORES})
     seen: Counter = field(default_factory=Counter)
-    kept: list[dict] = field(default_factory=list)
-    rejected: list[dict] = field(default_factory=list)
+    kept: list[dict] = field(default_factory=list)  # rows of the view (kept: the filters' decision)
+    rejected: list[dict] = field(default_factory=list)  # parsed rows outside it
+    in_view: int = 0
     errors: dict[str, list[dict]] = field(default_factory=dict)
 
 
-def _collect(store: RunStore, per_column: int, rng: random.Random) -> tuple[_Collected, dict[int, list[dict]]]:
-    """Scores, rules and the sample rows, shard by shard (a few read at a time on an object
-    store, :func:`~genixer_ray.store.overlapped`); rows to show by shard."""
+def _collect(store: RunStore, per_column: int, rng: random.Random, condition: str) -> tuple[_Collected, dict[int, list[dict]]]:
+    """Scores, rules and the sample rows (in the view ``condition`` or not), shard by shard (a few
+    read at a time on an object store, :func:`~genixer_ray.store.overlapped`); rows to show by shard."""
     c = _Collected()
     show: dict[int, list[dict]] = {}
     shards = sorted(store.committed())
-    for k, frame in zip(shards, overlapped(lambda k: store.read_frame(store.shard_name(k)), shards, store.requests_in_flight), strict=True):
+    marked = selector(condition).alias("_in_view")
+    read = lambda k: store.read_frame(store.shard_name(k)).with_columns(marked)  # noqa: E731
+    for k, frame in zip(shards, overlapped(read, shards, store.requests_in_flight), strict=True):
         for row in frame.to_dicts():
             for f, col in SCORES.items():
                 v = row.get(col)
@@ -65,7 +69,8 @@ def _collect(store: RunStore, per_column: int, rng: random.Random) -> tuple[_Col
                 if len(shown) < 3:
                     shown.append(row)
                 continue
-            bucket = c.kept if row.get("keep") else c.rejected
+            c.in_view += row["_in_view"]
+            bucket = c.kept if row.pop("_in_view") else c.rejected
             if len(bucket) < per_column:
                 bucket.append(row)
                 show.setdefault(k, []).append(row)
@@ -199,7 +204,9 @@ td:first-child,th:first-child{text-align:left}
 """
 
 
-def write_report(run: str, out: str, *, storage_options: dict | None = None, per_column: int = 12, seed: int = 0) -> dict:
+def write_report(
+    run: str, out: str, *, storage_options: dict | None = None, per_column: int = 12, seed: int = 0, view: str = "kept",
+) -> dict:
     """Write the HTML report of a run or a filter pass to ``out`` (any fsspec URL); return counts.
 
     Args:
@@ -219,7 +226,9 @@ def write_report(run: str, out: str, *, storage_options: dict | None = None, per
     if not info["shards"]["committed"]:
         raise NotARunError(f"no committed shards under {run}")
     store = RunStore(run, so)
-    c, show = _collect(store, per_column, random.Random(seed))
+    name, condition = resolve_view(store, view)
+    c, show = _collect(store, per_column, random.Random(seed), condition)
+    inside, outside = ("kept", "rejected") if name == "kept" else (f"in view {name}: {condition}", "parsed, not in it")
     _attach_images(store, show, so)
     rules = [Rule(**r) for r in info["rules"] if r["filter"] != "dedup"]  # as data, from the shards' markers (dedup scores nothing)
     hists = "".join(
@@ -249,12 +258,12 @@ errors {sum(info['by_error'].values())} · kept {info['kept']} · shards {info['
 <h2>Filter scores</h2><p class="muted">Dashed red lines: the thresholds or band edges the rows were judged by.</p>
 <div class="hists">{hists or "<p class='muted'>no filter scored this run</p>"}</div>
 <h2>Samples</h2><p class="muted">Question boxes orange, answer boxes green, points blue.</p>
-<div class="cols"><div class="col"><h3>kept ({info['kept']})</h3><div class="grid">{''.join(map(_card, c.kept)) or "<p class='muted'>none</p>"}</div></div>
-<div class="col"><h3>rejected</h3><div class="grid">{''.join(map(_card, c.rejected)) or "<p class='muted'>none</p>"}</div></div></div>
+<div class="cols"><div class="col"><h3>{_e(inside)} ({c.in_view})</h3><div class="grid">{''.join(map(_card, c.kept)) or "<p class='muted'>none</p>"}</div></div>
+<div class="col"><h3>{_e(outside)}</h3><div class="grid">{''.join(map(_card, c.rejected)) or "<p class='muted'>none</p>"}</div></div></div>
 <h2>Errors by code</h2>{f"<table><tr><th>code</th><th>rows</th><th>examples</th></tr>{errors}</table>" if errors else "<p class='muted'>none</p>"}
 </body></html>
 """
     with fsspec.open(out, "w", encoding="utf-8", **so) as f:
         f.write(page)
     return {"output": out, "rows": info["rows"], "kept_shown": len(c.kept), "rejected_shown": len(c.rejected),
-            "error_codes": len(c.errors)}
+            "error_codes": len(c.errors), "in_view": c.in_view}

@@ -11,8 +11,8 @@ It selects among the parsed rows (``status = 'ok'``); a row where the condition 
 the row lacks) is not selected. Two views always exist: ``kept`` (the filters' decision, ``keep``)
 and ``parsed`` (every parsed row). A config's views are checked when it loads: the name, the
 syntax, that every column exists and that the condition is a boolean, so a typo fails before any
-work, naming the view. ``export`` and ``publish`` take ``--view NAME`` (or ``--view NAME=CONDITION``
-for one not in the config); a run's views are those of its config, a filter pass's those of its
+work, naming the view. ``export``, ``publish``, ``report`` and ``inspect`` take ``--view NAME`` (or
+``--view NAME=CONDITION`` for one not in the config); a run's views are those of its config, a filter pass's those of its
 run and its own.
 """
 

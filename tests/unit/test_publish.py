@@ -249,3 +249,11 @@ def test_views_are_checked_when_the_config_loads_and_select_what_is_published(tm
     assert [r["id"] for r in json.loads((tmp_path / "mc.json").read_text())] == ["coffee"]
     with pytest.raises(ConfigError, match="no such view.*known: grounded, kept, parsed"):
         publish_run(run, str(tmp_path / "pub"), view="strict")
+    # report and inspect take the same views.
+    from genixer_ray.inspection import inspect_run
+    from genixer_ray.report import write_report
+
+    assert inspect_run(run, view="grounded")["view"] | {"condition": None} == {
+        "name": "grounded", "condition": None, "rows": 3, "by_task": {"rec": 2, "reg": 1}}
+    report = write_report(run, str(tmp_path / "r.html"), view="grounded")
+    assert report["in_view"] == 3 and "in view grounded: parsed_task in (&#x27;rec&#x27;" in (tmp_path / "r.html").read_text()
