@@ -136,10 +136,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace) -> int:
+    from genixer_ray.console import routed_logging
     from genixer_ray.publish import example_rows, publish_run
 
     command = " ".join(["genixer-ray publish", args.run, args.out, *args.overrides, f"--view={_view(args)}"])
-    r = publish_run(args.run, args.out, overrides=args.overrides, storage_options=_storage_options(args), view=_view(args), command=command)
+    with routed_logging(sys.stderr, sys.stderr):  # a progress line per part
+        r = publish_run(args.run, args.out, overrides=args.overrides, storage_options=_storage_options(args), view=_view(args), command=command)
     tasks = ", ".join(f"{t}={n}" for t, n in sorted(r["by_task"].items())) or "none"
     print(f"published {r['rows']} rows ({tasks}) in {len(r['files'])} files to {r['output']} "
           f"({r['parts_written']} of {r['parts']} parts written now; the card: {r['output'].rstrip('/')}/README.md)")

@@ -33,11 +33,14 @@ Memory is bounded by one run shard (its rows and their images): shards are read 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
+import logging
 import re
 import tarfile
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,6 +55,8 @@ from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore, overlapped, source_run
 from genixer_ray.views import resolve_view, selector
 
+log = logging.getLogger(__name__)
+
 MARKERS = "_publish"
 FORMAT_VERSION = 1  # of the published rows; a change republishes every part
 # Files of ours under OUT (anything else there is reported by verify, and never removed).
@@ -60,6 +65,7 @@ _KEPT_FORMATS = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp"}  # stored as they 
 ROW_GROUP = 100  # rows per Parquet row group: what datasets writes for image data (the viewer reads row groups)
 
 
+@functools.cache
 def _features():
     """``[(column, datasets feature as a dict, arrow type)]`` of a published row, in order."""
     import pyarrow as pa
@@ -91,6 +97,7 @@ def _features():
     return [(name, feature, arrow) for name, (feature, arrow) in columns]
 
 
+@functools.cache
 def published_schema():
     """The arrow schema of the published Parquet files, ``datasets``' features in its metadata."""
     import pyarrow as pa
@@ -305,11 +312,13 @@ def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: 
     parts: dict[int, list[int]] = {}
     for k in sorted(shard_digest):
         parts.setdefault(k // cfg.shards_per_file, []).append(k)
-    for p, shards in parts.items():
+    started, written = time.monotonic(), 0
+    for i, (p, shards) in enumerate(parts.items()):
         rel = f"{MARKERS}/part-{p:05d}.json"
         want = {"part": p, "shards": {str(k): shard_digest[k] for k in shards}, "options": options}
         before = out.read_json(rel)
         if before and {k: before.get(k) for k in want} == want and _files_intact(out, before["files"]):
+            log.info(f"[publish] part {i + 1}/{len(parts)}: {before['rows']} rows, published before")
             yield before, False
             continue
         part = _Part(out, p, cfg)
@@ -326,6 +335,9 @@ def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: 
         for stale in set((before or {}).get("files", {})) - set(marker["files"]):
             out.fs.rm(out.path(stale))
         out.write_json(rel, marker)
+        written += marker["rows"]
+        rate = written / max(time.monotonic() - started, 1e-9)
+        log.info(f"[publish] part {i + 1}/{len(parts)}: {marker['rows']} rows written ({written} this time, {rate:,.0f} rows/s)")
         yield marker, True
 
 
@@ -411,7 +423,8 @@ def example_rows(out: str, n: int, storage_options: dict | None = None) -> list[
         with target.fs.open(target.path(rel), "rb") as f:
             # ParquetFile, not read_table: read_table of a Python file object after Polars was
             # imported aborts the interpreter at exit (seen with pyarrow 26 and Polars 2.1)
-            for rec in pq.ParquetFile(f).read().slice(0, n - len(shown)).to_pylist():
+            first = next(pq.ParquetFile(f).iter_batches(batch_size=n - len(shown)), None)  # not the whole file
+            for rec in first.to_pylist() if first is not None else []:
                 size = Image.open(io.BytesIO(rec["image"]["bytes"])).size
                 shown.append({k: rec[k] for k in ("id", "task", "question", "answer", "clip_score", "consistency_score", "judge_p_yes")}
                              | {"image": f"{rec['image']['path']} ({size[0]}x{size[1]})", "file": rel})
