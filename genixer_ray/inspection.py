@@ -11,6 +11,7 @@ import json
 
 from genixer_ray.errors import NotARunError
 from genixer_ray.filters.decide import FILTERS
+from genixer_ray.filters.health import alarm_text
 from genixer_ray.store import RunStore, source_run
 
 
@@ -41,7 +42,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None, view: str | No
     ``by_status``, ``by_error``, ``by_task``, ``kept``, ``shards`` (``planned``, ``committed``,
     ``pending``), ``funnel`` (per task), ``pass_rates`` (per filter: rows passing / rows reaching
     it, all tasks), ``contamination`` (rows per ``benchmark/tier`` matched), ``config_digest`` (of the
-    recorded, credential-masked config), ``finished_at``, ``rules`` (the filter rules applied, as data: :mod:`genixer_ray.filters.rules`) and ``diversity`` (per task, from
+    recorded, credential-masked config), ``alarms`` (the rating judge's, per shard and axis), ``finished_at``, ``rules`` (the filter rules applied, as data: :mod:`genixer_ray.filters.rules`) and ``diversity`` (per task, from
     ``diversity.json``: :mod:`genixer_ray.diversity`); with ``view`` (a name or ``NAME=CONDITION``,
     :mod:`genixer_ray.views`) also ``view``: its rows in all and per task, read from the shards.
 
@@ -77,6 +78,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None, view: str | No
         "rows": counts["rows"], "by_status": counts["by_status"], "by_error": counts["by_error"], "by_task": counts["by_task"],
         "kept": counts["kept"], "shards": {"planned": planned, "committed": committed, "pending": max(planned - committed, 0)},
         "funnel": counts["funnel"], "pass_rates": rates, "contamination": counts.get("contamination", {}), "rules": counts.get("rules", []),
+        "alarms": counts.get("alarms", []),
         "config_digest": _digest(config),
         "finished_at": manifest.get("finished_at"), "diversity": store.read_json("diversity.json") or {},
     }
@@ -99,6 +101,7 @@ def format_inspection(info: dict) -> str:
           f"20 largest question clusters {d['top20_cluster_share']:.0%}, openings {d['opening_entropy_bits']} bits"
           for t, d in sorted(info["diversity"].items())),
         f"  shards: {s['committed']} of {s['planned']} committed, {s['pending']} pending",
+        *(f"  rating alarm: {alarm_text(a)}" for a in info["alarms"][:10]),
         "  filter pass rates: " + (", ".join(f"{f} {r:.1%}" if r is not None else f"{f} -" for f, r in info["pass_rates"].items()) or "no filter ran"),
         f"  config digest: {info['config_digest']}; finished: {info['finished_at'] or 'not yet (no manifest)'}",
     ]

@@ -20,9 +20,10 @@ from datetime import UTC, datetime
 
 from genixer_ray.errors import NotARunError
 from genixer_ray.filters.decide import FILTERS
+from genixer_ray.filters.health import alarm_text
 from genixer_ray.filters.rules import Rule
 from genixer_ray.inspection import inspect_run
-from genixer_ray.schema import row_key
+from genixer_ray.schema import RATING_AXES, row_key
 from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore, overlapped
 from genixer_ray.views import resolve_view, selector
@@ -30,6 +31,7 @@ from genixer_ray.views import resolve_view, selector
 SCORES = {
     "clip": "clip_score", "clip (paper's raw dot product)": "clip_raw_score", "consistency": "consistency_score",
     "judge P(Yes)": "judge_p_yes", "judge (paper's sampled score)": "judge_paper_score",
+    **{f"rating: {axis}": f"rating_{axis}" for axis in RATING_AXES},
 }
 MAX_SCORES = 50_000  # per filter, for the histograms (a uniform sample beyond that)
 THUMB = 256
@@ -166,6 +168,15 @@ def _card(row: dict) -> str:
     )
 
 
+def _alarms(alarms: list[dict]) -> str:
+    """The rating judge's health alarms (none: nothing is shown)."""
+    if not alarms:
+        return ""
+    items = "".join(f"<li>{_e(alarm_text(a))}</li>" for a in alarms[:50])
+    more = f"<p class='muted'>and {len(alarms) - 50} more (inspect --json lists them all)</p>" if len(alarms) > 50 else ""
+    return f"<h2>Rating judge health</h2><ul class='alarms'>{items}</ul>{more}"
+
+
 def _funnel_table(funnel: dict) -> str:
     order = ["rows", "generated", "parsed", *FILTERS, "kept"]
     steps = [s for s in order if any(s in c for c in funnel.values())]
@@ -254,6 +265,7 @@ def write_report(
 errors {sum(info['by_error'].values())} · kept {info['kept']} · shards {info['shards']['committed']} committed,
 {info['shards']['pending']} pending · config {_e(info['config_digest'])} · written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>
 <h2>Funnel per task</h2>{_funnel_table(info['funnel'])}
+{_alarms(info['alarms'])}
 <h2>Diversity per task</h2>{_diversity_table(info.get('diversity') or {})}
 <h2>Filter scores</h2><p class="muted">Dashed red lines: the thresholds or band edges the rows were judged by.</p>
 <div class="hists">{hists or "<p class='muted'>no filter scored this run</p>"}</div>

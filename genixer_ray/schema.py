@@ -74,6 +74,9 @@ REJECT_REASONS = {
 
 _BOXES = pl.List(pl.List(pl.Float32))
 
+# The rating axes (genixer_ray.filters.rating), each a pair of columns.
+RATING_AXES = ("relevance", "correctness", "visual_dependency", "formatting", "grounding")
+
 # What every row carries through every stage: where it belongs and how it stands.
 ROW_COLUMNS = {
     "shard": pl.Int32,
@@ -161,6 +164,13 @@ FILTER_SCHEMA = {
     "judge_rule": pl.String,
     "judge_reason": pl.String,
     "judge_pass": pl.Boolean,
+    # Ratings (genixer_ray.filters.rating): per axis the expected rating 1-5 and the probability
+    # mass the five digits held (its confidence); null where the axis was not asked.
+    **{f"rating_{axis}{part}": pl.Float32 for axis in RATING_AXES for part in ("", "_confidence")},
+    "rating_model": pl.String,
+    "rating_hash": pl.String,
+    "rating_prompt_version": pl.String,  # a digest of the axes' prompts as asked
+    "rating_reason": pl.String,  # rating_failed: the engine could not serve an axis of the row
     "dedup_pass": pl.Boolean,
     "dedup_reason": pl.String,
     "duplicate_of": pl.String,  # the sample kept in this row's place ({image_id}#{sample}), when it was a duplicate

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genixer_ray.errors import RunFailed, StageContractError
+from genixer_ray.filters.health import alarm_text
 from genixer_ray.schema import code_counts, row_key, to_frame
 from genixer_ray.store import RunStore
 
@@ -93,6 +94,7 @@ class RunSummary:
     engine: EngineTally = field(default_factory=EngineTally)
     contamination: Counter = field(default_factory=Counter)  # rows per "benchmark/tier" matched
     rules: dict[tuple, dict] = field(default_factory=dict)  # every filter rule applied (its fields), once
+    alarms: list[dict] = field(default_factory=list)  # the rating judge's health alarms, with their shard
 
     def add_marker(self, m: dict) -> None:
         """Count one committed shard's marker."""
@@ -107,6 +109,7 @@ class RunSummary:
         self.contamination.update(m.get("contamination", {}))
         for rule in m.get("rules", []):
             self.rules.setdefault(tuple(sorted(rule.items())), rule)
+        self.alarms += [a | {"shard": m["shard"]} for a in m.get("alarms", [])]
 
     def counts(self) -> dict:
         """The counts as JSON-ready data for a manifest."""
@@ -124,6 +127,8 @@ class RunSummary:
             out["contamination"] = dict(self.contamination)
         if self.rules:
             out["rules"] = [self.rules[k] for k in sorted(self.rules)]
+        if self.alarms:
+            out["alarms"] = sorted(self.alarms, key=lambda a: (a["shard"], a["axis"], a["kind"]))
         return out
 
 
@@ -199,6 +204,8 @@ class ShardWriter:
         matched = df.filter(df["contamination_benchmark"].is_not_null())
         if matched.height:  # rows per "benchmark/tier" (a skipped image's samples each count)
             counts["contamination"] = dict(Counter(f"{b}/{t}" for b, t in matched.select("contamination_benchmark", "contamination_tier").iter_rows()))
+        for alarm in counts.get("alarms", []):  # the run goes on; the person watching is told
+            log.warning(f"[rating] {alarm_text(alarm | {'shard': k})}")
         if self.engine is not None:
             # Counted once per shard: the marker's sums, and the progress line's over committed shards.
             counts["engine"] = EngineTally.of(rows).sums()

@@ -24,7 +24,15 @@ from genixer_ray.config.base import (
 )
 from genixer_ray.config.decontamination import DecontaminationConfig, EvalSource
 from genixer_ray.config.filter_pass import FilterPassConfig, ImagesConfig, StoreConfig
-from genixer_ray.config.filters import ClipFilterConfig, ConsistencyConfig, DedupConfig, FiltersConfig, JudgeConfig
+from genixer_ray.config.filters import (
+    RATING_AXES,
+    ClipFilterConfig,
+    ConsistencyConfig,
+    DedupConfig,
+    FiltersConfig,
+    JudgeConfig,
+    RatingConfig,
+)
 from genixer_ray.config.loading import apply_overrides, build_config, load_config
 from genixer_ray.config.publish import PublishConfig
 from genixer_ray.config.run import (
@@ -54,7 +62,7 @@ from genixer_ray.errors import ConfigError
 __all__ = [
     "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ConfigError",
     "ConsistencyConfig", "DataSource", "DecontaminationConfig", "DedupConfig", "EvalSource", "EngineConfig", "FilterPassConfig", "FiltersConfig", "GeneratorConfig", "ImagesConfig",
-    "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "PublishConfig", "RayConfig",
+    "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "PublishConfig", "RATING_AXES", "RatingConfig", "RayConfig",
     "RunConfig", "SamplingConfig", "ScalingConfig", "StoreConfig", "Strict", "TaskIdMap", "TaskWeights", "TrainConfig",
     "TrainDataConfig", "TrainModelConfig", "TrainScalingConfig",
     "apply_overrides", "build_config", "load_config", "redact", "redacted",

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from genixer_ray.config.base import ActorPoolConfig, ClipModelSpec, ModelSpec, Strict, TaskIdMap, path_safe_name
 from genixer_ray.filters.policies import PAPER_BAND
+from genixer_ray.schema import RATING_AXES
 
 if TYPE_CHECKING:
     from genixer_ray.config.run import EngineConfig
@@ -115,6 +116,32 @@ class ConsistencyConfig(Strict):
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="Minimum mean agreement (letter match, box IoU or token F1) over the k answers.")
 
 
+class RatingConfig(Strict):
+    """Rating each parsed sample on several axes from 1 to 5, one decode step per axis (genixer_ray/filters/rating.py)."""
+
+    enabled: bool = Field(False, description="Rate every parsed row on the axes (rating_{axis} and rating_{axis}_confidence columns).")
+    model: ModelSpec | None = Field(None, description="The rating judge (directory, hub id, 'tiny'); unset: the generator itself, on its own engine.")
+    axes: list[Literal[RATING_AXES]] = Field(
+        default_factory=lambda: list(RATING_AXES), min_length=1,
+        description="The axes asked; grounding only of rows with boxes or points.",
+    )
+    prompts: dict[Literal[RATING_AXES], str] = Field(
+        default_factory=dict, description="An axis's question instead of the built-in one (it is asked after the image and the sample).",
+    )
+    collapse_share: float = Field(
+        0.95, gt=0.0, le=1.0, description="Alarm when one rating (rounded) holds at least this share of a shard's rated rows on an axis.",
+    )
+    min_confidence: float = Field(0.5, ge=0.0, le=1.0, description="Alarm when an axis's mean confidence in a shard falls below this.")
+    alarm_min_rows: int = Field(20, ge=1, description="Rated rows a shard needs before its alarms are raised (fewer say too little).")
+
+    @field_validator("axes")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("an axis is named twice")
+        return v
+
+
 class DedupConfig(Strict):
     """Near-duplicate samples of one image: the best of each cluster is kept, the others rejected."""
 
@@ -140,6 +167,7 @@ class FiltersConfig(ActorPoolConfig):
     clip: ClipFilterConfig = Field(default_factory=ClipFilterConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
+    rating: RatingConfig = Field(default_factory=RatingConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     batch_size: int = Field(16, ge=1, description="Rows per filter actor call.")
 
@@ -155,7 +183,7 @@ class FiltersConfig(ActorPoolConfig):
         engine for the filters that use it.
         """
         out = {}
-        for name, sub in (("consistency", self.consistency), ("judge", self.judge), ("clip", self.clip)):
+        for name, sub in (("consistency", self.consistency), ("judge", self.judge), ("rating", self.rating), ("clip", self.clip)):
             if sub.enabled:
                 on_generator = not filter_pass and name != "clip" and sub.model is None
                 out[name] = "generator" if on_generator else "filter_actor"
@@ -172,7 +200,8 @@ class FiltersConfig(ActorPoolConfig):
         of ``batch_size`` rows for ``engine.max_num_seqs`` sequences (a re-answerer asks
         ``consistency.samples`` per row) while one more waits, as a vLLM generator actor runs."""
         placed = self.placement(filter_pass=filter_pass)
-        per_row = [n for name, n in (("judge", 1), ("consistency", self.consistency.samples)) if placed.get(name) == "filter_actor"]
+        asked = (("judge", 1), ("consistency", self.consistency.samples), ("rating", len(self.rating.axes)))
+        per_row = [n for name, n in asked if placed.get(name) == "filter_actor"]
         if engine is None or not per_row:
             return 1
         return engine.model_copy(update={"batch_size": self.batch_size}).concurrent_batches(max(per_row))

@@ -220,6 +220,8 @@ class VLLMGenerator(Generator):
             return GenerationResult.failed("prompt_too_long" if too_long else "request_rejected", str(e))
         except Exception as e:  # the engine itself: dead core, out of memory, ...
             raise EngineError(f"vLLM engine failed: {type(e).__name__}: {e}") from e
+        if final.outputs[0].finish_reason == "error":  # the engine ended this request itself (seen near max_model_len)
+            return GenerationResult.failed("request_rejected", f"the engine ended the request with an error ({len(final.prompt_token_ids or [])} prompt tokens)")
         out = result(final, params.logprobs)
         out.engine_running = EngineLoad.mean(start, self.load.mark())
         out.cached_tokens = final.num_cached_tokens or 0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.dedup import decide_dedup
+from genixer_ray.filters.health import collapse_alarms
 from genixer_ray.filters.judge import says_yes
 from genixer_ray.filters.policies import select_band, select_threshold, select_top_fraction
 from genixer_ray.filters.rules import Rule, clip_rule, consistency_rule, dedup_rule, judge_rule
@@ -128,12 +129,15 @@ def decide_shard(rows: list[dict], cfg: FiltersConfig) -> tuple[list[dict], dict
 
     Runs once a shard's rows are all in (the judge's top fraction ranks rows within a shard);
     returns the rows and ``{"kept", "funnel", "rules"}`` for the shard's commit marker (``rules``:
-    the fields of each rule the shard's rows were judged by, :func:`configured_rules`).
+    the fields of each rule the shard's rows were judged by, :func:`configured_rules`), and the
+    rating judge's health ``alarms`` when it raised any (:func:`~genixer_ray.filters.health.collapse_alarms`).
     """
     rows = decide(rows, cfg)
     counts = {"kept": sum(bool(r.get("keep")) for r in rows), "funnel": funnel(rows, cfg)}
     if rules := configured_rules(cfg):
         counts["rules"] = [rule.as_dict() for rule in rules]
+    if cfg.rating.enabled and (alarms := collapse_alarms(rows, cfg.rating)):
+        counts["alarms"] = alarms
     return rows, counts
 
 

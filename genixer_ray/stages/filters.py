@@ -1,4 +1,4 @@
-"""The filter stages' specs: CLIP, the judge and self-consistency, each on the pool that holds its model.
+"""The filter stages' specs: CLIP, the judge, self-consistency and rating, each on the pool that holds its model.
 
 The scoring code is in :mod:`genixer_ray.filters`; here each filter becomes a :class:`StageSpec`.
 Engines are built where the stage runs, through :func:`~genixer_ray.engines.base.get_generator`,
@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from genixer_ray.stages import Pool, StageSpec
 
 if TYPE_CHECKING:
-    from genixer_ray.config import ClipFilterConfig, ConsistencyConfig, FiltersConfig, GeneratorConfig, JudgeConfig
+    from genixer_ray.config import ClipFilterConfig, ConsistencyConfig, FiltersConfig, GeneratorConfig, JudgeConfig, RatingConfig
 
 
 def clip_stage(cfg: ClipFilterConfig):
@@ -37,6 +37,14 @@ def consistency_stage(cfg: ConsistencyConfig, engine: GeneratorConfig):
     from genixer_ray.filters.consistency import ConsistencyStage
 
     return ConsistencyStage(cfg, get_generator(engine))
+
+
+def rating_stage(cfg: RatingConfig, engine: GeneratorConfig):
+    """The rating stage on this process's engine for ``engine``."""
+    from genixer_ray.engines.base import get_generator
+    from genixer_ray.filters.rating import RatingStage
+
+    return RatingStage(cfg, get_generator(engine))
 
 
 def filter_pool(filters: FiltersConfig, engine: GeneratorConfig | None, *, filter_pass: bool) -> Pool:
@@ -68,6 +76,6 @@ def filter_specs(filters: FiltersConfig, engine: GeneratorConfig | None, *, gene
             specs.append(StageSpec(name, clip_stage, (sub,), pools[placed]))
             continue
         model_engine = engine if sub.model is None else engine.for_model(sub.model)
-        build = judge_stage if name == "judge" else consistency_stage
+        build = {"judge": judge_stage, "consistency": consistency_stage, "rating": rating_stage}[name]
         specs.append(StageSpec(name, build, (sub, model_engine), pools[placed]))
     return specs

@@ -22,6 +22,7 @@ FILTERS = [
     "filters.judge.enabled=true", "filters.judge.policy=threshold", "filters.judge.threshold=0",
     "filters.consistency.enabled=true", "filters.consistency.samples=1", "filters.consistency.temperature=0",
     "filters.consistency.max_tokens=8", "filters.consistency.threshold=0.99",
+    "filters.rating.enabled=true", "filters.rating.axes=[correctness,grounding]",
 ]
 
 
@@ -40,6 +41,10 @@ def test_filters_as_stages_of_a_generation_run(ray_session, tmp_path):
         assert r["clip_pass"] is (r["clip_reason"] is None) and r["clip_threshold"] == -1
         assert r["keep"] is (not r["reject_reasons"])
         assert set(r["reject_reasons"]) <= {"box_outside_image", "box_too_small", "inconsistent", "answer_not_in_options"}
+        # Rated on the generator's engine too: grounding only where the sample marks a region.
+        assert 1 <= r["rating_correctness"] <= 5 and 0 < r["rating_correctness_confidence"] <= 1
+        regions = r["question_boxes"] or r["answer_boxes"] or r["points"]
+        assert (r["rating_grounding"] is not None) is bool(regions) and r["rating_prompt_version"].startswith("r1-")
     # The manifest's funnel is what the rows say.
     manifest = RunStore(summary.output).read_json("manifest.json")
     want: dict[str, Counter] = defaultdict(Counter)
@@ -117,6 +122,8 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     assert reasons["retina"] == ["no_question_answer"] and rows["retina"]["keep"] is False
     assert rows["motorcycle"]["clip_score"] is not None and rows["rocket"]["clip_region_scores"]
     assert all(rows[k]["judge_p_yes"] is not None for k in rows if k != "retina")
+    assert all(rows[k]["rating_correctness"] is not None for k in rows if k != "retina")  # rated in the pass as well
+    assert rows["astronaut"]["rating_grounding"] is not None and rows["chelsea"]["rating_grounding"] is None
     manifest = out.read_json("manifest.json")
     assert manifest["kept"] == sum(r["keep"] for r in rows.values()) and manifest["source_run"] == run
     assert manifest["engine"] == redacted(gen_cfg.generator) and rows["chelsea"]["judge_model"] == get_generator(gen_cfg.generator).model_path

@@ -105,3 +105,35 @@ def test_judge_p_yes_matches_transformers(gen, embedded_images, make_row, refere
         want = reference_p_yes(hf, row_image(r), cfg.prompt.format(qa=judged_text(r)))
         assert r["judge_p_yes"] == pytest.approx(want, abs=1e-3)
     assert len({round(r["judge_p_yes"], 6) for r in out}) > 1  # the score depends on the row
+
+
+def test_rating_matches_vllms_own_logprobs_and_the_later_axes_hit_the_prefix_cache(gen, embedded_images, make_row):
+    """Each axis's score is the expected rating over the digits' probabilities that vLLM reports for
+    the same prompt (asked here for exactly those tokens, as by hand); the first axis of each row
+    goes first, so the other axes find the image and the sample in the prefix cache."""
+    import math
+
+    from genixer_ray.config import RatingConfig
+    from genixer_ray.filters.judge import judged_text
+    from genixer_ray.filters.rating import RatingStage, axis_prompt, digit_token_ids
+    from genixer_ray.stages import row_image
+
+    # Questions long enough that image and sample fill a KV-cache block (128 tokens on CPU; only
+    # whole blocks are cached), short enough for the engine's 256 tokens.
+    rows = [
+        make_row(img, k, parsed_task="common_vqa", question=f"What is in the {k} photo: " + "what, where, why and how; " * 6, answer=f"a {k}")
+        for k, img in list(embedded_images.items())[:3]
+    ]
+    cfg = RatingConfig(enabled=True, axes=["relevance", "correctness", "formatting"])
+    stage = RatingStage(cfg, gen)
+    out = stage(rows)
+    digits = digit_token_ids(gen.processor.tokenizer)
+    for r in out:
+        for axis in cfg.axes:
+            req = GenerationRequest(row_image(r), f"{judged_text(r)}\n{axis_prompt(cfg, axis)}", SamplingConfig(temperature=0, max_tokens=1))
+            lp = gen.next_token_logprobs([req], [t for d in digits for t in d])[0].top_logprobs[0]
+            probs = [sum(math.exp(lp[t]) for t in d) for d in digits]
+            assert r[f"rating_{axis}"] == pytest.approx(sum((k + 1) * p for k, p in enumerate(probs)) / sum(probs), abs=1e-4)
+            assert r[f"rating_{axis}_confidence"] == pytest.approx(sum(probs), abs=1e-5)
+    # The second and third axes of each row were served from the cache beyond the first's tokens.
+    assert stage.tokens["cached"] > 0 and stage.tokens["cached"] < stage.tokens["prompt"]
