@@ -44,6 +44,11 @@ class EngineConfig(Strict):
         description="Rows handed to the engine per call; vLLM actors run several calls at once, enough to keep max_num_seqs sequences running.",
     )
     enforce_eager: bool = Field(False, description="Skip CUDA-graph capture: faster start, slower decode.")
+    block_size: int | None = Field(
+        None, ge=16, le=256, multiple_of=16,
+        description="vLLM: tokens per KV-cache block, the unit its prefix cache shares. Unset: vLLM's default (16 on GPUs, "
+        "128 on CPU, where 32 lets a rating's axes share the sample's tokens too: BENCHMARKS.md, Rating).",
+    )
 
     def concurrent_batches(self, samples_per_row: int = 1) -> int:
         """Batches one engine runs at once (a batch of ``batch_size`` rows, ``samples_per_row`` requests each).

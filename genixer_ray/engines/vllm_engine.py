@@ -126,6 +126,7 @@ class VLLMGenerator(Generator):
             # prefill is split over steps, which happens as soon as the prefills waiting exceed
             # one step's token budget (a few dozen rows at once): whole prefills only on CPU.
             enable_chunked_prefill=not cpu,
+            block_size=cfg.block_size,
             disable_log_stats=False,  # the stat loggers, ours included, need the engine's statistics
         )
 
