@@ -8,12 +8,13 @@ columns of :data:`~genixer_ray.schema.GENERATION_SCHEMA`::
       grounded: "parsed_task in ('rec', 'reg') and keep"
 
 It selects among the parsed rows (``status = 'ok'``); a row where the condition is null (a score
-the row lacks) is not selected. Two views always exist: ``kept`` (the filters' decision, ``keep``)
-and ``parsed`` (every parsed row). A config's views are checked when it loads: the name, the
+the row lacks) is not selected. Three views always exist: ``kept`` (the filters' decision,
+``keep``), ``parsed`` (every parsed row) and ``paper`` (the paper's rule: its judge's sampled score
+in 0.5-0.7, computed with ``filters.judge.paper_score``). A config's views are checked when it loads: the name, the
 syntax, that every column exists and that the condition is a boolean, so a typo fails before any
 work, naming the view. ``export``, ``publish``, ``report`` and ``inspect`` take ``--view NAME`` (or
-``--view NAME=CONDITION`` for one not in the config); a run's views are those of its config, a filter pass's those of its
-run and its own.
+``--view NAME=CONDITION`` for one not in the config); a run's views are those of its config, a
+filter pass's those of its run and its own.
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import polars as pl
 
 from genixer_ray.errors import ConfigError
 
-BUILT_IN = {"kept": "keep", "parsed": "true"}
+BUILT_IN = {
+    "kept": "keep",  # this project's rules: the filters' decision
+    "parsed": "true",
+    # The paper's rule: Genixer kept the pairs its judge scored in the band 0.5-0.7, with the
+    # judge's sampled score (filters.judge.paper_score computes it).
+    "paper": "judge_paper_score >= 0.5 and judge_paper_score <= 0.7",
+}
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
 

@@ -247,7 +247,7 @@ def test_views_are_checked_when_the_config_loads_and_select_what_is_published(tm
     assert publish_run(run, str(tmp_path / "pub"), view="parsed")["rows"] == 7  # another view rewrites every part
     assert main(["export", run, str(tmp_path / "mc.json"), "--view", "mc=answer_letter = 'B'", "--copy-images"]) == 0
     assert [r["id"] for r in json.loads((tmp_path / "mc.json").read_text())] == ["coffee"]
-    with pytest.raises(ConfigError, match="no such view.*known: grounded, kept, parsed"):
+    with pytest.raises(ConfigError, match="no such view.*known: grounded, kept, paper, parsed"):
         publish_run(run, str(tmp_path / "pub"), view="strict")
     # report and inspect take the same views.
     from genixer_ray.inspection import inspect_run
