@@ -156,3 +156,25 @@ def fingerprint(data: bytes, image, pixels: bytes | None = None) -> Fingerprint:
 def index_hashes(image) -> list[tuple[int, int]]:
     """``(phash, phash_center)`` of an evaluation image and of its border crops (:data:`INDEX_CROPS`)."""
     return [perceptual_hashes(crop_margin(image, margin)) for margin in INDEX_CROPS]
+
+
+FINGERPRINT_TABLE = "fingerprints.parquet"
+
+
+def write_fingerprint_table(store_url: str, storage_options: dict) -> int:
+    """Write a run's fingerprint table: one row per image of its committed rows (``image_id``,
+    ``source``, the image's size, :data:`FINGERPRINT_COLUMNS` and the evaluation image it matched,
+    if any), sorted by image id, as ``fingerprints.parquet`` beside the manifest; return its rows.
+
+    For deduplicating or decontaminating downstream without reading the rows (an image's samples
+    share one entry); images that could not be decoded have null fingerprints.
+    """
+    from genixer_ray.store import RunStore
+
+    store = RunStore(store_url, storage_options)
+    columns = ["image_id", "source", "image_width", "image_height", *FINGERPRINT_COLUMNS,
+               "contamination_tier", "contamination_benchmark", "contamination_item"]
+    rows = store.read_rows(columns)
+    table = rows.unique("image_id", keep="first", maintain_order=True).sort("image_id") if rows.height else rows
+    store.write_frame(FINGERPRINT_TABLE, table)
+    return table.height

@@ -19,6 +19,7 @@ from genixer_ray.config import ConfigError, InputConfig, RunConfig, redact, reda
 from genixer_ray.decontam.index import prepare_index
 from genixer_ray.diversity import write_diversity
 from genixer_ray.filters.decide import decide_shard
+from genixer_ray.fingerprints import FINGERPRINT_TABLE, write_fingerprint_table
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.models import input_side
 from genixer_ray.ray_start import decode_tasks, ensure_ray_data, off_driver, use_system_arrow_allocator
@@ -159,6 +160,8 @@ def run_generation(cfg: RunConfig) -> RunSummary:
     )
     if expected or store.read_json("diversity.json") is None:  # a finished run started again keeps its figures
         off_driver(write_diversity, store.url, store.storage_options)
+    if expected or not store.fs.exists(store.path(FINGERPRINT_TABLE)):
+        off_driver(write_fingerprint_table, store.url, store.storage_options)
     return summary
 
 

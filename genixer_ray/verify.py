@@ -32,7 +32,7 @@ SHOW = 5  # examples per problem
 # verified on its own. Shards without markers are reported by name (shard_without_marker).
 OWN_OBJECTS = re.compile(
     r"plan/part-\d{6}\.parquet|plan/_COMPLETE\.json|data/shard-\d{6}\.parquet|commits/shard-\d{6}\.json"
-    r"|(manifest|run|filter|diversity)\.json|report\.html|decontam/index-[0-9a-f]{16}\.(npz|json)|filtered/.*"
+    r"|(manifest|run|filter|diversity)\.json|fingerprints\.parquet|report\.html|decontam/index-[0-9a-f]{16}\.(npz|json)|filtered/.*"
 )
 
 

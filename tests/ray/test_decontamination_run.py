@@ -44,6 +44,12 @@ def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(
     # The run's end measured its diversity (one Ray task): a figure per task that parsed.
     parsed = out.filter(pl.col("status") == "ok")
     assert set(info["diversity"]) == set(parsed["parsed_task"].unique()) and sum(d["samples"] for d in info["diversity"].values()) == parsed.height
+    # ... and wrote its fingerprint table: one row per image, as the rows carry them.
+    table = pl.read_parquet(f"{summary.output}/fingerprints.parquet")
+    assert table["image_id"].to_list() == sorted(photos) and table["phash"].null_count() == 0
+    assert table.filter(pl.col("image_id") == "chelsea")["contamination_tier"].to_list() == ["bytes"]
+    first = out.filter(pl.col("sample") == 0).sort("image_id")
+    assert table.select("image_sha256", "phash").equals(first.select("image_sha256", "phash"))
     # A re-run of the finished run reuses the index and rewrites nothing.
     again = run_generation(load_config(None, overrides))
     assert again.skipped_shards == again.shards
