@@ -3,7 +3,7 @@ VENV := .venv
 comma := ,
 STAMP := $(VENV)/.setup-done
 
-.PHONY: setup lint test test-fast demo bench bench-scale clean
+.PHONY: setup lint test test-fast demo docs bench bench-scale clean
 
 setup: $(STAMP)
 
@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml requirements/cpu.lock tools/setup.sh tools/torchvision_
 	bash tools/setup.sh
 
 lint: setup
-	$(VENV)/bin/ruff check genixer_ray tests bench jobs
+	$(VENV)/bin/ruff check genixer_ray tests bench jobs docs
 
 test: setup
 	bash tools/setup_browser.sh
@@ -30,6 +30,10 @@ demo: setup
 	@$(VENV)/bin/genixer-ray export runs/demo runs/demo-kept-llava.json
 	@$(VENV)/bin/genixer-ray report runs/demo
 	@$(VENV)/bin/genixer-ray publish runs/demo runs/demo-dataset --show 2
+
+# The documentation site, strict (docs/README.md): into site/, open site/index.html.
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
 # Benchmarks (about 17 minutes on 2 cores): each prints a table and ratios against a baseline
 # measured in the same run into bench/results/*_cpu.txt (see BENCHMARKS.md); framework and engine
@@ -52,4 +56,4 @@ bench-scale: setup
 	@bash -c '$(call BENCH,bench/bench_scale.py --sizes 10000$(comma)100000$(comma)1000000,scale_1m_cpu.txt)'
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs site .pytest_cache
