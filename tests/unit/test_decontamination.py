@@ -152,15 +152,14 @@ def test_the_contamination_stage_skips_matches_and_keeps_the_rest(tmp_path):
     assert out[1] == rows[1] and out[2] == rows[2]
 
 
-def test_the_readme_example_is_a_valid_run_config():
+def test_the_guides_example_is_a_valid_run_config():
     import re
     from pathlib import Path
 
     import yaml
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    section = readme[readme.index("### Decontamination"):]
-    block = re.search(r"```yaml\n(.*?)```", section, re.S).group(1)
+    page = (Path(__file__).resolve().parents[2] / "docs" / "guide" / "decontamination.md").read_text()
+    block = re.search(r"```yaml\n(.*?)```", page, re.S).group(1)
     cfg = build_config(yaml.safe_load(block))
     assert [s.format for s in cfg.decontamination.sources] == ["vlmevalkit_tsv", "parquet", "refer", "images"]
 

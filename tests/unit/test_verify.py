@@ -110,14 +110,14 @@ def test_copies_partial_uploads_and_foreign_files_are_reported_and_readers_skip_
     assert scan_run(store.url).count_rows() == 9
 
 
-def test_the_readmes_reading_recipes_read_committed_rows_once(tmp_path):
+def test_the_guides_reading_recipes_read_committed_rows_once(tmp_path):
     import re
     from pathlib import Path
 
     store = whole_run(tmp_path)
     root = tmp_path / "runs" / "r"
     shutil.copy(root / "data" / "shard-000000.parquet", root / "data" / "shard-000000-copy.parquet")
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "guide" / "usage.md").read_text()
     recipe = re.search(r"```python\n(import polars as pl, duckdb.*?)```", readme, re.S).group(1).replace("runs/demo", store.url)
     scope: dict = {}
     exec(recipe, scope)
