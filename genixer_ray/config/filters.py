@@ -61,7 +61,7 @@ class JudgeConfig(Strict):
     policy: Literal["threshold", "band", "top_fraction"] = Field(
         "band", description="'threshold': P(Yes) >= threshold; 'band': lo <= P(Yes) <= hi; 'top_fraction': the best fraction per task (within each shard)."
     )
-    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    threshold: float = Field(0.5, ge=0.0, le=1.0, description="threshold policy: the least score kept.")
     band: tuple[float, float] = Field(
         PAPER_BAND,
         description="Genixer's finding: samples of medium judge score (0.5-0.7; its score is score=paper's) trained best.",

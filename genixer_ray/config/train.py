@@ -89,7 +89,7 @@ class LoraConfig(Strict):
 
     r: int = Field(16, ge=1, le=1024, description="Adapter rank.")
     alpha: int = Field(32, ge=1, description="Scaling numerator: the update is scaled by alpha / r.")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA adapters' inputs.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         min_length=1, description="Linear layers of the language model that get adapters (the vision tower never does).",
@@ -111,11 +111,11 @@ class OptimConfig(Strict):
     """Optimizer and schedule."""
 
     lr: float = Field(3e-3, gt=0.0, description="Peak learning rate (AdamW); 3e-3 suits the tiny model, ~2e-5 real ones.")
-    weight_decay: float = Field(0.0, ge=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW's decoupled weight decay.")
     warmup_steps: int = Field(10, ge=0, description="Linear warm-up steps before the constant rate.")
     batch_size: int = Field(8, ge=1, description="Samples per worker per step.")
     max_steps: int = Field(200, ge=1, description="Optimizer steps in all; a resumed run continues to this count.")
-    grad_clip: float = Field(1.0, gt=0.0)
+    grad_clip: float = Field(1.0, gt=0.0, description="Gradients are clipped to this global norm before each step.")
 
 
 class TrainScalingConfig(Strict):
@@ -127,7 +127,7 @@ class TrainScalingConfig(Strict):
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp", description="'ddp': a full replica per worker; 'fsdp': weights, gradients and optimizer state sharded across workers (models too large to replicate)."
     )
-    cpus_per_worker: float = Field(1.0, gt=0.0)
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs Ray reserves for each training worker.")
     resources_per_worker: dict[str, float] = Field(
         default_factory=dict, description="Custom Ray resources each worker needs (pins workers to labelled nodes, e.g. {trainer: 1})."
     )
@@ -145,7 +145,7 @@ class TrainConfig(Strict):
     """One fine-tuning run of a generator."""
 
     name: str = Field("genixer-tiny", min_length=1, max_length=128, description="Run name: with storage_path, what resume finds.")
-    seed: int = Field(0, ge=0)
+    seed: int = Field(0, ge=0, description="Seeds the model's initialization of new weights and the epochs' order (same seed, same run).")
     data: TrainDataConfig = Field(default_factory=TrainDataConfig)
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
     model: TrainModelConfig = Field(default_factory=TrainModelConfig)
@@ -154,7 +154,7 @@ class TrainConfig(Strict):
     storage_path: str = Field("runs/train", description="Where data, checkpoints and the export go (local path or s3://).")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for storage_path.")
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints; fewer lose less work on a failure.")
-    keep_checkpoints: int = Field(2, ge=1)
+    keep_checkpoints: int = Field(2, ge=1, description="Checkpoints kept on storage (the newest); older ones are deleted.")
     export_path: str | None = Field(None, description="Model directory for generation (default: {storage_path}/{name}/model).")
 
     _name_is_path_safe = field_validator("name")(path_safe_name)

@@ -61,3 +61,22 @@ def test_every_yaml_block_in_the_readme_and_docs_is_a_config_that_loads(tmp_path
             # Examples name the reader's own files (/data/...): a file that is not here is the only error allowed.
             problems = str(e).splitlines()[1:]
             assert problems and all("No such file" in p or "does not exist" in p for p in problems), (page, str(e))
+
+
+def test_every_config_field_says_what_it_does():
+    """A new or renamed field without a description fails here: the reference would show it bare."""
+    from hooks import _model_of
+
+    bare = []
+
+    def walk(model, prefix: str) -> None:
+        for name, field in model.model_fields.items():
+            section = _model_of(field.annotation)
+            if section is not None:
+                walk(section, f"{prefix}{name}.")
+            elif not (field.description or "").strip():
+                bare.append(f"{prefix}{name}")
+
+    for model in (RunConfig, FilterPassConfig, TrainConfig):
+        walk(model, f"{model.__name__}: ")
+    assert not bare, bare
