@@ -22,7 +22,8 @@ from genixer_ray.config import ConfigError, PublishConfig, build_config, redacte
 from genixer_ray.filters.rules import Rule
 from genixer_ray.images import decode_full, embedded_image_paths
 from genixer_ray.inputs import iter_inputs
-from genixer_ray.publish import publish_run, stored_image
+from genixer_ray.publish import publish_run
+from genixer_ray.published_rows import stored_image
 from genixer_ray.schema import to_frame
 from genixer_ray.store import RunStore
 from genixer_ray.verify import verify_published
