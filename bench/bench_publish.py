@@ -88,6 +88,7 @@ def child(args) -> None:
 
 
 def measure(kind: str, run: str, out: str) -> dict:
+    """Run one measurement (:func:`child`) in a fresh process; its seconds and peak memory."""
     cmd = [sys.executable, __file__, "--child", kind, "--run", run, "--out", out]
     res = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
