@@ -45,10 +45,9 @@ class AxisFirst(RatingStage):
         from genixer_ray.stages import row_image
 
         greedy = SamplingConfig(temperature=0.0, max_tokens=1)
-        ids = [t for d in self.digits for t in d]
         asked = [(r, a) for r in rows for a in self.cfg.axes]
         requests = [GenerationRequest(row_image(r), f"{axis_prompt(self.cfg, a)}\n{judged_text(r)}", greedy) for r, a in asked]
-        for res in self.generator.next_token_logprobs(requests, ids):
+        for res in self.generator.next_token_logprobs(requests, self.digit_ids):
             self.tokens.update(prompt=res.prompt_tokens or 0, cached=res.cached_tokens or 0)
         return [{} for _ in rows]
 

@@ -18,6 +18,7 @@ import hashlib
 import yaml
 
 from genixer_ray.config import PublishConfig, redact
+from genixer_ray.filters.decide import FILTERS
 from genixer_ray.filters.rules import Rule
 from genixer_ray.inspection import inspect_run
 from genixer_ray.store import RunStore, source_run
@@ -124,7 +125,7 @@ def _dedup(info: dict) -> str:
     removed = 0
     for steps in info["funnel"].values():
         if "dedup" in steps:  # the funnel is cumulative: dedup removed what reached the step before it
-            before = [s for s in ("parsed", "clip", "consistency", "judge") if s in steps][-1]
+            before = [s for s in ("parsed", *FILTERS[: FILTERS.index("dedup")]) if s in steps][-1]
             removed += steps[before] - steps["dedup"]
     return (f"Near-duplicate samples of one image (questions whose character 3-grams overlap by {rule.low:g} or more, answers "
             f"agreeing): the best by `{rule.score}` of each cluster kept, {removed} sample(s) rejected as `duplicate_sample` "

@@ -186,7 +186,8 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from genixer_ray.verify import verify_published, verify_run
 
     so = _storage_options(args)
-    published = RunStore(args.run, so).fs.exists(RunStore(args.run, so).path(MARKERS))
+    store = RunStore(args.run, so)
+    published = store.fs.exists(store.path(MARKERS))
     verdict = (verify_published if published else verify_run)(args.run, storage_options=so)
     print("\n".join(verdict.lines()))
     return 0 if verdict.ok else 1

@@ -23,13 +23,10 @@ def _digest(obj) -> str | None:
 
 def _view_counts(store: RunStore, view: str) -> dict:
     """The rows of a view, per task: reads the shards' columns the view's condition names (not only the markers)."""
-    import polars as pl
-
-    from genixer_ray.views import resolve_view, selector
+    from genixer_ray.views import resolve_view, selector, view_columns
 
     name, condition = resolve_view(store, view)
-    columns = sorted({"status", "parsed_task", *pl.sql_expr(condition).meta.root_names()})
-    rows = store.read_rows(columns)
+    rows = store.read_rows(sorted({"parsed_task", *view_columns(condition)}))
     selected = rows.filter(selector(condition)) if rows.height else rows
     by_task = dict(selected.group_by("parsed_task").len().iter_rows()) if selected.height else {}
     return {"name": name, "condition": condition, "rows": selected.height, "by_task": {str(k): v for k, v in sorted(by_task.items(), key=str)}}

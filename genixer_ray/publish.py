@@ -235,9 +235,7 @@ def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: 
 def _remove_unclaimed(out: RunStore, markers: list[dict]) -> list[str]:
     """Remove our files that no marker names, and markers of parts that no longer exist; return their names."""
     claimed = {rel for m in markers for rel in m["files"]} | {f"{MARKERS}/part-{m['part']:05d}.json" for m in markers}
-    root = out.root.rstrip("/") + "/"
-    names = [n[len(root) :] for n in out.fs.find(out.root) if n.startswith(root)]
-    gone = sorted(n for n in names if n not in claimed and (OWN_FILE.fullmatch(n) or re.fullmatch(rf"{MARKERS}/part-\d{{5}}\.json", n)))
+    gone = [n for n in out.relative_names() if n not in claimed and (OWN_FILE.fullmatch(n) or re.fullmatch(rf"{MARKERS}/part-\d{{5}}\.json", n))]
     for n in gone:
         out.fs.rm(out.path(n))
     return gone

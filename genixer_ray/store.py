@@ -147,6 +147,11 @@ class RunStore:
         else:
             self.fs.pipe_file(path, data)
 
+    def relative_names(self) -> list[str]:
+        """Every object under the store's folder, by its path relative to it, sorted."""
+        root = self.root.rstrip("/") + "/"
+        return sorted(n[len(root) :] for n in self.fs.find(self.root) if n.startswith(root))
+
     def read_bytes(self, rel: str) -> bytes:
         """The whole object at ``rel``."""
         return self.fs.cat_file(self.path(rel))

@@ -94,9 +94,7 @@ def _keys_in(parquet, samples: int = 1) -> list[tuple[str, int]]:
 
 def foreign_objects(store: RunStore) -> list[str]:
     """The objects under the run's folder that the run did not write (relative names, sorted)."""
-    root = store.root.rstrip("/") + "/"
-    names = sorted(n[len(root) :] for n in store.fs.find(store.root) if n.startswith(root))
-    return [n for n in names if not OWN_OBJECTS.fullmatch(n)]
+    return [n for n in store.relative_names() if not OWN_OBJECTS.fullmatch(n)]
 
 
 def _check_shard(v: Verdict, k: int, want: list, got: list | None, marker: dict, digest: str, seen: dict) -> None:
@@ -207,7 +205,7 @@ def verify_published(url: str, *, storage_options: dict | None = None) -> Verdic
     selected rows as the part, and every committed shard of the run is in a part.
     """
     from genixer_ray.publish import MARKERS
-    from genixer_ray.views import selector
+    from genixer_ray.views import selector, view_columns
 
     out = RunStore(url, storage_options)
     v = Verdict(out.url, "published dataset")
@@ -217,8 +215,7 @@ def verify_published(url: str, *, storage_options: dict | None = None) -> Verdic
         return v
     parts = [out.read_json(f"{MARKERS}/part-{p:05d}.json") for p in range(summary["parts"])]
     claimed = {"README.md", f"{MARKERS}/publish.json", *(f"{MARKERS}/part-{p:05d}.json" for p in range(len(parts))), *summary["files"]}
-    root = out.root.rstrip("/") + "/"
-    for name in sorted(n[len(root) :] for n in out.fs.find(out.root) if n.startswith(root)):
+    for name in out.relative_names():
         if name not in claimed:
             v.add("foreign_object", name)
     try:
@@ -235,6 +232,8 @@ def verify_published(url: str, *, storage_options: dict | None = None) -> Verdic
     if not markers:
         v.add("run_not_found", f"{summary['source']} (pass --storage-options to read it)")
         return v
+    condition = summary["options"]["view"]["condition"]
+    view, columns = selector(condition), view_columns(condition)
     published = {int(k) for part in parts if part for k in part["shards"]}
     for k in sorted(set(markers) - published):
         v.add("shard_not_published", f"run shard {k} (committed after publishing: publish again)")
@@ -245,8 +244,7 @@ def verify_published(url: str, *, storage_options: dict | None = None) -> Verdic
         if any(markers.get(int(k), {}).get("sha256") != digest for k, digest in part["shards"].items()):
             v.add("run_changed", f"part {p}: its run shards changed since publishing")
             continue
-        view = selector(summary["options"]["view"]["condition"])
-        expected = sum(run.read_frame(run.shard_name(int(k))).filter(view).height for k in part["shards"])
+        expected = sum(run.read_frame(run.shard_name(int(k)), columns).filter(view).height for k in part["shards"])
         v.planned += expected
         if expected != part["rows"]:
             v.add("row_count_mismatch", f"part {p}: the run holds {expected} selected rows, the part {part['rows']}")

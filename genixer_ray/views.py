@@ -75,6 +75,11 @@ def selector(condition: str) -> pl.Expr:
     return (pl.col("status") == "ok") & pl.sql_expr(condition).fill_null(False)
 
 
+def view_columns(condition: str) -> list[str]:
+    """The columns :func:`selector` of ``condition`` reads: a reader of a view loads only these."""
+    return sorted({"status", *pl.sql_expr(condition).meta.root_names()})
+
+
 def recorded_views(store) -> dict[str, str]:
     """The views a run (or a filter pass: its run's, then its own) knows, the built-in ones included."""
     from genixer_ray.store import RunStore, source_run

@@ -206,7 +206,7 @@ class RunConfig(Strict):
     views: Views = Field(
         default_factory=dict,
         description="Named selections of parsed rows, NAME: SQL condition over the row's columns (e.g. strict: \"judge_p_yes >= 0.8 "
-        "and clip_score >= 0.25\"), for export, publish --view NAME; kept and parsed are built in (genixer_ray/views.py).",
+        "and clip_score >= 0.25\"), for export, publish, report and inspect --view NAME; kept, parsed and paper are built in (genixer_ray/views.py).",
     )
 
     @field_validator("task_mix")

@@ -9,6 +9,7 @@ a failure of the engine itself raises.
 from __future__ import annotations
 
 import abc
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -66,6 +67,12 @@ class Generator(abc.ABC):
     backend: str
     model_path: str
     processor: object  # the model's HF processor; ``processor.tokenizer`` maps text and ids
+
+    @functools.cached_property
+    def model_hash(self) -> str:
+        """The checkpoint's fingerprint (:func:`checkpoint_hash`), computed once per engine: the
+        generate, judge and rating stages sharing an actor's engine read its files once."""
+        return checkpoint_hash(self.model_path)
 
     @abc.abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[GenerationResult]:

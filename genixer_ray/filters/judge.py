@@ -17,7 +17,7 @@ import math
 from collections.abc import Sequence
 
 from genixer_ray.config import JudgeConfig, SamplingConfig
-from genixer_ray.engines.base import GenerationRequest, Generator, checkpoint_hash
+from genixer_ray.engines.base import GenerationRequest, Generator
 from genixer_ray.filters.base import ScoringStage
 from genixer_ray.seeding import derive_seed
 from genixer_ray.stages import row_image
@@ -119,7 +119,6 @@ class JudgeStage(ScoringStage):
         self.cfg = cfg
         self.generator = generator
         self.yes, self.no = yes_no_token_ids(generator.processor.tokenizer)
-        self.model_hash = checkpoint_hash(generator.model_path)
 
     def score(self, rows: list[dict]) -> list[dict]:
         """Score ``ok`` rows: one greedy step each for P(Yes) (and the paper's sampled reply if asked)."""
@@ -129,7 +128,7 @@ class JudgeStage(ScoringStage):
         papers = self._paper(rows) if self.cfg.wants_paper_score else [None] * len(rows)
         out = []
         for res, paper in zip(results, papers, strict=True):
-            row = {"judge_model": self.generator.model_path, "judge_hash": self.model_hash}
+            row = {"judge_model": self.generator.model_path, "judge_hash": self.generator.model_hash}
             if res.error_code:
                 row |= {"judge_p_yes": None, "judge_reason": "judge_failed"}
             else:

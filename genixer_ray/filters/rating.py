@@ -30,7 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from genixer_ray.config import RatingConfig, SamplingConfig
-from genixer_ray.engines.base import GenerationRequest, Generator, checkpoint_hash
+from genixer_ray.engines.base import GenerationRequest, Generator
 from genixer_ray.filters.base import ScoringStage
 from genixer_ray.filters.judge import judged_text
 from genixer_ray.stages import row_image
@@ -97,7 +97,7 @@ class RatingStage(ScoringStage):
         self.cfg = cfg
         self.generator = generator
         self.digits = digit_token_ids(generator.processor.tokenizer)
-        self.model_hash = checkpoint_hash(generator.model_path)
+        self.digit_ids = [t for d in self.digits for t in d]  # asked of the engine: every digit's tokens
         self.version = prompt_version(cfg)
         # Prompt tokens asked and those vLLM's prefix cache served (cached stays 0 on transformers):
         # the share the shared prefix saved, for the bench and the tests.
@@ -111,12 +111,11 @@ class RatingStage(ScoringStage):
         images = [row_image(r) for r in rows]
         waves: list[list[tuple[int, str]]] = [[(i, axes[0]) for i, axes in enumerate(asked) if axes],
                                               [(i, a) for i, axes in enumerate(asked) for a in axes[1:]]]
-        out = [{"rating_model": self.generator.model_path, "rating_hash": self.model_hash, "rating_prompt_version": self.version,
+        out = [{"rating_model": self.generator.model_path, "rating_hash": self.generator.model_hash, "rating_prompt_version": self.version,
                 "rating_reason": None} for _ in rows]
         for wave in waves:
             requests = [GenerationRequest(images[i], f"{texts[i]}\n{axis_prompt(self.cfg, a)}", greedy) for i, a in wave]
-            ids = [t for d in self.digits for t in d]
-            for (i, axis), res in zip(wave, self.generator.next_token_logprobs(requests, ids), strict=True):
+            for (i, axis), res in zip(wave, self.generator.next_token_logprobs(requests, self.digit_ids), strict=True):
                 self.tokens.update(prompt=res.prompt_tokens or 0, cached=res.cached_tokens or 0)
                 if res.error_code:
                     out[i] |= {f"rating_{axis}": None, f"rating_{axis}_confidence": None, "rating_reason": "rating_failed"}

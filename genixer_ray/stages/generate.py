@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genixer_ray.config import RunConfig
-from genixer_ray.engines.base import GenerationRequest, checkpoint_hash, get_generator
+from genixer_ray.engines.base import GenerationRequest, get_generator
 from genixer_ray.prompts import choose_prompts
 from genixer_ray.schema import GENERATION_SCHEMA
 from genixer_ray.seeding import derive_seed, sample_id
@@ -27,7 +27,7 @@ class GenerateStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.generator = get_generator(cfg.generator)
-        self.generator_hash = checkpoint_hash(self.generator.model_path)
+        self.generator_hash = self.generator.model_hash
         self.profile = cfg.prompts.build()
         self.fan_out = cfg.samples_per_image  # rows out per row in (the stage contract)
 
