@@ -36,7 +36,7 @@ from pathlib import Path
 
 from bench_generate import timed  # bench/ is the script's folder, so its sibling imports
 
-from genixer_ray.config import ClipFilterConfig, GeneratorConfig, JudgeConfig
+from genixer_ray.config import ClipFilterConfig, EngineConfig, JudgeConfig
 from genixer_ray.console import console
 from genixer_ray.engines.base import get_generator, shutdown_generators
 from genixer_ray.filters.clip import ClipScorer, ClipStage, crop_box, region_texts
@@ -94,7 +94,7 @@ def main() -> None:
         stages = {
             f"clip {args.clip_arch or args.clip}": lambda b: ClipStage(ClipFilterConfig(enabled=True, model=args.clip, batch_size=2 * b)),
             f"judge {args.build or model}": lambda b: JudgeStage(
-                JudgeConfig(enabled=True), get_generator(GeneratorConfig(model=model, backend="transformers", dtype=args.dtype, max_model_len=2048))
+                JudgeConfig(enabled=True), get_generator(EngineConfig(model=model, backend="transformers", dtype=args.dtype, max_model_len=2048))
             ),
         }
         for name, build in stages.items():
@@ -117,7 +117,7 @@ def main() -> None:
             say(f"judge for the comparison: random {args.judge_size} generator trained {steps} steps (last loss "
                 f"{loss:.4f}); {args.judge_rows} unseen rows, half with the wrong colour")
             model_dir = str(folder / f"judge-{steps}")
-            c = judge_comparison(JudgeStage(JudgeConfig(enabled=True), get_generator(GeneratorConfig(model=model_dir, backend="transformers"))), test, b)
+            c = judge_comparison(JudgeStage(JudgeConfig(enabled=True), get_generator(EngineConfig(model=model_dir, backend="transformers"))), test, b)
             say(f"  as the paper's script: sampled reply, 1 row per call (baseline) {c['paper']:9.2f} rows/s  x1.00  right {c['paper_right']:.0%}")
             say(f"  sampled reply, batch={b:<3}                                 {c['sampled']:9.2f} rows/s  x{c['sampled'] / c['paper']:.2f}")
             say(f"  one greedy step for P(Yes), batch={b:<3}                     {c['single']:9.2f} rows/s  x{c['single'] / c['paper']:.2f}  "

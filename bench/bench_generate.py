@@ -30,7 +30,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from genixer_ray.config import GeneratorConfig, SamplingConfig
+from genixer_ray.config import EngineConfig, SamplingConfig
 from genixer_ray.console import console
 from genixer_ray.engines.base import GenerationRequest, get_generator, shutdown_generators
 from genixer_ray.images import decode_image, embedded_image_paths
@@ -129,7 +129,7 @@ def main() -> None:
             for i in range(args.rows)
         ]
         cfg = dict(model=model, dtype=args.dtype, max_model_len=2048)
-        hf = get_generator(GeneratorConfig(backend="transformers", **cfg))
+        hf = get_generator(EngineConfig(backend="transformers", **cfg))
         say(f"device: {hf.device}; {args.rows} rows x {args.max_tokens} new tokens")
         step_s = None
         if args.hbm_gbps:
@@ -158,7 +158,7 @@ def main() -> None:
         r = timed(native_sampling(hf), reqs, b)
         say(f"hf native sampling batch={b:<4}{r:9.2f} rows/s  x{r / base:.2f} (not batch-invariant)")
         if args.vllm:
-            vcfg = GeneratorConfig(backend="vllm", max_num_seqs=args.max_num_seqs, batch_size=args.vllm_batch, **cfg)
+            vcfg = EngineConfig(backend="vllm", max_num_seqs=args.max_num_seqs, batch_size=args.vllm_batch, **cfg)
             v = get_generator(vcfg)
             r = timed(v.generate, reqs, len(reqs))
             say(f"vllm all-at-once            {r:9.2f} rows/s  x{r / base:.2f}")

@@ -4,7 +4,7 @@ Three ways to turn N images into parsed rows, measured in one run on one machine
 
 * paper loop (the baseline): read, decode, generate and parse one image per call, as the Genixer
   scripts do;
-* bare batched backend: the same stages without Ray, ``generator.batch_size`` rows per call;
+* bare batched backend: the same stages without Ray, ``pools.generator.batch_size`` rows per call;
 * pipeline: ``run_generation`` (Ray Data, one generator actor, shards written and committed),
   end to end (Ray already up) and in steady state (start-up and drain excluded: the middle half
   of the shards, timed by their commits).
@@ -119,7 +119,7 @@ def main() -> None:
     ap.add_argument("--max-side", type=int, default=1024, help="input.max_side: the longest side images are decoded to")
     ap.add_argument(
         "--cpus-per-actor", type=float, default=1.0,
-        help="scaling.cpus_per_actor: Ray sets the generator actor's OMP_NUM_THREADS, so its torch threads, to it",
+        help="pools.generator.cpus_per_actor: Ray sets the generator actor's OMP_NUM_THREADS, so its torch threads, to it",
     )
     args = ap.parse_args()
 
@@ -132,20 +132,20 @@ def main() -> None:
             args.model = str(make_tiny_generator(Path(tmp) / "generator", size=args.build))
         cfg = load_config(None, [
             f"input.source={write_photo_manifest(Path(tmp) / 'manifest.jsonl', args.rows)}", f"output.path={tmp}/runs", "name=bench", "output.shard_size=64",
-            f"generator.model={args.model}", "generator.backend=transformers", "generator.dtype=float32",
-            f"sampling.max_tokens={args.max_tokens}", "scaling.min_actors=1", "scaling.max_actors=1", f"scaling.cpus_per_actor={args.cpus_per_actor}",
+            f"engines.generator.model={args.model}", "engines.generator.backend=transformers", "engines.generator.dtype=float32",
+            f"sampling.max_tokens={args.max_tokens}", "pools.generator.min_actors=1", "pools.generator.max_actors=1", f"pools.generator.cpus_per_actor={args.cpus_per_actor}",
             f"input.max_side={args.max_side}",
         ])
         rows = list(iter_inputs(cfg.input))[: args.baseline_rows]
         sized = decode_input(cfg)
 
         def baselines() -> tuple[float, float]:
-            paper_bare = stages_rate(cfg, cfg.input, rows, 1), stages_rate(cfg, sized, rows, cfg.generator.batch_size)
+            paper_bare = stages_rate(cfg, cfg.input, rows, 1), stages_rate(cfg, sized, rows, cfg.pools.generator.batch_size)
             shutdown_generators()
             return paper_bare
 
         before = baselines()
-        ray.init(**local_ray_cpus(None, cfg.scaling.max_actors * cfg.scaling.cpus_per_actor), include_dashboard=False, log_to_driver=False)
+        ray.init(**local_ray_cpus(None, cfg.pools.generator.reserved_cpus), include_dashboard=False, log_to_driver=False)
         end_to_end, steady, first_batch, first_commit = pipeline_rates(cfg)
         ray.shutdown()
         after = baselines()
@@ -153,7 +153,7 @@ def main() -> None:
         paper, bare = ((b + a) / 2 for b, a in zip(before, after, strict=True))
         out = con.out
         print(f"rows: {args.rows} through the pipeline, the first {len(rows)} through the baselines; model: {args.build or args.model}, "
-              f"transformers backend, {args.max_tokens} new tokens, batch {cfg.generator.batch_size}; images decoded to {args.max_side} px "
+              f"transformers backend, {args.max_tokens} new tokens, batch {cfg.pools.generator.batch_size}; images decoded to {args.max_side} px "
               f"(paper loop), to a shorter side of {sized.short_side} px (the generator's input; bare and pipeline)", file=out)
         print(f"{'way':<44}{'rows/s':>10}   before, after the pipeline", file=out)
         for name, rate, spread in [

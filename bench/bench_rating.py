@@ -5,7 +5,7 @@ Rows are grounding samples (a question, an answer box: every axis applies, groun
 distinct images (vLLM's caches key on the pixels), rated by the 30M-parameter random generator as
 judge (224-pixel images, 256 image tokens, so image and sample fill 128-token KV blocks of
 vLLM-CPU). Each arm runs the stage as a filter actor does: batches of `--batch` rows, as many calls
-at once as `FiltersConfig.concurrent_batches` gives. Arms:
+at once as `genixer_ray.stages.filters.filter_pool` gives. Arms:
 
 * ``rating, axis last``: the stage as built (the first axis of each row, then the other four);
 * ``rating, axis first``: the same five prompts with the axis question before the sample, all at
@@ -33,6 +33,7 @@ from genixer_ray.engines.base import get_generator, shutdown_generators
 from genixer_ray.filters.judge import JudgeStage, judged_text
 from genixer_ray.filters.rating import RatingStage, axis_prompt
 from genixer_ray.images import decode_image
+from genixer_ray.stages.filters import filter_pool, placement
 
 
 class AxisFirst(RatingStage):
@@ -96,13 +97,14 @@ def main() -> None:
 
         model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-rating-"), size="30m"))
         cfg = load_config(None, [
-            "generator.backend=vllm", f"generator.model={model}", "generator.dtype=float32", "generator.max_model_len=1024",
-            f"generator.max_num_seqs={args.max_num_seqs}", f"generator.block_size={args.block_size}", "filters.rating.enabled=true", "filters.judge.enabled=true",
-            f"filters.batch_size={args.batch}",
+            "engines.generator.backend=vllm", f"engines.generator.model={model}", "engines.generator.dtype=float32", "engines.generator.max_model_len=1024",
+            f"engines.generator.max_num_seqs={args.max_num_seqs}", f"engines.generator.block_size={args.block_size}", "filters.rating.enabled=true", "filters.judge.enabled=true",
+            f"pools.filters.batch_size={args.batch}",
         ])
-        engine = get_generator(cfg.generator)
+        engine = get_generator(cfg.engines.generator)
         rating, first, judge = RatingStage(cfg.filters.rating, engine), AxisFirst(cfg.filters.rating, engine), JudgeStage(cfg.filters.judge, engine)
-        calls = cfg.filters.concurrent_batches(cfg.generator, filter_pass=True)
+        engines, _ = cfg.engines.for_filters(cfg.filters.enabled())  # as a pass places them: on the filter actors
+        calls = filter_pool(cfg.filters, cfg.pools.filters, engines, placement(cfg.filters, set())).concurrent_calls
         run_arm(rating, rows_of(distinct_pngs(args.batch, 250), 224, "warm"), args.batch, calls)  # start-up, first compilation
         arms: dict[str, list[dict]] = {"rating, axis last": [], "rating, axis first": [], "judge question": []}
         for k in range(args.rounds):

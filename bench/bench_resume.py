@@ -88,7 +88,7 @@ def main() -> None:
 
         def start(name: str, count: Path) -> tuple[subprocess.Popen, RunStore]:
             run = [f"input.source={manifest}", f"output.path={tmp}/runs", f"name={name}", f"output.shard_size={args.shard_size}",
-                   "generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=32"]
+                   "engines.generator.backend=transformers", "engines.generator.dtype=float32", "sampling.max_tokens=32"]
             cmd = [sys.executable, __file__, "--child", address, json.dumps(run), str(count)]
             return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), RunStore(f"{tmp}/runs/{name}")
 

@@ -1,7 +1,7 @@
 """Several samples per image against the same number of requests over as many more images.
 
 Both arms run the pipeline's own stages as a generator actor runs them (decode, then the generate
-stage, in batches of `generator.batch_size` images with `EngineConfig.concurrent_batches` calls at
+stage, in batches of `pools.generator.batch_size` images with `EngineConfig.concurrent_batches` calls at
 once) on one vLLM engine: `--samples` samples of each of `--rows / --samples` images, against one
 sample of each of `--rows` images. Every image is distinct (vLLM's caches key on the pixels), so
 the difference is what reusing an image's decode, encoder output and prompt prefix gives. Rows/s,
@@ -49,10 +49,10 @@ def run_arm(cfg, pngs: list[bytes], tag: str) -> dict:
     """Decode and generate ``pngs`` as a generator actor would; rows/s and vLLM's own figures."""
     decode, generate = DecodeStage(cfg.input), GenerateStage(cfg)
     images = [{"shard": 0, "image_id": f"{tag}-{i}", "source": f"inline:{i}", "data": d} for i, d in enumerate(pngs)]
-    b = cfg.generator.batch_size
+    b = cfg.pools.generator.batch_size
     batches = [images[i : i + b] for i in range(0, len(images), b)]
     t = time.perf_counter()
-    with ThreadPoolExecutor(cfg.generator.concurrent_batches(cfg.samples_per_image)) as pool:
+    with ThreadPoolExecutor(cfg.engines.generator.concurrent_batches(b, cfg.samples_per_image)) as pool:
         rows = [r for out in pool.map(lambda batch: generate(decode(batch)), batches) for r in out]
     dt = time.perf_counter() - t
     assert all(r["status"] == "ok" for r in rows), {r.get("error_code") for r in rows}
@@ -82,8 +82,8 @@ def main() -> None:
         model = str(make_tiny_generator(tempfile.mkdtemp(prefix="bench-samples-"), size=args.build))
         say(f"built a random {args.build} generator in {time.perf_counter() - t:.1f} s")
         common = [
-            "generator.backend=vllm", f"generator.model={model}", "generator.dtype=float32", "generator.max_model_len=1024",
-            f"generator.max_num_seqs={args.max_num_seqs}", f"generator.batch_size={args.batch}", f"sampling.max_tokens={args.max_tokens}",
+            "engines.generator.backend=vllm", f"engines.generator.model={model}", "engines.generator.dtype=float32", "engines.generator.max_model_len=1024",
+            f"engines.generator.max_num_seqs={args.max_num_seqs}", f"pools.generator.batch_size={args.batch}", f"sampling.max_tokens={args.max_tokens}",
         ]
         many = load_config(None, [*common, f"samples_per_image={args.samples}"])
         one = load_config(None, [*common, "samples_per_image=1"])

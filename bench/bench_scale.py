@@ -142,12 +142,12 @@ def one_size(manifest: str, out: str, n: int) -> dict:
     from genixer_ray.ray_start import local_ray_cpus
 
     cfg = load_config(None, [
-        f"input.source={manifest}", f"output.path={out}", "name=scale", "generator.backend=transformers",
-        "generator.batch_size=64", "scaling.decode_batch_size=64",
+        f"input.source={manifest}", f"output.path={out}", "name=scale", "engines.generator.backend=transformers",
+        "pools.generator.batch_size=64", "pools.decode.batch_size=64",
     ])
     with console("bench-scale", verbose=False):
         # As run_generation would start Ray (ray_start.ensure_ray), plus the stand-in's setup hook.
-        reserved = cfg.scaling.max_actors * cfg.scaling.cpus_per_actor
+        reserved = cfg.pools.generator.reserved_cpus
         ray.init(runtime_env={"worker_process_setup_hook": install_standin}, **local_ray_cpus(None, reserved))
         peaks = WorkerPeaks()
         started, t = time.time(), time.perf_counter()

@@ -85,7 +85,20 @@ def config_reference() -> str:
                                   ("Training", TrainConfig, "genixer-ray train CONFIG")):
         out += [f"## {title}", "", f"{model.__doc__.splitlines()[0]} (`{command}`; `genixer-ray show-config` prints one with every default).", "",
                 "| field | type | default | description |", "|---|---|---|---|", *config_rows(model), ""]
-    return "\n".join(out)
+    return "\n".join(out + legacy_rows())
+
+
+def legacy_rows() -> list[str]:
+    """Where each key of the layout before components went (the loader moves them, saying so)."""
+    from genixer_ray.config.legacy import PASS_MOVES, RUN_MOVES, TRAIN_MOVES
+
+    out = ["## Keys of the layout before components", "",
+           "Configs and recorded `run.json` files of earlier releases still load: each of these keys is read as its new place, "
+           "and the command prints one line naming what moved. `genixer-ray show-config OLD.yaml` prints the file in today's layout.", "",
+           "| kind | old key | today |", "|---|---|---|"]
+    for kind, moves in (("run", RUN_MOVES), ("filter pass", PASS_MOVES), ("training", TRAIN_MOVES)):
+        out += [f"| {kind} | `{old}` | {', '.join(f'`{n}`' for n in new)} |" for old, new in moves.items()]
+    return out
 
 
 def cli_reference() -> str:

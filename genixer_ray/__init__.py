@@ -2,8 +2,9 @@
 
 The data flow of a generation run, and the file of each step::
 
-    config (config/, models.py)        a YAML run, validated before any work
-      |
+    config (config/, models.py)        a YAML run, validated before any work, laid out by
+      |                                component: engines (each model), pools (decode tasks,
+      |                                each actor pool), ray, filters (what each asks and keeps)
     inputs.py -> store.py              the input listed once into a plan of fixed shards
       |
     pipeline.py                        the run's source (the plan's uncommitted shards) and its

@@ -176,7 +176,7 @@ def _cmd_convert_checkpoint(args: argparse.Namespace) -> int:
     from genixer_ray.convert_checkpoint import convert_original_llava
 
     out = convert_original_llava(args.src, args.dst, vision_tower=args.vision_tower)
-    print(f"llava-hf checkpoint written to {out}; use generator.model={out} (with prompts.profile=genixer-l for Genixer-L)")
+    print(f"llava-hf checkpoint written to {out}; use engines.generator.model={out} (with prompts.profile=genixer-l for Genixer-L)")
     return 0
 
 
@@ -200,7 +200,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides, kind=TrainConfig)  # fails here, before Ray starts
     with _framework_console(args) as con:
         summary = train_generator(cfg)
-        print(f"trained {summary['steps']} steps (final loss {summary['loss']:.3f}); generator.model={summary['export_path']}", file=con.out)
+        print(f"trained {summary['steps']} steps (final loss {summary['loss']:.3f}); engines.generator.model={summary['export_path']}", file=con.out)
     return 0
 
 
@@ -276,7 +276,7 @@ def _add_job_commands(sub) -> None:
     _verbose_flag(p)
     p.add_argument("run", help="the generation run's folder: {output.path}/{name}, local or s3://")
     p.add_argument("config", nargs="?", help="a filter pass config (configs/filter.yaml): filters, the judge, their engines")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. filters.judge.model=DIR or filters.judge.policy=band")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="override config keys, e.g. engines.judge.model=DIR or filters.judge.policy=band")
     p.set_defaults(func=_cmd_filter)
 
     p = sub.add_parser("convert-checkpoint", help="convert an original-LLaVA checkpoint (e.g. Genixer-L) to the llava-hf layout vLLM loads")

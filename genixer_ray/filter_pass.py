@@ -13,7 +13,8 @@ from datetime import UTC, datetime
 from pydantic import ValidationError
 
 from genixer_ray.builder import Source, build_dataset
-from genixer_ray.config import ConfigError, FilterPassConfig, GeneratorConfig, InputConfig, redacted
+from genixer_ray.config import ConfigError, EngineConfig, FilterPassConfig, InputConfig, redacted
+from genixer_ray.config.legacy import RUN_MOVES, translate
 from genixer_ray.decontam.index import prepare_index
 from genixer_ray.diversity import write_diversity
 from genixer_ray.errors import fail
@@ -63,27 +64,30 @@ def read_committed(shard: int, *, chunk: int, run_url: str, storage_options: dic
         yield out
 
 
-def recorded_generator(src: RunStore) -> GeneratorConfig | None:
+def recorded_generator(src: RunStore) -> EngineConfig | None:
     """The generator the run at ``src`` was last started with, or ``None`` if it records none.
 
     Raises:
         ConfigError: the recorded generator is not usable here (say, its model directory is gone).
     """
-    recorded = (src.config() or {}).get("generator")
+    config = src.config()
+    if config is None:
+        return None
+    recorded = translate(config, RUN_MOVES)[0].get("engines", {}).get("generator")  # a run.json of any release
     if recorded is None:
         return None
     try:
-        return GeneratorConfig.model_validate(recorded)
+        return EngineConfig.model_validate(recorded)
     except ValidationError as e:
         raise ConfigError(
             f"the generator recorded by the run at {src.url} cannot be used here ({e.errors()[0]['msg']}); "
-            "name the judge's and re-answerer's model (filters.judge.model, filters.consistency.model)"
+            "name the judge's, re-answerer's and rater's model (engines.judge.model, engines.reanswerer.model, engines.rater.model)"
         ) from None
 
 
-def _begin(dst: RunStore, cfg: FilterPassConfig, engine: GeneratorConfig | None, run: str) -> None:
+def _begin(dst: RunStore, cfg: FilterPassConfig, engines: dict[str, EngineConfig], run: str) -> None:
     """Record the pass's settings at its first start; refuse to resume it with others."""
-    wanted = {"filters": redacted(cfg.filters), "engine": engine and redacted(engine)}
+    wanted = {"filters": redacted(cfg.filters), "engines": {n: redacted(e) for n, e in engines.items()}}
     if cfg.decontamination.enabled:
         wanted["decontamination"] = redacted(cfg.decontamination)
     recorded = dst.read_json("filter.json")
@@ -136,28 +140,28 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     plan = src.plan()
     if plan is None:
         raise ConfigError(f"no generation run at {run} (it has no complete plan)")
-    engine = cfg.engine_for(lambda: recorded_generator(src), src.url)
+    engines = cfg.engines_for(lambda: recorded_generator(src), src.url)
     decode = cfg.decode_config(plan.get("input") or {})
     dst = RunStore(filter_url(src.url, cfg), cfg.run.storage_options)
     dst.check_writable()
-    _begin(dst, cfg, engine, src.url)
+    _begin(dst, cfg, engines, src.url)
     source = {m["shard"]: m["rows"] for m in src.markers()}
     done = dst.committed()
     expected = {k: n for k, n in source.items() if k not in done}
     log.info(f"[filter] {len(source)} of {plan['shards']} shards of {src.url} committed; {len(done)} already filtered")
     if expected:
-        f = cfg.filters
-        ensure_ray_data(cfg.scaling, f.max_actors * f.cpus_per_actor)
-        tasks = Pool("tasks", f.batch_size, task_cpus=cfg.scaling.decode_cpus, max_tasks=decode_tasks(cfg.scaling))
+        f, pools = cfg.filters, cfg.pools
+        ensure_ray_data(cfg.ray, pools.filters.reserved_cpus)
+        tasks = Pool("tasks", pools.decode.batch_size, task_cpus=pools.decode.cpus, max_tasks=decode_tasks(pools.decode, cfg.ray))
         load = {"run_url": src.url, "storage_options": cfg.run.storage_options, "decode": decode}
         writer = ShardWriter(dst, expected, functools.partial(decide_shard, cfg=f), label="filter")
-        specs = pass_checks(dst, cfg, tasks) + filter_specs(f, engine, generator=None)
+        specs = pass_checks(dst, cfg, tasks) + filter_specs(f, engines, pools.filters)
         stream_into(build_dataset(Source(sorted(expected), read_committed, load, GENERATION_SCHEMA, tasks), specs), writer, f"filter pass {f.name!r} of {src.url}")
     summary = RunSummary(output=dst.url, shards=len(source), skipped_shards=len(done))
     for m in dst.markers():
         summary.add_marker(m)
     write_manifest(
-        dst, summary, started, source_run=src.url, filters=redacted(cfg.filters), engine=engine and redacted(engine), publish=redacted(cfg.publish),
+        dst, summary, started, source_run=src.url, filters=redacted(cfg.filters), engines={n: redacted(e) for n, e in engines.items()}, publish=redacted(cfg.publish),
         views=cfg.views,
         source_shards={"planned": plan["shards"], "committed": len(source)},
     )

@@ -74,9 +74,7 @@ def decode_input(cfg: RunConfig) -> InputConfig:
     """
     if cfg.input.short_side is not None or cfg.filters.clip.enabled:
         return cfg.input
-    f = cfg.filters
-    models = {cfg.generator.model} | {s.model for s in (f.judge, f.consistency) if s.enabled and s.model}
-    sides = [input_side(m) for m in sorted(models)]
+    sides = [input_side(m) for m in sorted(cfg.engines.models(cfg.filters.enabled()))]
     if None in sides:
         return cfg.input
     return cfg.input.model_copy(update={"short_side": max(sides)})
@@ -92,8 +90,8 @@ def read_plan(shard: int, *, chunk: int, run_url: str, storage_options: dict):
 
 def read_pool(cfg: RunConfig) -> Pool:
     """The run's read tasks: each reads a shard of the plan and decodes its images."""
-    sc = cfg.scaling
-    return Pool("tasks", sc.decode_batch_size, task_cpus=sc.decode_cpus, max_tasks=decode_tasks(sc))
+    decode = cfg.pools.decode
+    return Pool("tasks", decode.batch_size, task_cpus=decode.cpus, max_tasks=decode_tasks(decode, cfg.ray))
 
 
 def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None = None, store: RunStore | None = None) -> list[StageSpec]:
@@ -101,10 +99,9 @@ def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None 
     ``store``, contamination) on the read tasks; generate (with its prompts) and parse on the
     generator's actors; the filters where :func:`filter_specs` places them."""
     tasks = read_pool(cfg)
-    gen = Pool(
-        "generator", cfg.generator.batch_size, actors=cfg.scaling,
-        concurrent_calls=cfg.generator.concurrent_batches(cfg.samples_per_image),
-    )
+    pool = cfg.pools.generator
+    gen = Pool("generator", pool.batch_size, actors=pool, concurrent_calls=cfg.engines.generator.concurrent_batches(pool.batch_size, cfg.samples_per_image))
+    engines, on_generator = cfg.engines.for_filters(cfg.filters.enabled())
     at = (store.url, index, store.storage_options) if index else None
     return [
         StageSpec("decode", DecodeStage, (decode,), tasks),
@@ -112,7 +109,7 @@ def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None 
         StageSpec("generate", GenerateStage, (cfg,), gen),
         StageSpec("parse", ParseStage, (), gen),
         *([StageSpec("question_contamination", QuestionStage, at, gen)] if at else []),
-        *filter_specs(cfg.filters, cfg.generator, generator=gen),
+        *filter_specs(cfg.filters, engines, cfg.pools.filters, generator=gen, on_generator=on_generator),
     ]
 
 
@@ -139,14 +136,15 @@ def run_generation(cfg: RunConfig) -> RunSummary:
     each = f", {n} samples each" if n > 1 else ""
     log.info("[plan] %d images%s in %d shards; %d already committed", plan["rows"], each, plan["shards"], len(done))
     if expected:
-        sc = cfg.scaling
-        ensure_ray_data(sc, sc.max_actors * sc.cpus_per_actor + cfg.filters.max_actors * cfg.filters.cpus_per_actor)
+        pools = cfg.pools
+        ensure_ray_data(cfg.ray, pools.generator.reserved_cpus + pools.filters.reserved_cpus)
         writer = ShardWriter(store, expected, functools.partial(decide_shard, cfg=cfg.filters), engine_stats=True)
         decode = decode_input(cfg)
         sized = f"shorter side at most {decode.short_side} px, " if decode.short_side else ""
         log.info(
-            f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {sc.min_actors}-{sc.max_actors} "
-            f"{cfg.generator.backend} generator actor(s) with {cfg.generator.model}; images decoded to a {sized}longer side at most {decode.max_side} px"
+            f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {pools.generator.min_actors}-{pools.generator.max_actors} "
+            f"{cfg.engines.generator.backend} generator actor(s) with {cfg.engines.generator.model}; "
+            f"images decoded to a {sized}longer side at most {decode.max_side} px"
         )
         index = prepare_index(store, cfg.decontamination) if cfg.decontamination.enabled else None
         source = Source(sorted(expected), read_plan, {"run_url": store.url, "storage_options": store.storage_options}, ROW_COLUMNS, read_pool(cfg))

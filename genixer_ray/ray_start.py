@@ -6,7 +6,7 @@ import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from genixer_ray.config import RayConfig
+    from genixer_ray.config import DecodePoolConfig, RayConfig
 
 
 def joins_cluster(address: str | None) -> bool:
@@ -14,12 +14,12 @@ def joins_cluster(address: str | None) -> bool:
     return address is not None or bool(os.environ.get("RAY_ADDRESS"))
 
 
-def decode_tasks(cfg: RayConfig) -> int | None:
-    """How many decode tasks run at once: ``cfg.decode_tasks``, else the machine's cores on a
-    local instance (whose logical CPUs :func:`local_ray_cpus` inflates), else no limit."""
-    if cfg.decode_tasks is not None:
-        return cfg.decode_tasks
-    return None if joins_cluster(cfg.ray_address) else os.cpu_count() or 1
+def decode_tasks(decode: DecodePoolConfig, cluster: RayConfig) -> int | None:
+    """How many decode tasks run at once: ``decode.tasks``, else the machine's cores on a local
+    instance (whose logical CPUs :func:`local_ray_cpus` inflates), else no limit."""
+    if decode.tasks is not None:
+        return decode.tasks
+    return None if joins_cluster(cluster.address) else os.cpu_count() or 1
 
 
 def local_ray_cpus(address: str | None, reserved: float) -> dict:
@@ -52,7 +52,7 @@ def ensure_ray_data(cfg: RayConfig, reserved: float) -> None:
     """
     import ray
 
-    ensure_ray(cfg.ray_address, reserved)
+    ensure_ray(cfg.address, reserved)
     ray.data.DataContext.get_current().execution_no_progress_timeout_s = cfg.actor_start_timeout_s
 
 

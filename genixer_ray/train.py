@@ -118,7 +118,7 @@ def train_generator(cfg: TrainConfig) -> dict:
 
     store, paths, counts = prepare_data(cfg)
     log.info(f"[train] {counts['samples']} samples by task {counts['by_task']}, by mode {counts['by_mode']}")
-    ensure_ray(cfg.scaling.ray_address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
+    ensure_ray(cfg.ray.address, cfg.scaling.num_workers * cfg.scaling.cpus_per_worker)
     fs = store.arrow_filesystem()
     dataset = ray.data.read_parquet(paths, filesystem=fs)
     # With a storage_filesystem, Ray Train takes paths inside it (no "s3://" prefix).

@@ -294,10 +294,10 @@ def stream_into(ds, writer: ShardWriter, what: str) -> None:
             for block in blocks:
                 writer.add(block.to_pylist())
     except ExecutionTimeoutError as e:
-        # Ray Data's own advice names its context setting; the run's is scaling.actor_start_timeout_s.
+        # Ray Data's own advice names its context setting; the run's is ray.actor_start_timeout_s.
         stalled = "\n".join(line for line in str(e).splitlines() if line.startswith("  - "))
         raise RunFailed(
-            f"{what} stopped: nothing moved for scaling.actor_start_timeout_s "
+            f"{what} stopped: nothing moved for ray.actor_start_timeout_s "
             f"({ds.context.execution_no_progress_timeout_s:g} s): an actor that cannot start or restart (resources no node has), "
             f"an engine slower to start than that, or one that hangs.\n{stalled}\n{_resume_hint(writer)}"
         ) from e

@@ -7,13 +7,16 @@ A config error names the dotted field and the bad value, before any work starts:
 The command line picks the file and overrides a few keys with ``key.sub=value`` pairs whose
 values are parsed as YAML scalars (``sampling.temperature=0.2``, ``input.limit=null``).
 
-The package holds one module per concern: ``base`` (shared types, the actor pool, redaction),
-``run`` (generation), ``filters``, ``filter_pass`` (a separate filter pass), ``train`` and ``loading``; every name is importable from here.
+A config is laid out by component: ``engines`` (each model and how its engine is built), ``pools``
+(the decode tasks and each actor pool: size, resources, batch size), ``ray`` (the cluster), and
+``filters`` (what each filter asks and keeps). The package holds one module per concern: ``base``
+(shared types, redaction), ``engines``, ``pools``, ``run`` (generation), ``filters``,
+``filter_pass`` (a separate filter pass), ``train``, ``legacy`` (the layout before components,
+translated) and ``loading``; every name is importable from here.
 """
 
 from genixer_ray.config.base import (
     TASK_IDS,
-    ActorPoolConfig,
     ClipModelSpec,
     ModelSpec,
     Strict,
@@ -23,6 +26,7 @@ from genixer_ray.config.base import (
     redacted,
 )
 from genixer_ray.config.decontamination import DecontaminationConfig, EvalSource
+from genixer_ray.config.engines import FILTER_ENGINES, EngineConfig, EngineOverride, EnginesConfig, PassEnginesConfig
 from genixer_ray.config.filter_pass import FilterPassConfig, ImagesConfig, StoreConfig
 from genixer_ray.config.filters import (
     RATING_AXES,
@@ -34,18 +38,9 @@ from genixer_ray.config.filters import (
     RatingConfig,
 )
 from genixer_ray.config.loading import apply_overrides, build_config, load_config
+from genixer_ray.config.pools import ActorPoolConfig, ClusterConfig, DecodePoolConfig, PassPoolsConfig, PoolsConfig, RayConfig
 from genixer_ray.config.publish import PublishConfig
-from genixer_ray.config.run import (
-    EngineConfig,
-    GeneratorConfig,
-    InputConfig,
-    OutputConfig,
-    PromptsConfig,
-    RayConfig,
-    RunConfig,
-    SamplingConfig,
-    ScalingConfig,
-)
+from genixer_ray.config.run import InputConfig, OutputConfig, PromptsConfig, RunConfig, SamplingConfig
 from genixer_ray.config.train import (
     FIXTURE_SOURCES,
     PRACTICE_SOURCES,
@@ -60,10 +55,12 @@ from genixer_ray.config.train import (
 from genixer_ray.errors import ConfigError
 
 __all__ = [
-    "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ConfigError",
-    "ConsistencyConfig", "DataSource", "DecontaminationConfig", "DedupConfig", "EvalSource", "EngineConfig", "FilterPassConfig", "FiltersConfig", "GeneratorConfig", "ImagesConfig",
-    "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PromptsConfig", "PublishConfig", "RATING_AXES", "RatingConfig", "RayConfig",
-    "RunConfig", "SamplingConfig", "ScalingConfig", "StoreConfig", "Strict", "TaskIdMap", "TaskWeights", "TrainConfig",
+    "FILTER_ENGINES", "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ClusterConfig", "ConfigError",
+    "ConsistencyConfig", "DataSource", "DecodePoolConfig", "DecontaminationConfig", "DedupConfig", "EngineConfig", "EngineOverride", "EnginesConfig",
+    "EvalSource", "FilterPassConfig", "FiltersConfig", "ImagesConfig",
+    "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PassEnginesConfig", "PassPoolsConfig", "PoolsConfig",
+    "PromptsConfig", "PublishConfig", "RATING_AXES", "RatingConfig", "RayConfig",
+    "RunConfig", "SamplingConfig", "StoreConfig", "Strict", "TaskIdMap", "TaskWeights", "TrainConfig",
     "TrainDataConfig", "TrainModelConfig", "TrainScalingConfig",
     "apply_overrides", "build_config", "load_config", "redact", "redacted",
 ]

@@ -1,11 +1,11 @@
-"""What every config shares: the strict base, the error, the annotated types, the actor pool, redaction."""
+"""What every config shares: the strict base, the annotated types, redaction."""
 
 from __future__ import annotations
 
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from genixer_ray.models import check_model_spec
 from genixer_ray.tasks import TASKS
@@ -52,36 +52,6 @@ Views = Annotated[dict[str, str], AfterValidator(lambda v: check_views(v))]
 # A mapping keyed by task id (unknown ids are errors), and one whose values are weights too.
 TaskIdMap = Annotated[dict[str, float], AfterValidator(_task_ids)]
 TaskWeights = Annotated[dict[str, float], AfterValidator(_task_ids), AfterValidator(_weights)]
-
-
-class ActorPoolConfig(Strict):
-    """An autoscaling pool of Ray actors, one engine or model each.
-
-    The generator pool (``scaling``) and the filter pool (``filters``) take the same options.
-    """
-
-    min_actors: int = Field(1, ge=1, description="Actors kept alive; more cost idle accelerators.")
-    max_actors: int = Field(1, ge=1, description="Actors Ray Data may scale up to while work is queued.")
-    cpus_per_actor: float = Field(1.0, gt=0.0, description="CPUs reserved per actor.")
-    gpus_per_actor: float = Field(
-        0.0, ge=0.0,
-        description="Accelerators per actor (a vLLM generator: one per tensor-parallel rank; CLIP fits beside others: 0.25 is common).",
-    )
-    actor_resources: dict[str, float] = Field(
-        default_factory=dict, description="Custom Ray resources each actor needs (pins actors to labelled nodes)."
-    )
-    accelerator_type: str | None = Field(
-        None, description="Only on nodes with this accelerator (Ray's label, e.g. L4, A100, H100); with gpus_per_actor > 0."
-    )
-    max_tasks_in_flight_per_actor: int = Field(2, ge=1, description="Batches queued per actor: 2 keeps the engine fed while the next batch transfers.")
-
-    @model_validator(mode="after")
-    def _actor_counts(self) -> ActorPoolConfig:
-        if self.min_actors > self.max_actors:
-            raise ValueError(f"min_actors ({self.min_actors}) exceeds max_actors ({self.max_actors})")
-        if self.accelerator_type and not self.gpus_per_actor:
-            raise ValueError(f"accelerator_type ({self.accelerator_type}) needs gpus_per_actor > 0")
-        return self
 
 
 # Keys whose values are credentials wherever they appear (storage options are masked whole).

@@ -1,5 +1,5 @@
-"""A separate filter pass's config: the filters (the judge named as the judge), their engines, and
-how the run's images are read again.
+"""A separate filter pass's config: the filters, their engines and pools, and how the run's images
+are read again.
 
 A filter pass scores a run that already exists, so nothing of generation applies: the model a
 judge or re-answerer without its own ``model`` uses is the run's generator, read from the run.
@@ -14,15 +14,16 @@ from pydantic import Field, model_validator
 
 from genixer_ray.config.base import Strict, Views
 from genixer_ray.config.decontamination import DecontaminationConfig
+from genixer_ray.config.engines import FILTER_ENGINES, EngineConfig, PassEnginesConfig
 from genixer_ray.config.filters import FiltersConfig
+from genixer_ray.config.pools import PassPoolsConfig, RayConfig
 from genixer_ray.config.publish import PublishConfig
-from genixer_ray.config.run import EngineConfig, GeneratorConfig, InputConfig, RayConfig
+from genixer_ray.config.run import InputConfig
 from genixer_ray.errors import ConfigError
 
 # A run config's sections given to a filter pass, and where their settings belong instead.
 _RUN_SECTIONS = {
-    "generator": "name the judge as filters.judge.model and the re-answerer as filters.consistency.model "
-    "(unset: the run's generator); engine settings go under engine",
+    "generator": "the judge, re-answerer and rater are engines.judge, engines.reanswerer and engines.rater (unset: the run's generator)",
     "input": "images.storage_options, images.max_side and images.max_pixels say how the run's images are read again",
     "output": "run.storage_options are the credentials of the run's store (the pass writes to {run}/filtered/{filters.name})",
 }
@@ -45,12 +46,11 @@ class FilterPassConfig(Strict):
     """One filter pass over an existing run (``genixer-ray filter RUN CONFIG``)."""
 
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
-    engine: EngineConfig | None = Field(
-        None, description="How the judge's and re-answerer's engines are built (backend, dtype, lengths); unset: as the run's generator's."
-    )
+    engines: PassEnginesConfig = Field(default_factory=PassEnginesConfig)
+    pools: PassPoolsConfig = Field(default_factory=PassPoolsConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
     run: StoreConfig = Field(default_factory=StoreConfig, description="The run's store: read, and written under {run}/filtered/{filters.name}.")
-    scaling: RayConfig = Field(default_factory=RayConfig)
     decontamination: DecontaminationConfig = Field(
         default_factory=DecontaminationConfig,
         description="Match the run's images and generated questions against evaluation sets (rows that match are rejected).",
@@ -68,37 +68,32 @@ class FilterPassConfig(Strict):
                 raise ValueError(f"a filter pass config has no {', '.join(given)} section ({hints})")
         return data
 
-    @model_validator(mode="after")
-    def _no_ignored_engine_setting(self) -> FilterPassConfig:
-        if self.engine is not None and "batch_size" in self.engine.model_fields_set:
-            raise ValueError(
-                "engine.batch_size does not apply to a filter pass: its actors take filters.batch_size rows per call"
-            )
-        return self
+    def engines_for(self, recorded_generator: Callable[[], EngineConfig | None], run: str) -> dict[str, EngineConfig]:
+        """The engine of each enabled filter that asks a model (``judge``, ``consistency``, ``rating``).
 
-    def engine_for(self, recorded_generator: Callable[[], GeneratorConfig | None], run: str) -> GeneratorConfig | None:
-        """The engine of the judge and re-answerer: its settings, and the model of those naming none.
-
-        ``None`` when neither runs. The model is the run's generator and the settings are
-        ``engine``'s, else the run's generator's; ``recorded_generator`` reads it from the run (or gives
-        ``None``), and is called only when one of them is needed, so that a pass whose filters name
-        their models and engine does not depend on the run's generator being usable here.
+        Each is its ``engines`` section's fields over the run's generator (``recorded_generator``
+        reads it from the run, or gives ``None``); a filter without a section is the run's generator.
+        The run is read only when it is needed, so that a pass whose engines name their models does
+        not depend on the run's generator being usable here (unset fields are then the defaults).
 
         Raises:
-            ConfigError: a judge or re-answerer without a model, and a run that records no generator.
+            ConfigError: an engine without a model, and a run that records no usable generator.
         """
-        users = {n: s for n, s in (("judge", self.filters.judge), ("consistency", self.filters.consistency)) if s.enabled}
-        if not users:
-            return None
-        unnamed = [n for n, s in users.items() if s.model is None]
-        recorded = recorded_generator() if unnamed or self.engine is None else None
+        given = {n: getattr(self.engines, FILTER_ENGINES[n]) for n in self.filters.enabled() if n in FILTER_ENGINES}
+        unnamed = [n for n, e in given.items() if e is None or e.model is None]
+        if not given:
+            return {}
+        try:
+            recorded = recorded_generator()
+        except ConfigError:
+            if unnamed:
+                raise
+            recorded = None
         if unnamed and recorded is None:
             raise ConfigError(
-                f"filters.{unnamed[0]}.model is unset and the run at {run} records no generator (no run.json): name the model"
+                f"engines.{FILTER_ENGINES[unnamed[0]]}.model is unset and the run at {run} records no generator (no run.json): name the model"
             )
-        settings = self.engine or recorded or EngineConfig()
-        model = recorded.model if recorded else next(s.model for s in users.values())
-        return GeneratorConfig.model_validate({**settings.model_dump(include=set(EngineConfig.model_fields)), "model": model})
+        return {n: e.resolve(recorded) if e is not None else recorded for n, e in given.items()}
 
     def decode_config(self, planned: dict) -> InputConfig:
         """How images are decoded again: the run's limits (``planned``, its recorded input) unless set here."""

@@ -1,17 +1,18 @@
-"""The filters' configs: CLIP, the judge, self-consistency, and where each runs."""
+"""The filters' configs: what each filter asks and the thresholds it keeps rows by.
+
+Their models are engines (``engines.judge``, ...: :mod:`genixer_ray.config.engines`) and their actors
+a pool (``pools.filters``); where each filter runs is decided in :mod:`genixer_ray.stages.filters`.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from genixer_ray.config.base import ActorPoolConfig, ClipModelSpec, ModelSpec, Strict, TaskIdMap, path_safe_name
+from genixer_ray.config.base import ClipModelSpec, Strict, TaskIdMap, path_safe_name
 from genixer_ray.filters.policies import PAPER_BAND
 from genixer_ray.schema import RATING_AXES
-
-if TYPE_CHECKING:
-    from genixer_ray.config.run import EngineConfig
 
 
 class ClipFilterConfig(Strict):
@@ -57,7 +58,6 @@ class JudgeConfig(Strict):
     """A vision-language judge's P(Yes) that the question-answer pair is true for the image."""
 
     enabled: bool = Field(False, description="Score rows with the judge.")
-    model: ModelSpec | None = Field(None, description="The judge model (directory, hub id, 'tiny'); unset: the generator itself, on its own engine.")
     policy: Literal["threshold", "band", "top_fraction"] = Field(
         "band", description="'threshold': P(Yes) >= threshold; 'band': lo <= P(Yes) <= hi; 'top_fraction': the best fraction per task (within each shard)."
     )
@@ -109,7 +109,6 @@ class ConsistencyConfig(Strict):
     """Self-consistency: the generated question is answered again and the answers are compared."""
 
     enabled: bool = Field(False, description="Score rows by self-consistency.")
-    model: ModelSpec | None = Field(None, description="Who answers again (directory, hub id, 'tiny'); unset: the generator itself.")
     samples: int = Field(3, ge=1, le=32, description="Answers sampled per question (k).")
     temperature: float = Field(0.7, ge=0.0, le=5.0, description="Sampling temperature of the re-answers (0: one greedy answer repeated).")
     max_tokens: int = Field(32, ge=1, le=1024, description="Tokens per re-answer.")
@@ -120,7 +119,6 @@ class RatingConfig(Strict):
     """Rating each parsed sample on several axes from 1 to 5, one decode step per axis (genixer_ray/filters/rating.py)."""
 
     enabled: bool = Field(False, description="Rate every parsed row on the axes (rating_{axis} and rating_{axis}_confidence columns).")
-    model: ModelSpec | None = Field(None, description="The rating judge (directory, hub id, 'tiny'); unset: the generator itself, on its own engine.")
     axes: list[Literal[RATING_AXES]] = Field(
         default_factory=lambda: list(RATING_AXES), min_length=1,
         description="The axes asked; grounding only of rows with boxes or points.",
@@ -156,12 +154,8 @@ class DedupConfig(Strict):
     )
 
 
-class FiltersConfig(ActorPoolConfig):
-    """Which filters score the rows, and the actors that run the ones needing their own model.
-
-    Filters whose model is the generator run on the generator's actors (no second engine); CLIP
-    and filters naming another model run on a pool of filter actors (this section's pool options).
-    """
+class FiltersConfig(Strict):
+    """Which filters score the rows, and their thresholds (their engines: ``engines``; their actors: ``pools.filters``)."""
 
     name: str = Field("default", min_length=1, max_length=128, description="A separate filter pass writes to {run}/filtered/{name}.")
     clip: ClipFilterConfig = Field(default_factory=ClipFilterConfig)
@@ -169,39 +163,14 @@ class FiltersConfig(ActorPoolConfig):
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     rating: RatingConfig = Field(default_factory=RatingConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
-    batch_size: int = Field(16, ge=1, description="Rows per filter actor call.")
 
     _name_is_path_safe = field_validator("name")(path_safe_name)
 
-    def placement(self, *, filter_pass: bool = False) -> dict[str, str]:
-        """Where each enabled filter runs, in the order they run: ``"generator"`` or ``"filter_actor"``.
-
-        The one place this is decided. In a generation run, a judge or consistency check whose
-        ``model`` is unset uses the generator's own engine, on the generator actor (no second
-        engine); CLIP and the filters naming another model run on the filter actors. A filter pass
-        has no generator actor: every filter runs on the filter actors, which build the generator's
-        engine for the filters that use it.
-        """
-        out = {}
-        for name, sub in (("consistency", self.consistency), ("judge", self.judge), ("rating", self.rating), ("clip", self.clip)):
-            if sub.enabled:
-                on_generator = not filter_pass and name != "clip" and sub.model is None
-                out[name] = "generator" if on_generator else "filter_actor"
-        return out
+    def enabled(self) -> list[str]:
+        """The scoring filters that run, in the order they run (sample dedup runs where rows are committed)."""
+        return [n for n in ("consistency", "judge", "rating", "clip") if getattr(self, n).enabled]
 
     @property
     def any_enabled(self) -> bool:
-        """Whether any filter runs (sample dedup runs where rows are committed, with no actor)."""
-        return bool(self.placement()) or self.dedup.enabled
-
-    def concurrent_batches(self, engine: EngineConfig | None, *, filter_pass: bool = False) -> int:
-        """Calls one filter actor runs at once: 1, unless a judge or re-answerer runs on the
-        filter actors on a vLLM engine, which takes every thread's requests; then enough batches
-        of ``batch_size`` rows for ``engine.max_num_seqs`` sequences (a re-answerer asks
-        ``consistency.samples`` per row) while one more waits, as a vLLM generator actor runs."""
-        placed = self.placement(filter_pass=filter_pass)
-        asked = (("judge", 1), ("consistency", self.consistency.samples), ("rating", len(self.rating.axes)))
-        per_row = [n for name, n in asked if placed.get(name) == "filter_actor"]
-        if engine is None or not per_row:
-            return 1
-        return engine.model_copy(update={"batch_size": self.batch_size}).concurrent_batches(max(per_row))
+        """Whether any filter runs, sample dedup included."""
+        return bool(self.enabled()) or self.dedup.enabled

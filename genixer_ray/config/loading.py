@@ -2,19 +2,60 @@
 
 from __future__ import annotations
 
+import logging
+import types
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
 
 from genixer_ray.config.base import redact
 from genixer_ray.config.filter_pass import FilterPassConfig
+from genixer_ray.config.legacy import OLD_SECTIONS, PASS_MOVES, RUN_MOVES, TRAIN_MOVES, translate
 from genixer_ray.config.run import RunConfig
 from genixer_ray.config.train import TrainConfig
 from genixer_ray.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 _KIND_NAMES = {RunConfig: "run configuration", FilterPassConfig: "filter pass configuration", TrainConfig: "training configuration"}
+_MOVES = {RunConfig: RUN_MOVES, FilterPassConfig: PASS_MOVES, TrainConfig: TRAIN_MOVES}
+
+
+def _sections(annotation: Any) -> list[type[BaseModel]]:
+    """The config classes a field's annotation holds (``X``, ``X | None``, ...)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    if get_origin(annotation) in (Union, types.UnionType):
+        return [c for a in get_args(annotation) for c in _sections(a)]
+    return []
+
+
+def field_paths(kind: type[BaseModel], prefix: str = "") -> list[str]:
+    """Every dotted field path of ``kind``, sections and their fields alike."""
+    out = []
+    for name, info in kind.model_fields.items():
+        out.append(prefix + name)
+        for section in _sections(info.annotation):
+            out += field_paths(section, f"{prefix}{name}.")
+    return out
+
+
+def _home(kind: type[BaseModel], key: str) -> str:
+    """Where settings named ``key`` are in ``kind`` (``batch_size belongs under pools.decode or ...``), or ``""``."""
+    places = sorted({p.rsplit(".", 1)[0] if "." in p else "the top level" for p in field_paths(kind) if p.rsplit(".", 1)[-1] == key})
+    return f"{key} belongs under {' or '.join(places[:4])}" if places else ""
+
+
+def _where_it_goes(kind: type[BaseModel], loc: tuple, given: Any) -> str:
+    """A hint for a key the config does not have there: its section in today's layout."""
+    key = str(loc[-1])
+    if len(loc) == 1 and key in OLD_SECTIONS:  # what translation left in an old section has no place
+        homes = [h for k in (given if isinstance(given, dict) else {}) if (h := _home(kind, str(k)))]
+        return f" (an old section: its settings are now under {OLD_SECTIONS[key]}{''.join('; ' + h for h in homes)})"
+    home = _home(kind, key)
+    return f" ({home})" if home else ""
 
 
 def _format_errors(err: ValidationError, source: str, kind: type[BaseModel]) -> str:
@@ -22,6 +63,8 @@ def _format_errors(err: ValidationError, source: str, kind: type[BaseModel]) -> 
     for e in err.errors():
         field = ".".join(str(p) for p in e["loc"]) or "<root>"
         msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg += _where_it_goes(kind, e["loc"], e["input"])
         # The value as given, its credentials masked (a misspelt storage_options key holds them too).
         name = str(e["loc"][-1]) if e["loc"] else ""
         got = redact({name: e["input"]})[name]
@@ -66,6 +109,13 @@ def build_config(
         ConfigError: naming every bad field and its value.
     """
     merged = apply_overrides(data or {}, overrides or [])
+    if kind in _MOVES:
+        try:
+            merged, moved = translate(merged, _MOVES[kind])
+        except ValueError as e:
+            raise ConfigError(f"invalid {_KIND_NAMES[kind]} ({source}): {e}") from None
+        if moved:
+            log.warning("%s is in the layout before components; read as today's: %s", source, "; ".join(moved))
     try:
         return kind.model_validate(merged)
     except ValidationError as e:
@@ -100,12 +150,13 @@ def _read_mapping(path: str) -> dict[str, Any]:
     return data
 
 
-# Top-level keys that only one kind of config has (``name``, ``prompts``, ``scaling`` and
-# ``filters`` are shared, so they decide nothing alone).
+# Top-level keys that only one kind of config has, in either layout (``name``, ``prompts``,
+# ``scaling``, ``filters``, ``engines``, ``pools``, ``ray``, ``publish`` and ``views`` are shared,
+# so they decide nothing alone).
 _OWN_KEYS = {
     TrainConfig: {"data", "model", "optim", "storage_path", "storage_options", "checkpoint_every", "keep_checkpoints", "export_path", "seed"},
     FilterPassConfig: {"engine", "images", "run"},
-    RunConfig: {"mode", "task_mix", "samples_per_image", "generator", "sampling", "input", "output", "decontamination"},
+    RunConfig: {"mode", "task_mix", "samples_per_image", "generator", "sampling", "input", "output"},
 }
 
 
@@ -113,16 +164,19 @@ def config_kind(path: str | Path | None) -> type[BaseModel]:
     """Which kind of config the file at ``path`` is, from its top-level keys.
 
     A training config or a filter pass config by the keys only it has; a file that holds
-    ``filters`` and nothing of a run is a filter pass config; anything else (and no file) is a
-    run config.
+    ``filters`` and nothing of a run (no generator engine or pool) is a filter pass config;
+    anything else (and no file) is a run config.
     """
     if path is None:
         return RunConfig
-    keys = set(_read_mapping(str(path)))
+    data = _read_mapping(str(path))
+    keys = set(data)
     for kind, own in _OWN_KEYS.items():
         if keys & own:
             return kind
-    return FilterPassConfig if "filters" in keys and keys <= {"filters", "scaling"} else RunConfig
+    generates = any("generator" in (data.get(k) or {}) for k in ("engines", "pools"))
+    shared = {"filters", "scaling", "engines", "pools", "ray", "decontamination", "publish", "views"}
+    return FilterPassConfig if "filters" in keys and keys <= shared and not generates else RunConfig
 
 
 def kind_name(kind: type[BaseModel]) -> str:

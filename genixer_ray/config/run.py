@@ -1,4 +1,6 @@
-"""The generation run's config: sampling, generator, input, output, scaling, prompts, filters."""
+"""The generation run's config: what is generated (mode, tasks, prompts, sampling), from what (input), where
+to (output), by which components (engines, pools, ray), and what is done with the rows (filters,
+decontamination, publish, views)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from genixer_ray.config.base import TASK_IDS, ActorPoolConfig, ModelSpec, Strict, TaskWeights, Views, path_safe_name
+from genixer_ray.config.base import TASK_IDS, Strict, TaskWeights, Views, path_safe_name
 from genixer_ray.config.decontamination import DecontaminationConfig
+from genixer_ray.config.engines import EnginesConfig
 from genixer_ray.config.filters import FiltersConfig
+from genixer_ray.config.pools import PoolsConfig, RayConfig
 from genixer_ray.config.publish import PublishConfig
 from genixer_ray.prompts import PROFILES, build_profile
 
@@ -22,59 +26,6 @@ class SamplingConfig(Strict):
     max_tokens: int = Field(96, ge=1, le=8192, description="Generated tokens per sample; longer dialogues need more.")
     seed: int = Field(0, ge=0, description="Base seed; each row's seed is derived from it and the row so results repeat.")
     logprobs: int = Field(0, ge=0, le=20, description="How many top alternatives to keep per generated token (0: only the chosen token's logprob).")
-
-
-class EngineConfig(Strict):
-    """How a model's engine is built and sized (the generator's, a judge's, a re-answerer's)."""
-
-    backend: Literal["vllm", "transformers"] = Field("vllm", description="vLLM for throughput; transformers for small models or machines without vLLM.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights' dtype in the engine.")
-    max_model_len: int = Field(1024, ge=64, description="Prompt (image tokens included) plus output; longer prompts become error rows.")
-    gpu_memory_utilization: float | None = Field(
-        None, gt=0.0, le=1.0,
-        description="vLLM's share of accelerator memory; unset: 0.9 on GPUs, 0.2 on CPU (where it is a share of one NUMA node's memory).",
-    )
-    cpu_kvcache_space_gib: int = Field(1, ge=1, description="vLLM on CPU only: KV-cache size in GiB (VLLM_CPU_KVCACHE_SPACE, if not set already).")
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans.")
-    max_num_seqs: int = Field(
-        256, ge=1, description="Sequences the engine decodes at once (vLLM's own offline default on most GPUs; H100-class take 1024).",
-    )
-    batch_size: int = Field(
-        16, ge=1,
-        description="Rows handed to the engine per call; vLLM actors run several calls at once, enough to keep max_num_seqs sequences running.",
-    )
-    enforce_eager: bool = Field(False, description="Skip CUDA-graph capture: faster start, slower decode.")
-    block_size: int | None = Field(
-        None, ge=16, le=256, multiple_of=16,
-        description="vLLM: tokens per KV-cache block, the unit its prefix cache shares. Unset: vLLM's default (16 on GPUs, "
-        "128 on CPU, where 32 lets a rating's axes share the sample's tokens too: BENCHMARKS.md, Rating).",
-    )
-
-    def concurrent_batches(self, samples_per_row: int = 1) -> int:
-        """Batches one engine runs at once (a batch of ``batch_size`` rows, ``samples_per_row`` requests each).
-
-        vLLM: enough for ``max_num_seqs`` sequences to run while one more batch waits, so the
-        engine never drains at a batch boundary; transformers runs one batch per ``generate``.
-        """
-        if self.backend != "vllm":
-            return 1
-        return -(-self.max_num_seqs // (self.batch_size * samples_per_row)) + 1
-
-    def memory_utilization(self, *, cpu: bool) -> float:
-        """The memory share to give vLLM on this platform."""
-        if self.gpu_memory_utilization is not None:
-            return self.gpu_memory_utilization
-        return 0.2 if cpu else 0.9
-
-
-class GeneratorConfig(EngineConfig):
-    """Which model generates, and how its engine is sized."""
-
-    model: ModelSpec = Field("tiny", description="A local model directory, a hub id, or 'tiny' for the locally built tiny LLaVA.")
-
-    def for_model(self, model: str) -> GeneratorConfig:
-        """These engine settings for another ``model`` (a judge's, a re-answerer's)."""
-        return self.model_copy(update={"model": model})
 
 
 class InputConfig(Strict):
@@ -103,29 +54,6 @@ class OutputConfig(Strict):
     path: str = Field("runs", description="Root under which the run's folder is created.")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="Passed to fsspec for the output (endpoint, credentials).")
     shard_size: int = Field(256, ge=1, le=1_000_000, description="Rows per output shard: the unit of commit and resume. Smaller loses less on a crash; larger makes fewer files.")
-
-
-class RayConfig(Strict):
-    """Which Ray cluster runs the work, and what its decode tasks and actor start-up may take."""
-
-    ray_address: str | None = Field(None, description="Ray cluster to join ('auto' inside `ray job submit`); unset: start or reuse a local one.")
-    decode_cpus: float = Field(0.5, gt=0.0, description="CPUs per decode task; fractional lets decode share small machines.")
-    decode_tasks: int | None = Field(
-        None, ge=1,
-        description="Decode tasks running at once. Unset: on a local Ray instance, the machine's cores (more would only compete "
-        "with the engines for them, each new worker process costing seconds of CPU to start); on a cluster, as many as its CPUs allow.",
-    )
-    actor_start_timeout_s: float = Field(
-        1800.0, gt=0.0,
-        description="How long a run may go without progress (an actor, e.g. a large vLLM engine, starting; the cluster scaling up) "
-        "before it stops.",
-    )
-
-
-class ScalingConfig(ActorPoolConfig, RayConfig):
-    """How Ray runs the stages: the generator actor pool (autoscaling, resources per actor) and the decode tasks."""
-
-    decode_batch_size: int = Field(16, ge=1, description="Images per decode task call.")
 
 
 def _pool_file(v: Any, placeholder: str | None = None) -> Any:
@@ -195,11 +123,12 @@ class RunConfig(Strict):
         "tasks of task_mix while any are left. Every (image, sample) is one output row.",
     )
     prompts: PromptsConfig = Field(default_factory=PromptsConfig)
-    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     input: InputConfig = Field(default_factory=InputConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
-    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    engines: EnginesConfig = Field(default_factory=EnginesConfig)
+    pools: PoolsConfig = Field(default_factory=PoolsConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig, description="The card's fields and layouts of `genixer-ray publish`.")
@@ -220,10 +149,10 @@ class RunConfig(Strict):
 
     @model_validator(mode="after")
     def _fits_engine(self) -> RunConfig:
-        g, sc = self.generator, self.scaling
-        if g.backend == "vllm" and sc.gpus_per_actor and sc.gpus_per_actor < g.tensor_parallel_size:
+        g, pool = self.engines.generator, self.pools.generator
+        if g.backend == "vllm" and pool.gpus_per_actor and pool.gpus_per_actor < g.tensor_parallel_size:
             raise ValueError(
-                f"scaling.gpus_per_actor ({sc.gpus_per_actor}) is below generator.tensor_parallel_size "
+                f"pools.generator.gpus_per_actor ({pool.gpus_per_actor}) is below engines.generator.tensor_parallel_size "
                 f"({g.tensor_parallel_size}): each vLLM actor needs one GPU per tensor-parallel rank"
             )
         if self.mode == "specific":
@@ -233,9 +162,9 @@ class RunConfig(Strict):
                     f"task_mix: prompt profile {self.prompts.profile!r} has no task sentence for {unnamed} "
                     f"(it names {sorted(PROFILES[self.prompts.profile].tasks)})"
                 )
-        if self.sampling.max_tokens >= self.generator.max_model_len:
+        if self.sampling.max_tokens >= g.max_model_len:
             raise ValueError(
                 f"sampling.max_tokens ({self.sampling.max_tokens}) must be below "
-                f"generator.max_model_len ({self.generator.max_model_len}) to leave room for the prompt"
+                f"engines.generator.max_model_len ({g.max_model_len}) to leave room for the prompt"
             )
         return self

@@ -8,6 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from genixer_ray.annotations import FORMATS
 from genixer_ray.config.base import ModelSpec, Strict, TaskWeights, path_safe_name
+from genixer_ray.config.pools import ClusterConfig
 from genixer_ray.config.run import PromptsConfig
 
 
@@ -121,7 +122,6 @@ class OptimConfig(Strict):
 class TrainScalingConfig(Strict):
     """Ray Train workers."""
 
-    ray_address: str | None = Field(None, description="Ray cluster to join; unset: start or reuse a local one.")
     num_workers: int = Field(2, ge=1, description="Data-parallel workers (DDP).")
     use_gpu: bool = Field(False, description="One GPU per worker, NCCL; otherwise CPU and gloo.")
     strategy: Literal["ddp", "fsdp"] = Field(
@@ -132,13 +132,13 @@ class TrainScalingConfig(Strict):
         default_factory=dict, description="Custom Ray resources each worker needs (pins workers to labelled nodes, e.g. {trainer: 1})."
     )
     accelerator_type: str | None = Field(None, description="Only on nodes with this accelerator (Ray's label, e.g. A100, H100); with use_gpu.")
+    max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
 
     @model_validator(mode="after")
     def _accelerator_needs_gpu(self) -> TrainScalingConfig:
         if self.accelerator_type and not self.use_gpu:
             raise ValueError(f"accelerator_type ({self.accelerator_type}) needs use_gpu: true")
         return self
-    max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint before the run fails.")
 
 
 class TrainConfig(Strict):
@@ -151,6 +151,7 @@ class TrainConfig(Strict):
     model: TrainModelConfig = Field(default_factory=TrainModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     scaling: TrainScalingConfig = Field(default_factory=TrainScalingConfig)
+    ray: ClusterConfig = Field(default_factory=ClusterConfig)
     storage_path: str = Field("runs/train", description="Where data, checkpoints and the export go (local path or s3://).")
     storage_options: dict[str, Any] = Field(default_factory=dict, description="fsspec options for storage_path.")
     checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints; fewer lose less work on a failure.")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from genixer_ray.config import GeneratorConfig, SamplingConfig
+from genixer_ray.config import EngineConfig, SamplingConfig
 from genixer_ray.errors import RunFailed
 
 
@@ -136,7 +136,7 @@ def checkpoint_hash(model_path: str, *, head_bytes: int = 1 << 20) -> str:
 _ENGINES: dict[tuple, Generator] = {}
 
 
-def get_generator(cfg: GeneratorConfig) -> Generator:
+def get_generator(cfg: EngineConfig) -> Generator:
     """Return this process's generator for ``cfg``, building it on first use.
 
     Engines are expensive (vLLM: tens of seconds to start), so one per configuration and process

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from genixer_ray.config import GeneratorConfig
+from genixer_ray.config import EngineConfig
 from genixer_ray.engines.base import (
     EngineError,
     GenerationRequest,
@@ -67,7 +67,7 @@ class TransformersGenerator(Generator):
 
     backend = "transformers"
 
-    def __init__(self, cfg: GeneratorConfig, model_path: str):
+    def __init__(self, cfg: EngineConfig, model_path: str):
         import torch
         from transformers import AutoModelForImageTextToText, AutoProcessor
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 
 from vllm.v1.metrics.loggers import StatLoggerBase
 
-from genixer_ray.config import GeneratorConfig, SamplingConfig
+from genixer_ray.config import EngineConfig, SamplingConfig
 from genixer_ray.engines.base import (
     EngineError,
     GenerationRequest,
@@ -91,7 +91,7 @@ class VLLMGenerator(Generator):
 
     backend = "vllm"
 
-    def __init__(self, cfg: GeneratorConfig, model_path: str):
+    def __init__(self, cfg: EngineConfig, model_path: str):
         from transformers import AutoProcessor
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.platforms import current_platform

@@ -26,7 +26,7 @@ class GenerateStage:
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        self.generator = get_generator(cfg.generator)
+        self.generator = get_generator(cfg.engines.generator)
         self.generator_hash = self.generator.model_hash
         self.profile = cfg.prompts.build()
         self.fan_out = cfg.samples_per_image  # rows out per row in (the stage contract)

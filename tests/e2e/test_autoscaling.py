@@ -47,11 +47,11 @@ def test_generation_scales_worker_nodes_up_and_down(tmp_path, tiny_models):
         try:
             out = tmp_path / "out"
             res = submit(job_cmd(
-                cluster, "generate", "configs/demo.yaml", "scaling.ray_address=auto", "name=scaled", f"output.path={out}",
-                "input.limit=8", "output.shard_size=2", "generator.model=tiny", "generator.backend=transformers", "sampling.max_tokens=8",
+                cluster, "generate", "configs/demo.yaml", "ray.address=auto", "name=scaled", f"output.path={out}",
+                "input.limit=8", "output.shard_size=2", "engines.generator.model=tiny", "engines.generator.backend=transformers", "sampling.max_tokens=8",
                 "filters.clip.enabled=false", "filters.judge.enabled=false", "filters.consistency.enabled=false",
                 # Two generator actors, each needing the `generator` resource that only the worker node type has.
-                "scaling.min_actors=2", "scaling.max_actors=2", "scaling.actor_resources={generator: 1}",
+                "pools.generator.min_actors=2", "pools.generator.max_actors=2", "pools.generator.actor_resources={generator: 1}",
                 # Ray's fake nodes share the head's session folder (the provider gives them no temp dir
                 # of their own), and each node's agent deletes and unpacks an uploaded working dir
                 # there on first use, under the other nodes' importing workers (a CI run failed so).

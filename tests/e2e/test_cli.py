@@ -32,11 +32,11 @@ def test_help_imports_no_heavy_library():
 
 def test_bad_config_fails_before_work_naming_the_field(tmp_path):
     out = subprocess.run(
-        CLI + ["generate", str(ROOT / "configs/demo.yaml"), "generator.backend=tensorrt", f"output.path={tmp_path}"],
+        CLI + ["generate", str(ROOT / "configs/demo.yaml"), "engines.generator.backend=tensorrt", f"output.path={tmp_path}"],
         capture_output=True, text=True,
     )
     assert out.returncode == 2
-    assert "generator.backend" in out.stderr and "'tensorrt'" in out.stderr
+    assert "engines.generator.backend" in out.stderr and "'tensorrt'" in out.stderr
     assert not any(tmp_path.iterdir())  # nothing was started or written
 
 
@@ -49,11 +49,11 @@ def test_demo_loop_trains_then_generates_with_vllm(tmp_path):
     )
     assert train.returncode == 0, train.stderr[-3000:]
     model = tmp_path / "train" / "genixer-tiny" / "model"
-    assert f"generator.model={model}" in train.stdout
+    assert f"engines.generator.model={model}" in train.stdout
     assert "[data] data.sources[0] llava" in train.stderr and "skipped: text_only=1" in train.stderr
     assert "[train] step 200/200, loss" in train.stderr  # periodic progress, the last step included
     out = subprocess.run(
-        CLI + ["generate", str(ROOT / "configs/demo.yaml"), f"generator.model={model}", f"output.path={tmp_path / 'out'}"],
+        CLI + ["generate", str(ROOT / "configs/demo.yaml"), f"engines.generator.model={model}", f"output.path={tmp_path / 'out'}"],
         capture_output=True, text=True, timeout=900,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -139,7 +139,7 @@ def test_wrong_credentials_or_unwritable_output_fail_before_any_engine(tmp_path,
         "input": ["input.source=s3://genixer-test/photos", f"input.storage_options={wrong}", f"output.path={tmp_path / 'out'}"],
     }
     for what, args in cases.items():
-        out = subprocess.run(CLI + ["generate", *args, "generator.backend=transformers"], capture_output=True, text=True)
+        out = subprocess.run(CLI + ["generate", *args, "engines.generator.backend=transformers"], capture_output=True, text=True)
         assert out.returncode != 0, what
         said = out.stderr
         assert "[generate]" not in said and "generator actor" not in said, (what, said)  # no engine started

@@ -38,9 +38,9 @@ def test_every_job_runs_on_the_cluster(local_cluster, tmp_path, tiny_models):
     out = tmp_path / "out"
     run = str(out / "job")
     cmd = job_cmd(
-        local_cluster, "generate", "configs/demo.yaml", "scaling.ray_address=auto", "name=job", f"output.path={out}", "input.limit=3",
-        "generator.model=tiny", "generator.backend=transformers", "sampling.max_tokens=8",
-        "scaling.actor_resources={gpu_like: 1}",  # the generator actors must land on the worker node
+        local_cluster, "generate", "configs/demo.yaml", "ray.address=auto", "name=job", f"output.path={out}", "input.limit=3",
+        "engines.generator.model=tiny", "engines.generator.backend=transformers", "sampling.max_tokens=8",
+        "pools.generator.actor_resources={gpu_like: 1}",  # the generator actors must land on the worker node
     )
     res = submit(cmd, local_cluster["env"])
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
@@ -54,7 +54,7 @@ def test_every_job_runs_on_the_cluster(local_cluster, tmp_path, tiny_models):
 
     # A separate filter pass over that run, submitted the same way.
     cmd = job_cmd(
-        local_cluster, "filter", run, "configs/filter.yaml", "scaling.ray_address=auto", "filters.name=again",
+        local_cluster, "filter", run, "configs/filter.yaml", "ray.address=auto", "filters.name=again",
         "filters.judge.threshold=0.5", "filters.consistency.max_tokens=8",
     )
     res = submit(cmd, local_cluster["env"])
@@ -63,8 +63,9 @@ def test_every_job_runs_on_the_cluster(local_cluster, tmp_path, tiny_models):
     assert sorted(filtered["image_id"].to_list()) == sorted(rows["image_id"].to_list())
     assert set(filtered["judge_rule"].drop_nulls().to_list()) <= {"threshold>=0.5"}
     # The config names no judge and no engine: the run's own generator, as it was built, read from the run.
-    engine = json.loads((out / "job" / "filtered" / "again" / "manifest.json").read_text())["engine"]
-    assert engine == manifest["config"]["generator"] and engine["backend"] == "transformers"
+    engines = json.loads((out / "job" / "filtered" / "again" / "manifest.json").read_text())["engines"]
+    generator = manifest["config"]["engines"]["generator"]
+    assert engines == {"judge": generator, "consistency": generator} and generator["backend"] == "transformers"
 
     # The export, the report and the publishing of the filter pass, as jobs too.
     passed = f"{run}/filtered/again"
@@ -79,7 +80,7 @@ def test_every_job_runs_on_the_cluster(local_cluster, tmp_path, tiny_models):
 
     # Fine-tuning, as a job: two Ray Train workers, placed by their custom resource on the second node.
     res = submit(job_cmd(
-        local_cluster, "train_generator", "configs/train.yaml", "scaling.ray_address=auto", f"storage_path={out / 'train'}",
+        local_cluster, "train_generator", "configs/train.yaml", "ray.address=auto", f"storage_path={out / 'train'}",
         "optim.max_steps=2", "checkpoint_every=2", "scaling.num_workers=2", "scaling.resources_per_worker={gpu_like: 0.5}",
     ), local_cluster["env"])
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
@@ -126,9 +127,9 @@ def test_ray_job_stop_then_resubmit_resumes(local_cluster, tmp_path, tiny_models
     manifest = write_photo_manifest(tmp_path / "manifest.jsonl", 160)  # enough that a stop lands midway
     run = RunStore(str(tmp_path / "out" / "stopped"))
     before, res = stop_and_resume(
-        local_cluster, run, "generate", "configs/demo.yaml", "scaling.ray_address=auto", "name=stopped",
-        f"output.path={tmp_path / 'out'}", f"input.source={manifest}", "output.shard_size=4", "generator.model=tiny",
-        "generator.backend=transformers", "generator.batch_size=4", "scaling.decode_batch_size=4",
+        local_cluster, run, "generate", "configs/demo.yaml", "ray.address=auto", "name=stopped",
+        f"output.path={tmp_path / 'out'}", f"input.source={manifest}", "output.shard_size=4", "engines.generator.model=tiny",
+        "engines.generator.backend=transformers", "pools.generator.batch_size=4", "pools.decode.batch_size=4",
     )
     planned = run.plan()["shards"]
     assert len(before) < planned, "the run finished before it was stopped: nothing tested"
@@ -145,8 +146,8 @@ def test_ray_job_stop_then_resubmit_resumes(local_cluster, tmp_path, tiny_models
         run.commit_shard(k, to_frame(rows), {})
     passed = RunStore(f"{run.url}/filtered/stopped")
     before, res = stop_and_resume(
-        local_cluster, passed, "filter", run.url, "configs/filter.yaml", "scaling.ray_address=auto", "filters.name=stopped",
-        "filters.batch_size=4", "filters.consistency.samples=4", "filters.consistency.max_tokens=96",
+        local_cluster, passed, "filter", run.url, "configs/filter.yaml", "ray.address=auto", "filters.name=stopped",
+        "pools.filters.batch_size=4", "filters.consistency.samples=4", "filters.consistency.max_tokens=96",
     )
     assert len(before) < planned, "the pass finished before it was stopped: nothing tested"
     assert {k: os.path.getmtime(passed.path(passed.shard_name(k))) for k in before} == before

@@ -24,7 +24,7 @@ def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(
     tsv = tmp_path / "MMBench_DEV_EN.tsv"
     tsv.write_text('"index"\t"question"\t"image"\n' + "".join(f'"{i}"\t"What is it?"\t"{b}"\n' for i, b in rows))
     overrides = [
-        f"output.path={tmp_path / 'out'}", "generator.backend=transformers", "sampling.max_tokens=8", "samples_per_image=2",
+        f"output.path={tmp_path / 'out'}", "engines.generator.backend=transformers", "sampling.max_tokens=8", "samples_per_image=2",
         "decontamination.enabled=true",
         f"decontamination.sources=[{{benchmark: MMBench_DEV_EN, format: vlmevalkit_tsv, path: '{tsv}'}}]",
     ]

@@ -29,7 +29,7 @@ from genixer_ray.verify import verify_run
 
 pytestmark = pytest.mark.ray
 
-FAST = ["generator.backend=transformers", "generator.dtype=float32"]
+FAST = ["engines.generator.backend=transformers", "engines.generator.dtype=float32"]
 
 
 def ray_processes(title: str) -> list[psutil.Process]:
@@ -65,7 +65,7 @@ class Driver:
         address = ray_session.get_runtime_context().gcs_address
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "genixer_ray.cli", *(["--verbose"] if verbose else []), "generate", *args, f"scaling.ray_address={address}"],
+                [sys.executable, "-m", "genixer_ray.cli", *(["--verbose"] if verbose else []), "generate", *args, f"ray.address={address}"],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"}, stdout=log, stderr=subprocess.STDOUT,
             )
 
@@ -98,8 +98,8 @@ def test_generator_and_filter_actors_killed_mid_run(ray_session, tmp_path):
     n = 96
     args = [
         f"input.source={write_photo_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=killed",
-        "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=48",
-        "filters.clip.enabled=true", "filters.clip.model=tiny", "filters.batch_size=4", *FAST,
+        "output.shard_size=4", "pools.generator.batch_size=4", "pools.decode.batch_size=4", "sampling.max_tokens=48",
+        "filters.clip.enabled=true", "filters.clip.model=tiny", "pools.filters.batch_size=4", *FAST,
     ]
     store = RunStore(str(tmp_path / "out" / "killed"))
     driver = Driver(ray_session, tmp_path, args)
@@ -121,13 +121,13 @@ def test_engine_core_killed_mid_run_restarts_the_actor(ray_session, tmp_path):
     n = 48
     args = [
         f"input.source={write_photo_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=engine",
-        "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=128",
-        "generator.backend=vllm", "generator.dtype=float32", "generator.max_model_len=512",
+        "output.shard_size=4", "pools.generator.batch_size=4", "pools.decode.batch_size=4", "sampling.max_tokens=128",
+        "engines.generator.backend=vllm", "engines.generator.dtype=float32", "engines.generator.max_model_len=512",
         # One sequence at a time and long answers, so generation outlasts the first commit by far
         # more than the poll below needs: about 16 s from the first commit to the last on 2 cores.
         # With 4 sequences of 32 tokens it was under 2 s here, and on an 8-core CI machine the run
         # once ended before the kill could land.
-        "generator.max_num_seqs=1",
+        "engines.generator.max_num_seqs=1",
     ]
     store = RunStore(str(tmp_path / "out" / "engine"))
     driver = Driver(ray_session, tmp_path, args, verbose=True)  # the actors' lines on its console
@@ -163,7 +163,7 @@ def test_a_flaky_store_is_survived(ray_session, s3, tmp_path, fault):
         args = [
             f"input.source=s3://{root}/manifest.jsonl", f"input.storage_options={json.dumps(so)}",
             f"output.path=s3://{root}/runs", f"output.storage_options={json.dumps(so)}", "name=flaky",
-            "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=8", *FAST,
+            "output.shard_size=4", "pools.generator.batch_size=4", "pools.decode.batch_size=4", "sampling.max_tokens=8", *FAST,
         ]
         driver = Driver(ray_session, tmp_path, args)
         assert driver.finish() == 0, driver.output()
@@ -199,8 +199,8 @@ def test_beyond_the_retries_the_run_stops_whole_and_resumes(ray_session, tmp_pat
     n = 96
     args = [
         f"input.source={write_photo_manifest(tmp_path / 'm.jsonl', n)}", f"output.path={tmp_path / 'out'}", "name=beyond",
-        "output.shard_size=4", "generator.batch_size=4", "scaling.decode_batch_size=4", "sampling.max_tokens=48",
-        f"generator.model={model}", *FAST,
+        "output.shard_size=4", "pools.generator.batch_size=4", "pools.decode.batch_size=4", "sampling.max_tokens=48",
+        f"engines.generator.model={model}", *FAST,
     ]
     store = RunStore(str(tmp_path / "out" / "beyond"))
     driver = Driver(ray_session, tmp_path, args)

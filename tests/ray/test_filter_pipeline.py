@@ -16,7 +16,7 @@ from genixer_ray.store import RunStore
 
 pytestmark = pytest.mark.ray
 
-FAST = ["generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=24"]
+FAST = ["engines.generator.backend=transformers", "engines.generator.dtype=float32", "sampling.max_tokens=24"]
 FILTERS = [
     "filters.clip.enabled=true", "filters.clip.threshold=-1", "filters.clip.min_box_side=0.05",
     "filters.judge.enabled=true", "filters.judge.policy=threshold", "filters.judge.threshold=0",
@@ -105,7 +105,7 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     from genixer_ray.engines.base import get_generator
 
     gen_cfg = load_config(None, FAST)
-    run = constructed_run(str(tmp_path / "constructed"), get_generator(gen_cfg.generator), gen_cfg)
+    run = constructed_run(str(tmp_path / "constructed"), get_generator(gen_cfg.engines.generator), gen_cfg)
     # The judge and the re-answerer name no model: the pass reads the run's generator from the run.
     cfg = load_config(None, [*FILTERS, "filters.name=strict"], kind=FilterPassConfig)
     summary = run_filter(run, cfg)
@@ -126,7 +126,9 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     assert rows["astronaut"]["rating_grounding"] is not None and rows["chelsea"]["rating_grounding"] is None
     manifest = out.read_json("manifest.json")
     assert manifest["kept"] == sum(r["keep"] for r in rows.values()) and manifest["source_run"] == run
-    assert manifest["engine"] == redacted(gen_cfg.generator) and rows["chelsea"]["judge_model"] == get_generator(gen_cfg.generator).model_path
+    recorded = redacted(gen_cfg.engines.generator)  # every filter's engine: the run's generator, read from the run
+    assert manifest["engines"] == {"consistency": recorded, "judge": recorded, "rating": recorded}
+    assert rows["chelsea"]["judge_model"] == get_generator(gen_cfg.engines.generator).model_path
 
     # Resume: a shard whose commit marker is gone is filtered again; the other is left alone.
     kept_mtime = os.path.getmtime(out.path(out.shard_name(0)))
@@ -141,7 +143,7 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     with pytest.raises(ConfigError, match="no generation run"):
         run_filter(str(tmp_path / "nothing"), cfg)
     os.remove(RunStore(run).path("run.json"))  # a run that records no generator: the judge must be named
-    with pytest.raises(ConfigError, match="filters.judge.model is unset and the run at .* records no generator"):
+    with pytest.raises(ConfigError, match="engines.judge.model is unset and the run at .* records no generator"):
         run_filter(run, load_config(None, [*FILTERS, "filters.name=other"], kind=FilterPassConfig))
 
 

@@ -22,7 +22,7 @@ from genixer_ray.verify import verify_run
 
 pytestmark = pytest.mark.ray
 
-FAST = ["generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=8"]
+FAST = ["engines.generator.backend=transformers", "engines.generator.dtype=float32", "sampling.max_tokens=8"]
 
 
 def upload_inputs(s3, prefix):
@@ -59,8 +59,8 @@ def test_vllm_pipeline_over_s3_with_bad_inputs(ray_session, s3):
         [
             f"input.source={manifest}", f"input.storage_options={so}", "input.max_pixels=20000000",
             f"output.path=s3://{s3['bucket']}/runs", f"output.storage_options={so}", "output.shard_size=4",
-            "name=vllm-s3", "generator.backend=vllm", "generator.dtype=float32", "generator.max_model_len=512",
-            "generator.batch_size=4", "sampling.max_tokens=16", "samples_per_image=2",
+            "name=vllm-s3", "engines.generator.backend=vllm", "engines.generator.dtype=float32", "engines.generator.max_model_len=512",
+            "pools.generator.batch_size=4", "sampling.max_tokens=16", "samples_per_image=2",
         ],
     )
     summary = run_generation(cfg)
@@ -96,12 +96,12 @@ def test_resume_after_killing_the_driver(ray_session, tmp_path):
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("\n".join(json.dumps({"image_id": f"img{i:02d}", "path": str(photos[i % len(photos)])}) for i in range(40)))
     args = [f"input.source={manifest}", f"output.path={tmp_path / 'out'}", "name=resume", "output.shard_size=2",
-            "generator.batch_size=2", "scaling.decode_batch_size=2", "scaling.max_tasks_in_flight_per_actor=1",
+            "pools.generator.batch_size=2", "pools.decode.batch_size=2", "pools.generator.max_tasks_in_flight_per_actor=1",
             *FAST, "sampling.max_tokens=48", "samples_per_image=2"]
     address = ray_session.get_runtime_context().gcs_address
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genixer_ray.cli", "generate", *args, f"scaling.ray_address={address}"],
+        [sys.executable, "-m", "genixer_ray.cli", "generate", *args, f"ray.address={address}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     store = RunStore(str(tmp_path / "out" / "resume"))
@@ -152,7 +152,7 @@ def test_broken_engine_stops_the_run_with_a_message(ray_session, tmp_path):
     bad = tmp_path / "bad-model"
     bad.mkdir()
     (bad / "config.json").write_text('{"model_type": "llava", "truncated": ')
-    cfg = load_config(None, [f"output.path={tmp_path / 'out'}", "input.limit=2", f"generator.model={bad}", *FAST])
+    cfg = load_config(None, [f"output.path={tmp_path / 'out'}", "input.limit=2", f"engines.generator.model={bad}", *FAST])
     with pytest.raises(RuntimeError, match="(?s)stopped: .*re-run the same command to resume") as e:
         run_generation(cfg)
     assert "0 shard(s) were committed" in str(e.value)
@@ -163,8 +163,8 @@ def test_actor_that_cannot_start_stops_the_run_after_the_timeout(ray_session, tm
     naming the setting and the stalled stage; the decode tasks ran meanwhile (actors start beside
     them), so theirs is not among the stalled."""
     cfg = load_config(None, [
-        f"output.path={tmp_path / 'out'}", "input.limit=2", *FAST, "scaling.actor_resources={no_such_node: 1}",
-        "scaling.actor_start_timeout_s=5",
+        f"output.path={tmp_path / 'out'}", "input.limit=2", *FAST, "pools.generator.actor_resources={no_such_node: 1}",
+        "ray.actor_start_timeout_s=5",
     ])
     with pytest.raises(RuntimeError, match=r"(?s)nothing moved for scaling\.actor_start_timeout_s \(5 s\).*GeneratorActor.*re-run") as e:
         run_generation(cfg)

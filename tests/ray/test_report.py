@@ -48,7 +48,7 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
     so = s3["storage_options"]
     cfg = load_config(None, [
         "name=reported", f"output.path=s3://{s3['bucket']}/runs", f"output.storage_options={json.dumps(so)}",
-        "generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=24", "output.shard_size=4",
+        "engines.generator.backend=transformers", "engines.generator.dtype=float32", "sampling.max_tokens=24", "output.shard_size=4",
         "task_mix={rec: 1, common_vqa: 1}", "filters.clip.enabled=true", "filters.clip.model=tiny",
         # The report draws the rules the markers record, as data: CLIP's 0.2 and the band's two edges.
         "filters.judge.enabled=true", "filters.judge.policy=band",

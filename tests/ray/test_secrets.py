@@ -83,14 +83,14 @@ def test_a_planted_secret_is_written_nowhere(ray_session, s3, tmp_path, tiny_mod
     address = ray_session.get_runtime_context().gcs_address
     outputs: list[str] = []
     logs: list[Path] = []
-    fast = ["generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=8", f"scaling.ray_address={address}"]
+    fast = ["engines.generator.backend=transformers", "engines.generator.dtype=float32", "sampling.max_tokens=8", f"ray.address={address}"]
     run_url = f"s3://{root}/runs/secret-run"
     steps = [
         ["generate", f"input.source=s3://{root}/in/manifest.jsonl", f"input.storage_options={so}", f"output.path=s3://{root}/runs",
          f"output.storage_options={so}", "name=secret-run", "output.shard_size=4", "filters.clip.enabled=true",
          "filters.clip.model=tiny", *fast],
         ["filter", run_url, f"images.storage_options={so}", f"run.storage_options={so}", "filters.judge.enabled=true",
-         "filters.name=judged", f"scaling.ray_address={address}"],
+         "filters.name=judged", f"ray.address={address}"],
         ["export", f"{run_url}/filtered/judged", f"s3://{root}/export/llava.json", "--all-parsed", f"--storage-options={so}"],
         ["report", f"{run_url}/filtered/judged", f"--storage-options={so}"],
         ["verify", run_url, f"--storage-options={so}"],
@@ -98,7 +98,7 @@ def test_a_planted_secret_is_written_nowhere(ray_session, s3, tmp_path, tiny_mod
          f"--storage-options={so}"],
         ["verify", f"s3://{root}/published", f"--storage-options={so}"],
         ["train", f"storage_path=s3://{root}/train", f"storage_options={so}", "name=secret-train", "optim.max_steps=2",
-         "checkpoint_every=2", f"scaling.ray_address={address}",
+         "checkpoint_every=2", f"ray.address={address}",
          "data.sources=" + json.dumps([{"format": "gqa", "path": f"s3://{root}/gqa/questions.json",
                                         "image_root": f"s3://{root}/gqa/images", "storage_options": planted(s3)}])],
     ]

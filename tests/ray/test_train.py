@@ -9,7 +9,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from genixer_ray.config import PRACTICE_SOURCES, GeneratorConfig, SamplingConfig, TrainConfig, load_config
+from genixer_ray.config import PRACTICE_SOURCES, EngineConfig, SamplingConfig, TrainConfig, load_config
 from genixer_ray.engines.base import GenerationRequest, get_generator
 from genixer_ray.images import decode_image, embedded_image_paths
 from genixer_ray.prompts import PROFILES, choose_prompt
@@ -28,7 +28,7 @@ def parse_rate(model: str) -> float:
     """Share of greedy outputs on held-out photos (never in the training data) that parse."""
     paths = embedded_image_paths()
     held_out = [decode_image(paths[k].read_bytes(), max_side=448) for k in ("hubble_deep_field", "retina")]
-    gen = get_generator(GeneratorConfig(model=model, backend="transformers", dtype="float32", max_model_len=512))
+    gen = get_generator(EngineConfig(model=model, backend="transformers", dtype="float32", max_model_len=512))
     choices = [choose_prompt(f"held-out-{i}", seed=3, mode="specific", task_mix=TRAINED, profile=PROFILES["genixer-ray"]) for i in range(24)]
     reqs = [GenerationRequest(held_out[i % 2], c.instruction, SamplingConfig(temperature=0.0, max_tokens=96)) for i, c in enumerate(choices)]
     ok = 0
@@ -98,7 +98,7 @@ def test_restarted_job_with_the_same_name_continues(ray_session, tmp_path, tiny_
             "optim.max_steps=60", "checkpoint_every=20", "name=restarted"]
     address = ray_session.get_runtime_context().gcs_address
     proc = subprocess.Popen(
-        [sys.executable, "-m", "genixer_ray.cli", "train", *args, f"scaling.ray_address={address}"],
+        [sys.executable, "-m", "genixer_ray.cli", "train", *args, f"ray.address={address}"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     snapshot = tmp_path / "restarted-ray" / "checkpoint_manager_snapshot.json"
@@ -141,7 +141,7 @@ def test_lora_trains_adapters_resumes_and_exports_a_merged_model(ray_session, tm
     assert any(k.startswith("multi_modal_projector.") for k in changed)
     assert not any(k.startswith("vision_tower.") for k in changed)
     assert not any("embed_tokens" in k or "lm_head" in k for k in changed)  # no adapters there
-    gen = get_generator(GeneratorConfig(model=resumed["export_path"], backend="transformers", dtype="float32", max_model_len=512))
+    gen = get_generator(EngineConfig(model=resumed["export_path"], backend="transformers", dtype="float32", max_model_len=512))
     img = decode_image(embedded_image_paths()["rocket"].read_bytes(), max_side=448)
     out = gen.generate([GenerationRequest(img, "Ask a question.", SamplingConfig(temperature=0.0, max_tokens=8))])[0]
     assert out.error_code is None and out.token_ids
@@ -162,7 +162,7 @@ def test_fsdp_shards_the_weights_resumes_and_exports(ray_session, tmp_path, tiny
     exported = load_file(str(Path(resumed["export_path"]) / "model.safetensors"))
     base = load_file(str(Path(tiny_models.generator) / "model.safetensors"))
     assert {k: v.shape for k, v in exported.items()} == {k: v.shape for k, v in base.items()}  # gathered whole
-    gen = get_generator(GeneratorConfig(model=resumed["export_path"], backend="transformers", dtype="float32", max_model_len=512))
+    gen = get_generator(EngineConfig(model=resumed["export_path"], backend="transformers", dtype="float32", max_model_len=512))
     img = decode_image(embedded_image_paths()["rocket"].read_bytes(), max_side=448)
     out = gen.generate([GenerationRequest(img, "Ask a question.", SamplingConfig(temperature=0.0, max_tokens=8))])[0]
     assert out.error_code is None and out.token_ids

@@ -113,8 +113,8 @@ def test_the_rayjob_entrypoint_is_a_valid_run():
     assert python == "python" and (ROOT / script.removeprefix("/app/")).is_file()
     data = yaml.safe_load((ROOT / config.removeprefix("/app/")).read_text())
     # The model lives on the cluster's volume; everything else must validate as written.
-    cfg = build_config(data, [*overrides, "generator.model=tiny"])
-    assert cfg.scaling.actor_resources == {"generator": 1.0} and cfg.scaling.gpus_per_actor == 1
+    cfg = build_config(data, [*overrides, "engines.generator.model=tiny"])
+    assert cfg.pools.generator.actor_resources == {"generator": 1.0} and cfg.pools.generator.gpus_per_actor == 1
 
 
 def test_the_dockerfile_builds_the_image_the_manifests_run():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from genixer_ray.config import GeneratorConfig, SamplingConfig
+from genixer_ray.config import EngineConfig, SamplingConfig
 from genixer_ray.convert_checkpoint import VICUNA_V1_SYSTEM, CheckpointLayoutError, convert_original_llava
 from genixer_ray.engines.base import GenerationRequest, get_generator
 from genixer_ray.tiny_models import IMAGE_SIZE, PATCH_SIZE, build_tokenizer
@@ -98,7 +98,7 @@ def a_non_square_image() -> np.ndarray:
 
 
 def first_token_logprobs(model_dir: str, backend: str, ids: list[int], image: np.ndarray) -> torch.Tensor:
-    gen = get_generator(GeneratorConfig(model=model_dir, backend=backend, dtype="float32", max_model_len=512))
+    gen = get_generator(EngineConfig(model=model_dir, backend=backend, dtype="float32", max_model_len=512))
     res = gen.next_token_logprobs([GenerationRequest(image, INSTRUCTION, SamplingConfig(temperature=0.0, max_tokens=1))], ids)[0]
     assert res.error_code is None, res.error
     row = res.top_logprobs[0]

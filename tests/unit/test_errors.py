@@ -45,8 +45,8 @@ def test_the_command_line_maps_families_to_exit_statuses(tmp_path, capsys):
     assert "error: no run at" in capsys.readouterr().err
     assert main(["inspect", str(tmp_path), "--storage-options", "[1]"]) == 2
     assert "--storage-options must be a JSON object" in capsys.readouterr().err
-    assert main(["show-config", "generator.backend=tensorrt"]) == 2
-    assert "generator.backend" in capsys.readouterr().err
+    assert main(["show-config", "engines.generator.backend=tensorrt"]) == 2
+    assert "engines.generator.backend" in capsys.readouterr().err
 
 
 
@@ -66,10 +66,13 @@ def test_show_config_prints_each_kind_of_bundled_config_as_its_kind(capsys):
 
 
 def test_a_setting_that_would_be_ignored_is_an_error_naming_it():
-    """A filter pass's actors take filters.batch_size rows per call: engine.batch_size was
-    silently ignored there; now it is refused before any work, saying where the setting goes."""
+    """A filter pass's actors take pools.filters.batch_size rows per call: an engine's batch_size
+    was once silently ignored there; it is refused before any work, saying where the setting goes."""
     from genixer_ray.config import FilterPassConfig, build_config
 
-    with pytest.raises(ConfigError, match="engine.batch_size does not apply to a filter pass.*filters.batch_size"):
+    with pytest.raises(ConfigError, match="engines.judge.batch_size: Extra inputs.*batch_size belongs under .*pools.decode or pools.filters"):
+        build_config({"engines": {"judge": {"batch_size": 4}}}, kind=FilterPassConfig)
+    # The same in the layout before components (a pass's one engine section), said the same way.
+    with pytest.raises(ConfigError, match="engine: .*an old section.*batch_size belongs under .*pools.decode or pools.filters"):
         build_config({"engine": {"batch_size": 4}}, kind=FilterPassConfig)
-    assert build_config({"engine": {"max_num_seqs": 4}, "filters": {"batch_size": 4}}, kind=FilterPassConfig).filters.batch_size == 4
+    assert build_config({"engine": {"max_num_seqs": 4}, "filters": {"batch_size": 4}}, kind=FilterPassConfig).pools.filters.batch_size == 4

@@ -18,7 +18,7 @@ from genixer_ray.stages import drop_image
 @pytest.fixture(scope="module")
 def cfg(tiny_models):
     return load_config(None, [
-        "generator.backend=transformers", "generator.dtype=float32",
+        "engines.generator.backend=transformers", "engines.generator.dtype=float32",
         "filters.clip.enabled=true", "filters.clip.min_box_side=0.05", "filters.clip.threshold=-1",
         "filters.judge.enabled=true", "filters.consistency.enabled=true",
         "filters.consistency.samples=2", "filters.consistency.temperature=0", "filters.consistency.max_tokens=8",
@@ -29,7 +29,7 @@ def cfg(tiny_models):
 def generator(cfg):
     from genixer_ray.engines.base import get_generator
 
-    return get_generator(cfg.generator)
+    return get_generator(cfg.engines.generator)
 
 
 def test_clip_crops_boxes_rejects_bad_ones_and_scores_the_rest(cfg, embedded_images, make_row):

@@ -2,13 +2,13 @@
 
 import pytest
 
-from genixer_ray.config import GeneratorConfig, SamplingConfig
+from genixer_ray.config import EngineConfig, SamplingConfig
 from genixer_ray.engines.base import GenerationRequest, get_generator
 
 
 @pytest.fixture(scope="module")
 def gen(tiny_models):
-    return get_generator(GeneratorConfig(model="tiny", backend="transformers", dtype="float32", max_model_len=256))
+    return get_generator(EngineConfig(model="tiny", backend="transformers", dtype="float32", max_model_len=256))
 
 
 def test_batch_shapes(gen, embedded_images, make_requests):
@@ -55,7 +55,7 @@ def test_over_long_prompt_is_an_error_row_and_others_survive(gen, embedded_image
 
 
 def test_engine_is_built_once_per_process(gen):
-    assert get_generator(GeneratorConfig(model="tiny", backend="transformers", dtype="float32", max_model_len=256)) is gen
+    assert get_generator(EngineConfig(model="tiny", backend="transformers", dtype="float32", max_model_len=256)) is gen
 
 
 def test_tiny_top_p_keeps_only_the_most_likely_token(gen, embedded_images, make_requests):

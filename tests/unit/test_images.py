@@ -124,7 +124,7 @@ def test_rows_carry_what_the_run_s_models_take(tmp_path, tiny_models):
         return decode_input(load_config(None, list(over))).short_side
 
     assert side() == 56  # the tiny generator's processor (transformers 5's processor_config.json)
-    assert side(f"generator.model={llava}") == 336
-    assert side("filters.judge.enabled=true", f"filters.judge.model={llava}") == 336  # the larger of generator and judge
+    assert side(f"engines.generator.model={llava}") == 336
+    assert side("filters.judge.enabled=true", f"engines.judge.model={llava}") == 336  # the larger of generator and judge
     assert side("filters.clip.enabled=true") is None  # CLIP crops of small regions need the pixels
-    assert side(f"generator.model={dynamic}") is None and side("input.short_side=500") == 500
+    assert side(f"engines.generator.model={dynamic}") is None and side("input.short_side=500") == 500

@@ -2,23 +2,35 @@
 
 import pytest
 
-from genixer_ray.config import FiltersConfig
+from genixer_ray.config import FiltersConfig, build_config
 from genixer_ray.filters.base import ScoringStage
 from genixer_ray.stages import StageContractError, run_stages
+from genixer_ray.stages.filters import filter_pool, placement
 
 
-def filters(**enabled) -> FiltersConfig:
-    return FiltersConfig.model_validate({name: {"enabled": True, **opts} for name, opts in enabled.items()})
+def placed(cfg) -> dict[str, str]:
+    """Where a run config's filters run."""
+    return placement(cfg.filters, cfg.engines.for_filters(cfg.filters.enabled())[1])
+
+
+def calls(cfg, *, filter_pass: bool = False) -> int:
+    """The calls at once of a run config's filter actors (as a pass places them, with ``filter_pass``)."""
+    engines, on_generator = cfg.engines.for_filters(cfg.filters.enabled())
+    where = placement(cfg.filters, set() if filter_pass else on_generator)
+    return filter_pool(cfg.filters, cfg.pools.filters, engines, where).concurrent_calls
 
 
 def test_placement_is_decided_once_for_runs_and_passes():
-    both = filters(consistency={}, judge={"model": "tiny"}, clip={"model": "tiny"})
-    assert both.placement() == {"consistency": "generator", "judge": "filter_actor", "clip": "filter_actor"}
-    assert set(both.placement(filter_pass=True).values()) == {"filter_actor"}  # no generator actor there
-    assert list(both.placement()) == ["consistency", "judge", "clip"]  # the order they run in
-    on_generator = filters(judge={})
-    assert on_generator.placement() == {"judge": "generator"}  # no filter actor in that run
-    assert on_generator.any_enabled and not FiltersConfig().any_enabled
+    on = ["filters.consistency.enabled=true", "filters.judge.enabled=true", "filters.clip.enabled=true"]
+    both = build_config(None, [*on, "engines.judge.model=tiny"])
+    assert placed(both) == {"consistency": "generator", "judge": "filter_actor", "clip": "filter_actor"}
+    assert set(placement(both.filters, set()).values()) == {"filter_actor"}  # a pass: no generator actor there
+    assert list(placed(both)) == ["consistency", "judge", "clip"]  # the order they run in
+    on_generator = build_config(None, ["filters.judge.enabled=true"])
+    assert placed(on_generator) == {"judge": "generator"}  # no filter actor in that run
+    assert on_generator.filters.any_enabled and not FiltersConfig().any_enabled
+    # An engine of its own, even the generator's model with other settings, is built on the filter actors.
+    assert placed(build_config(None, [*on[:1], "engines.reanswerer.max_num_seqs=8"]))["consistency"] == "filter_actor"
 
 
 class Dropping:
@@ -68,12 +80,12 @@ def test_pools_and_training_ask_for_the_accelerators_and_resources_configured():
     from genixer_ray.builder import pool_args
     from genixer_ray.config import ConfigError, TrainConfig, build_config
 
-    cfg = build_config(None, ["scaling.gpus_per_actor=1", "scaling.accelerator_type=L4", "scaling.actor_resources={generator: 1}"])
-    args = pool_args(cfg.scaling)
+    cfg = build_config(None, ["pools.generator.gpus_per_actor=1", "pools.generator.accelerator_type=L4", "pools.generator.actor_resources={generator: 1}"])
+    args = pool_args(cfg.pools.generator)
     assert args["num_gpus"] == 1 and args["accelerator_type"] == "L4" and args["resources"] == {"generator": 1.0}
-    assert pool_args(cfg.filters)["accelerator_type"] is None and pool_args(cfg.filters)["num_gpus"] == 0
-    with pytest.raises(ConfigError, match="scaling: .*accelerator_type \\(L4\\) needs gpus_per_actor > 0"):
-        build_config(None, ["scaling.accelerator_type=L4"])
+    assert pool_args(cfg.pools.filters)["accelerator_type"] is None and pool_args(cfg.pools.filters)["num_gpus"] == 0
+    with pytest.raises(ConfigError, match="pools.generator: .*accelerator_type \\(L4\\) needs gpus_per_actor > 0"):
+        build_config(None, ["pools.generator.accelerator_type=L4"])
     train = build_config(None, ["scaling.use_gpu=true", "scaling.accelerator_type=A100", "scaling.resources_per_worker={trainer: 1}"], kind=TrainConfig)
     assert train.scaling.resources_per_worker == {"trainer": 1.0} and train.scaling.accelerator_type == "A100"
     with pytest.raises(ConfigError, match="needs use_gpu"):
@@ -86,15 +98,15 @@ def test_a_vllm_actor_runs_enough_batches_at_once_to_keep_its_engine_full():
     from genixer_ray.builder import pool_args
     from genixer_ray.config import build_config
 
-    cfg = build_config(None, ["generator.backend=vllm", "generator.max_num_seqs=64", "generator.batch_size=16"])
-    assert cfg.generator.concurrent_batches() == 5
-    compute = pool_args(cfg.scaling, concurrent_calls=5)["compute"]
+    cfg = build_config(None, ["engines.generator.backend=vllm", "engines.generator.max_num_seqs=64"])
+    assert cfg.engines.generator.concurrent_batches(16) == 5
+    compute = pool_args(cfg.pools.generator, concurrent_calls=5)["compute"]
     assert compute.max_concurrent_calls_per_actor == 5 and compute.enable_true_multi_threading
-    assert compute.max_tasks_in_flight_per_actor == cfg.scaling.max_tasks_in_flight_per_actor + 4
-    assert build_config(None, ["generator.backend=vllm", "generator.max_num_seqs=8", "generator.batch_size=16"]).generator.concurrent_batches() == 2
-    hf = build_config(None, ["generator.backend=transformers"])
-    assert hf.generator.concurrent_batches() == 1
-    compute = pool_args(hf.scaling)["compute"]
+    assert compute.max_tasks_in_flight_per_actor == cfg.pools.generator.max_tasks_in_flight_per_actor + 4
+    assert build_config(None, ["engines.generator.backend=vllm", "engines.generator.max_num_seqs=8"]).engines.generator.concurrent_batches(16) == 2
+    hf = build_config(None, ["engines.generator.backend=transformers"])
+    assert hf.engines.generator.concurrent_batches(16) == 1
+    compute = pool_args(hf.pools.generator)["compute"]
     assert compute.max_concurrent_calls_per_actor is None and not compute.enable_true_multi_threading
 
 
@@ -105,36 +117,37 @@ def test_a_filter_actor_with_a_vllm_judge_keeps_its_engine_full_too():
     from genixer_ray.builder import pool_args
     from genixer_ray.config import build_config
 
-    vllm = ["generator.backend=vllm", "generator.max_num_seqs=64", "filters.batch_size=8"]
-    cfg = build_config(None, [*vllm, "filters.judge.enabled=true", "filters.judge.model=tiny"])
-    assert cfg.filters.concurrent_batches(cfg.generator) == 64 // 8 + 1
-    compute = pool_args(cfg.filters, concurrent_calls=9)["compute"]
+    vllm = ["engines.generator.backend=vllm", "engines.generator.max_num_seqs=64", "pools.filters.batch_size=8"]
+    cfg = build_config(None, [*vllm, "filters.judge.enabled=true", "engines.judge.model=tiny"])
+    assert calls(cfg) == 64 // 8 + 1
+    compute = pool_args(cfg.pools.filters, concurrent_calls=9)["compute"]
     assert compute.max_concurrent_calls_per_actor == 9 and compute.enable_true_multi_threading
-    both = build_config(None, [*vllm, "filters.judge.enabled=true", "filters.judge.model=tiny", "filters.consistency.enabled=true",
-                               "filters.consistency.model=tiny", "filters.consistency.samples=4"])
-    assert both.filters.concurrent_batches(both.generator) == 64 // (8 * 4) + 1
+    both = build_config(None, [*vllm, "filters.judge.enabled=true", "engines.judge.model=tiny", "filters.consistency.enabled=true",
+                               "engines.reanswerer.model=tiny", "filters.consistency.samples=4"])
+    assert calls(both) == 64 // (8 * 4) + 1
     # The judge on the generator's engine runs on the generator's actors: the filter actor holds CLIP only.
     on_generator = build_config(None, [*vllm, "filters.judge.enabled=true", "filters.clip.enabled=true"])
-    assert on_generator.filters.concurrent_batches(on_generator.generator) == 1
+    assert calls(on_generator) == 1
     # A filter pass has no generator actor: the generator's engine is built on the filter actors.
-    assert on_generator.filters.concurrent_batches(on_generator.generator, filter_pass=True) == 64 // 8 + 1
-    hf = build_config(None, ["generator.backend=transformers", "filters.judge.enabled=true", "filters.judge.model=tiny"])
-    assert hf.filters.concurrent_batches(hf.generator) == 1
-    assert cfg.filters.concurrent_batches(None) == 1
+    assert calls(on_generator, filter_pass=True) == 64 // 8 + 1
+    hf = build_config(None, ["engines.generator.backend=transformers", "filters.judge.enabled=true", "engines.judge.model=tiny"])
+    assert calls(hf) == 1
+    assert calls(build_config(None, ["filters.clip.enabled=true"])) == 1
 
 
 def test_decode_tasks_are_bounded_by_the_cores_of_a_local_instance(monkeypatch):
     import os
 
-    from genixer_ray.config import RayConfig
+    from genixer_ray.config import DecodePoolConfig, RayConfig
     from genixer_ray.ray_start import decode_tasks
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    assert decode_tasks(RayConfig()) == os.cpu_count()  # local: its logical CPUs are inflated, its cores are not
-    assert decode_tasks(RayConfig(ray_address="auto")) is None  # a cluster: as many as its CPUs allow
-    assert decode_tasks(RayConfig(ray_address="auto", decode_tasks=64)) == 64
+    local, cluster = RayConfig(), RayConfig(address="auto")
+    assert decode_tasks(DecodePoolConfig(), local) == os.cpu_count()  # local: its logical CPUs are inflated, its cores are not
+    assert decode_tasks(DecodePoolConfig(), cluster) is None  # a cluster: as many as its CPUs allow
+    assert decode_tasks(DecodePoolConfig(tasks=64), cluster) == 64
     monkeypatch.setenv("RAY_ADDRESS", "http://head:8265")  # inside `ray job submit`
-    assert decode_tasks(RayConfig()) is None
+    assert decode_tasks(DecodePoolConfig(), local) is None
 
 
 def test_a_run_driver_hands_the_memory_arrow_frees_back(monkeypatch, tmp_path):

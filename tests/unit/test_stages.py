@@ -46,7 +46,7 @@ def test_decode_stage_one_row_per_input_with_codes(tmp_path):
 
 
 def test_generate_and_parse_stages_carry_provenance(tiny_models):
-    cfg = load_config(None, ["generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=6", "mode=specific"])
+    cfg = load_config(None, ["engines.generator.backend=transformers", "engines.generator.dtype=float32", "sampling.max_tokens=6", "mode=specific"])
     decoded = DecodeStage(cfg.input)([
         {"shard": 1, "image_id": "a", "source": "inline:a", "data": png()},
         {"shard": 1, "image_id": "b", "source": "inline:b", "data": b""},
@@ -70,7 +70,7 @@ def test_generate_and_parse_stages_carry_provenance(tiny_models):
 
 def test_several_samples_per_image_share_one_decode_and_take_different_tasks(tiny_models):
     cfg = load_config(None, [
-        "generator.backend=transformers", "generator.dtype=float32", "sampling.max_tokens=4", "mode=specific", "samples_per_image=3",
+        "engines.generator.backend=transformers", "engines.generator.dtype=float32", "sampling.max_tokens=4", "mode=specific", "samples_per_image=3",
     ])
     decoded = DecodeStage(cfg.input)([
         {"shard": 0, "image_id": "a", "source": "inline:a", "data": png()},

@@ -4,7 +4,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from genixer_ray.config import GeneratorConfig, SamplingConfig
+from genixer_ray.config import EngineConfig, SamplingConfig
 from genixer_ray.engines.base import GenerationRequest, get_generator
 
 pytestmark = pytest.mark.vllm
@@ -14,7 +14,7 @@ CFG = dict(model="tiny", dtype="float32", max_model_len=256, max_num_seqs=8)
 
 @pytest.fixture(scope="module")
 def gen(tiny_models):
-    return get_generator(GeneratorConfig(backend="vllm", **CFG))
+    return get_generator(EngineConfig(backend="vllm", **CFG))
 
 
 def test_real_vllm_engine(gen):
@@ -76,7 +76,7 @@ def test_over_long_prompt_is_isolated(gen, embedded_images, make_requests):
 
 def test_same_prompt_and_distribution_as_transformers(gen, embedded_images, make_requests):
     """Both backends format the prompt and the image alike: first-step logprobs agree."""
-    hf = get_generator(GeneratorConfig(backend="transformers", **CFG))
+    hf = get_generator(EngineConfig(backend="transformers", **CFG))
     imgs = list(embedded_images.values())[:3]
     reqs = make_requests(imgs, temperature=0.0, max_tokens=1, logprobs=5)
     for v, h in zip(gen.generate(reqs), hf.generate(reqs)):
@@ -94,7 +94,7 @@ def test_judge_p_yes_matches_transformers(gen, embedded_images, make_row, refere
     from genixer_ray.filters.judge import JudgeStage, judged_text
     from genixer_ray.stages import row_image
 
-    hf = get_generator(GeneratorConfig(backend="transformers", **CFG))
+    hf = get_generator(EngineConfig(backend="transformers", **CFG))
     rows = [
         make_row(img, k, parsed_task="common_vqa", question=f"What is in the {k} photo?", answer=k)
         for k, img in list(embedded_images.items())[:4]
