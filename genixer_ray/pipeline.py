@@ -94,6 +94,7 @@ def read_pool(cfg: RunConfig) -> Pool:
     return Pool("tasks", decode.batch_size, task_cpus=decode.cpus, max_tasks=decode_tasks(decode, cfg.ray))
 
 
+# --8<-- [start:generation_stages]
 def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None = None, store: RunStore | None = None) -> list[StageSpec]:
     """A generation run's stages, in order: decode (and, with the evaluation ``index`` on the run's
     ``store``, contamination) on the read tasks; generate (with its prompts) and parse on the
@@ -111,6 +112,7 @@ def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None 
         *([StageSpec("question_contamination", QuestionStage, at, gen)] if at else []),
         *filter_specs(cfg.filters, engines, cfg.pools.filters, generator=gen, on_generator=on_generator),
     ]
+# --8<-- [end:generation_stages]
 
 
 def run_generation(cfg: RunConfig) -> RunSummary:

@@ -36,6 +36,10 @@ def test_the_site_builds_in_strict_mode(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
     assert "publish_run" in api and "Raises" in api  # the docstrings, rendered
+    layout = (tmp_path / "site" / "guide" / "layout" / "index.html").read_text()
+    assert "ContaminationStage" in layout and "def generation_stages" in layout  # the worked example, included from the code
+    config = (tmp_path / "site" / "reference" / "config" / "index.html").read_text()
+    assert "generator.batch_size" in config and "pools.generator.batch_size" in config  # the old layout's table
 
 
 def test_the_reference_names_every_field_command_and_code():
