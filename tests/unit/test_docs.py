@@ -37,7 +37,7 @@ def test_the_site_builds_in_strict_mode(tmp_path):
     api = (tmp_path / "site" / "reference" / "api" / "index.html").read_text()
     assert "publish_run" in api and "Raises" in api  # the docstrings, rendered
     layout = (tmp_path / "site" / "guide" / "layout" / "index.html").read_text()
-    assert "ContaminationStage" in layout and "def generation_stages" in layout  # the worked example, included from the code
+    assert "ContaminationStage" in layout and "stages, in order: decode" in layout  # the worked example, included from the code
     config = (tmp_path / "site" / "reference" / "config" / "index.html").read_text()
     assert "generator.batch_size" in config and "pools.generator.batch_size" in config  # the old layout's table
 
