@@ -27,7 +27,8 @@ from genixer_ray.stages.contamination import ContaminationStage, QuestionStage
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.filters import filter_specs
 from genixer_ray.store import RunStore
-from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
+from genixer_ray.summary import RunSummary, write_manifest
+from genixer_ray.writer import ShardWriter, stream_into
 
 log = logging.getLogger(__name__)
 

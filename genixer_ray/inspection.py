@@ -46,7 +46,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None, view: str | No
     Raises:
         NotARunError: nothing at ``url`` looks like a run or a filter pass.
     """
-    from genixer_ray.writer import RunSummary
+    from genixer_ray.summary import RunSummary
 
     store = RunStore(url, storage_options)
     manifest = store.read_json("manifest.json") or {}

@@ -31,7 +31,8 @@ from genixer_ray.stages.filters import filter_specs
 from genixer_ray.stages.generate import GenerateStage
 from genixer_ray.stages.parse import ParseStage
 from genixer_ray.store import RunStore, plan_samples
-from genixer_ray.writer import RunSummary, ShardWriter, stream_into, write_manifest
+from genixer_ray.summary import RunSummary, write_manifest
+from genixer_ray.writer import ShardWriter, stream_into
 
 log = logging.getLogger(__name__)
 

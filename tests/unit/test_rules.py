@@ -3,7 +3,7 @@
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.filters.rules import Rule
-from genixer_ray.writer import RunSummary
+from genixer_ray.summary import RunSummary
 
 
 def test_a_shards_marker_records_each_configured_rule_as_fields():

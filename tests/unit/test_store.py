@@ -9,7 +9,8 @@ import pytest
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.store import RunStore, overlapped
-from genixer_ray.writer import RunSummary, ShardWriter
+from genixer_ray.summary import RunSummary
+from genixer_ray.writer import ShardWriter
 
 DECIDE = functools.partial(decide_shard, cfg=FiltersConfig())  # no filter enabled: every ok row kept
 
