@@ -78,44 +78,11 @@ def read_original_config(src: Path) -> dict:
     return cfg
 
 
-def convert_original_llava(src: str | Path, dst: str | Path, *, vision_tower: str | None = None) -> Path:
-    """Write the llava-hf directory of an original-LLaVA checkpoint.
-
-    Args:
-        src: the original checkpoint's directory (config.json, weights, tokenizer).
-        dst: the llava-hf directory to write (vLLM's and the transformers backend's ``generator.model``).
-        vision_tower: the CLIP vision model (a directory or hub id) when the checkpoint does not hold
-            the tower's weights; default: the config's ``mm_vision_tower``.
-
-    Raises:
-        CheckpointLayoutError: the source is not in the original LLaVA layout.
-    """
+def _llava_hf_weights(src: Path, state: dict, tower, tokenizer) -> dict:
+    """The llava-hf state dict: the language model and projector renamed, the tower's weights,
+    and rows for the tokens the tokenizer gained (at the mean of the old rows, as llava-hf's own
+    conversion did)."""
     import torch
-    from safetensors.torch import save_file
-    from transformers import (
-        AutoTokenizer,
-        CLIPImageProcessor,
-        CLIPVisionModel,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaImageProcessor,
-        LlavaProcessor,
-    )
-
-    src, dst = Path(src), Path(dst)
-    cfg = read_original_config(src)
-    state = _source_state(src)
-    tower_spec = vision_tower or cfg["mm_vision_tower"]
-    tower = CLIPVisionModel.from_pretrained(tower_spec, dtype=torch.float32)
-    tower_state = {k.removeprefix("model.vision_tower.vision_tower."): v for k, v in state.items() if k.startswith("model.vision_tower.vision_tower.")}
-    if tower_state:  # a tower trained with the model: its weights are in the checkpoint
-        tower.load_state_dict(tower_state)
-    clip_processor = CLIPImageProcessor.from_pretrained(tower_spec)
-
-    tokenizer = AutoTokenizer.from_pretrained(src)
-    added = tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
-    if tokenizer.pad_token is None:
-        added += tokenizer.add_special_tokens({"pad_token": "<pad>"})
 
     out: dict = {}
     for k, v in state.items():
@@ -132,10 +99,16 @@ def convert_original_llava(src: str | Path, dst: str | Path, *, vision_tower: st
             raise CheckpointLayoutError(f"{src}: unexpected weight {k!r} for an original-LLaVA checkpoint")
     for k, v in tower.state_dict().items():
         out[llava_hf_key("model.vision_tower." + k.removeprefix("vision_model."))] = v
-    if added:  # new token rows start at the mean of the old ones, as llava-hf's own conversion did
-        for k in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
-            w = out[k]
+    for k in ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight"):
+        w = out[k]
+        if w.shape[0] < len(tokenizer):
             out[k] = torch.cat([w, w.float().mean(0, keepdim=True).to(w.dtype).expand(len(tokenizer) - w.shape[0], -1)])
+    return out
+
+
+def _llava_hf_config(cfg: dict, tower, tokenizer):
+    """The ``LlavaConfig`` of an original checkpoint's flat config, its tower and its tokenizer."""
+    from transformers import LlamaConfig, LlavaConfig
 
     flat = {k: v for k, v in cfg.items() if not k.startswith(("mm_", "use_mm_", "tune_mm_", "freeze_mm_"))}
     for k in ("architectures", "model_type", "image_aspect_ratio", "image_grid_pinpoints", "transformers_version", "_name_or_path"):
@@ -149,19 +122,61 @@ def convert_original_llava(src: str | Path, dst: str | Path, *, vision_tower: st
         image_seq_length=(vc.image_size // vc.patch_size) ** 2, projector_hidden_act="gelu",
     )
     config.architectures = ["LlavaForConditionalGeneration"]
-    dst.mkdir(parents=True, exist_ok=True)
-    config.save_pretrained(dst)
-    dtype = getattr(torch, cfg.get("torch_dtype") or "float32") if isinstance(cfg.get("torch_dtype"), str) else torch.float32
-    save_file({k: v.to(dtype).contiguous() for k, v in out.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    return config
+
+
+def _save_processor(dst: Path, cfg: dict, config, tokenizer, clip_processor) -> None:
+    """The llava-hf processor: CLIP's image settings (padded to a square as LLaVA-1.5 does), Vicuna's template."""
+    from transformers import LlavaImageProcessor, LlavaProcessor
+
     image_processor = LlavaImageProcessor(
         do_pad=cfg.get("image_aspect_ratio") == "pad",  # LLaVA-1.5 pads to a square in the mean colour
         size=clip_processor.size, crop_size=clip_processor.crop_size, do_center_crop=clip_processor.do_center_crop,
         image_mean=clip_processor.image_mean, image_std=clip_processor.image_std, resample=clip_processor.resample,
     )
     LlavaProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, patch_size=vc.patch_size,
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=config.vision_config.patch_size,
         vision_feature_select_strategy=config.vision_feature_select_strategy,
         num_additional_image_tokens=1,  # the CLS position of the CLIP tower
         chat_template=VICUNA_V1_TEMPLATE, image_token=IMAGE_TOKEN,
     ).save_pretrained(dst)
+
+
+def convert_original_llava(src: str | Path, dst: str | Path, *, vision_tower: str | None = None) -> Path:
+    """Write the llava-hf directory of an original-LLaVA checkpoint.
+
+    Args:
+        src: the original checkpoint's directory (config.json, weights, tokenizer).
+        dst: the llava-hf directory to write (vLLM's and the transformers backend's ``engines.generator.model``).
+        vision_tower: the CLIP vision model (a directory or hub id) when the checkpoint does not hold
+            the tower's weights; default: the config's ``mm_vision_tower``.
+
+    Raises:
+        CheckpointLayoutError: the source is not in the original LLaVA layout.
+    """
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+
+    src, dst = Path(src), Path(dst)
+    cfg = read_original_config(src)
+    state = _source_state(src)
+    tower_spec = vision_tower or cfg["mm_vision_tower"]
+    tower = CLIPVisionModel.from_pretrained(tower_spec, dtype=torch.float32)
+    tower_state = {k.removeprefix("model.vision_tower.vision_tower."): v for k, v in state.items() if k.startswith("model.vision_tower.vision_tower.")}
+    if tower_state:  # a tower trained with the model: its weights are in the checkpoint
+        tower.load_state_dict(tower_state)
+
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    tokenizer.add_tokens([IMAGE_TOKEN], special_tokens=True)
+    if tokenizer.pad_token is None:
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+
+    weights = _llava_hf_weights(src, state, tower, tokenizer)
+    config = _llava_hf_config(cfg, tower, tokenizer)
+    dst.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(dst)
+    dtype = getattr(torch, cfg.get("torch_dtype") or "float32") if isinstance(cfg.get("torch_dtype"), str) else torch.float32
+    save_file({k: v.to(dtype).contiguous() for k, v in weights.items()}, str(dst / "model.safetensors"), metadata={"format": "pt"})
+    _save_processor(dst, cfg, config, tokenizer, CLIPImageProcessor.from_pretrained(tower_spec))
     return dst
