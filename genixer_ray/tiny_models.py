@@ -146,31 +146,11 @@ GENERATOR_SIZES = {
 }
 
 
-def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny") -> Path:
-    """Write a random-weight LLaVA generator (model, tokenizer, processor) to ``out_dir``.
+def _generator_config(z: dict, tokenizer):
+    """The ``LlavaConfig`` of a size of :data:`GENERATOR_SIZES` with ``tokenizer``'s vocabulary."""
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
-    Args:
-        out_dir: created when missing.
-        seed: drives tokenizer training and weight initialization.
-        size: a key of :data:`GENERATOR_SIZES`; bigger sizes are built and saved in bfloat16, on
-            the GPU when there is one.
-    """
-    import torch
-    from transformers import (
-        CLIPImageProcessor,
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaConfig,
-        LlavaForConditionalGeneration,
-        LlavaProcessor,
-    )
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer(seed)
-    z = GENERATOR_SIZES[size]
-    n_patches = (z["image_size"] // PATCH_SIZE) ** 2
-    config = LlavaConfig(
+    return LlavaConfig(
         vision_config=CLIPVisionConfig(
             hidden_size=z["v_hidden"], intermediate_size=z["v_inter"], num_hidden_layers=z["v_layers"],
             num_attention_heads=z["v_heads"], image_size=z["image_size"], patch_size=PATCH_SIZE, projection_dim=64,
@@ -185,11 +165,18 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny
         image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         vision_feature_layer=-2,
         vision_feature_select_strategy="default",
-        image_seq_length=n_patches,
+        image_seq_length=(z["image_size"] // PATCH_SIZE) ** 2,
         projector_hidden_act="gelu",
     )
+
+
+def _random_model(config, *, seed: int, small: bool):
+    """The random-weight model of ``config``: in float32 when ``small``, else in bfloat16 where it is saved."""
+    import torch
+    from transformers import LlavaForConditionalGeneration
+
     torch.manual_seed(seed)
-    if size == "tiny":
+    if small:
         model = LlavaForConditionalGeneration(config).eval()
     else:
         # Built where and as it is saved: "7b" in float32 on a CPU would take 28 GB and minutes
@@ -206,8 +193,25 @@ def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny
     # the output head makes sampling with different seeds visibly different in tests.
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)
-    save_llava_hf(model, out)
+    return model
 
+
+def make_tiny_generator(out_dir: str | Path, *, seed: int = 0, size: str = "tiny") -> Path:
+    """Write a random-weight LLaVA generator (model, tokenizer, processor) to ``out_dir``.
+
+    Args:
+        out_dir: created when missing.
+        seed: drives tokenizer training and weight initialization.
+        size: a key of :data:`GENERATOR_SIZES`; bigger sizes are built and saved in bfloat16, on
+            the GPU when there is one.
+    """
+    from transformers import CLIPImageProcessor, LlavaProcessor
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tokenizer = build_tokenizer(seed)
+    z = GENERATOR_SIZES[size]
+    save_llava_hf(_random_model(_generator_config(z, tokenizer), seed=seed, small=size == "tiny"), out)
     image_processor = CLIPImageProcessor(
         size={"shortest_edge": z["image_size"]},
         crop_size={"height": z["image_size"], "width": z["image_size"]},
