@@ -47,17 +47,18 @@ from genixer_ray.ray_start import local_ray_cpus
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.generate import GenerateStage
 from genixer_ray.stages.parse import ParseStage
+from genixer_ray.stages.prompt import PromptStage
 from genixer_ray.store import RunStore
 
 
 def stages_rate(cfg, decode_cfg, rows: list[dict], batch: int) -> float:
     """Rows/s of decode (as ``decode_cfg`` says), generate and parse called on ``batch`` rows at a
     time, without Ray (after a warm-up call)."""
-    decode, generate, parse = DecodeStage(decode_cfg), GenerateStage(cfg), ParseStage()
-    parse(generate(decode(rows[:batch])))
+    decode, prompt, generate, parse = DecodeStage(decode_cfg), PromptStage(cfg), GenerateStage(cfg), ParseStage()
+    parse(generate(prompt(decode(rows[:batch]))))
     t = time.perf_counter()
     for i in range(0, len(rows), batch):
-        parse(generate(decode(rows[i : i + batch])))
+        parse(generate(prompt(decode(rows[i : i + batch]))))
     return len(rows) / (time.perf_counter() - t)
 
 

@@ -27,9 +27,9 @@ COUNT_ENV = "GENIXER_BENCH_GENERATED"
 def count_generated() -> None:
     """Ray worker setup hook: every generate-stage call appends its row count to the file named in
     :data:`COUNT_ENV` (one short ``O_APPEND`` write per call, whole under concurrent writers)."""
-    import genixer_ray.stages
+    import genixer_ray.stages.generate
 
-    stage = genixer_ray.stages.GenerateStage
+    stage = genixer_ray.stages.generate.GenerateStage
     call = stage.__call__
 
     def counted(self, batch):

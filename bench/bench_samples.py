@@ -30,6 +30,7 @@ from genixer_ray.engines.base import shutdown_generators
 from genixer_ray.images import decode_image, embedded_image_paths
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.generate import GenerateStage
+from genixer_ray.stages.prompt import PromptStage
 
 
 def distinct_pngs(n: int, tag: int) -> list[bytes]:
@@ -47,13 +48,13 @@ def distinct_pngs(n: int, tag: int) -> list[bytes]:
 
 def run_arm(cfg, pngs: list[bytes], tag: str) -> dict:
     """Decode and generate ``pngs`` as a generator actor would; rows/s and vLLM's own figures."""
-    decode, generate = DecodeStage(cfg.input), GenerateStage(cfg)
+    decode, prompt, generate = DecodeStage(cfg.input), PromptStage(cfg), GenerateStage(cfg)
     images = [{"shard": 0, "image_id": f"{tag}-{i}", "source": f"inline:{i}", "data": d} for i, d in enumerate(pngs)]
     b = cfg.pools.generator.batch_size
     batches = [images[i : i + b] for i in range(0, len(images), b)]
     t = time.perf_counter()
     with ThreadPoolExecutor(cfg.engines.generator.concurrent_batches(b, cfg.samples_per_image)) as pool:
-        rows = [r for out in pool.map(lambda batch: generate(decode(batch)), batches) for r in out]
+        rows = [r for out in pool.map(lambda batch: generate(prompt(decode(batch))), batches) for r in out]
     dt = time.perf_counter() - t
     assert all(r["status"] == "ok" for r in rows), {r.get("error_code") for r in rows}
     prompt = sum(r["prompt_tokens"] for r in rows)

@@ -12,8 +12,9 @@ The data flow of a generation run, and the file of each step::
       |                                builder.build_dataset:
       +- read tasks                    stages/decode.py: read, check, decode (a task per shard,
       |                                shard_source.py)
-      +- builder.GeneratorActor        one engine per actor (engines/): stages/generate.py
-      |                                (prompts.py), stages/parse.py (tasks.py), and the filters
+      +- builder.GeneratorActor        one engine per actor (engines/): stages/prompt.py
+      |                                (prompts.py), stages/generate.py, stages/parse.py
+      |                                (tasks.py), and the filters
       |                                placed on the generator's engine (stages/filters.py)
       +- builder.FilterActor           CLIP and filters with their own models (filters/)
       |

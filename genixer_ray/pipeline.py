@@ -30,6 +30,7 @@ from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.filters import filter_specs
 from genixer_ray.stages.generate import GenerateStage
 from genixer_ray.stages.parse import ParseStage
+from genixer_ray.stages.prompt import PromptStage
 from genixer_ray.store import RunStore, plan_samples
 from genixer_ray.summary import RunSummary, write_manifest
 from genixer_ray.writer import ShardWriter, stream_into
@@ -98,7 +99,7 @@ def read_pool(cfg: RunConfig) -> Pool:
 # --8<-- [start:generation_stages]
 def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None = None, store: RunStore | None = None) -> list[StageSpec]:
     """A generation run's stages, in order: decode (and, with the evaluation ``index`` on the run's
-    ``store``, contamination) on the read tasks; generate (with its prompts) and parse on the
+    ``store``, contamination) on the read tasks; prompt, generate and parse on the
     generator's actors; the filters where :func:`filter_specs` places them."""
     tasks = read_pool(cfg)
     pool = cfg.pools.generator
@@ -108,6 +109,7 @@ def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None 
     return [
         StageSpec("decode", DecodeStage, (decode,), tasks),
         *([StageSpec("contamination", ContaminationStage, (*at, cfg.decontamination.radius), tasks)] if at else []),
+        StageSpec("prompt", PromptStage, (cfg,), gen),
         StageSpec("generate", GenerateStage, (cfg,), gen),
         StageSpec("parse", ParseStage, (), gen),
         *([StageSpec("question_contamination", QuestionStage, at, gen)] if at else []),

@@ -1,8 +1,8 @@
 """Stages: plain callables over a batch of rows, runnable and testable without Ray, and their specs.
 
 A batch is a list of row dicts. Each stage returns exactly one row per input row, in order,
-keeping ``shard``, ``image_id`` and ``sample``; a stage whose ``fan_out`` attribute is > 1 (generation, when a
-run asks for several samples per image) turns each row into that many rows (samples 0, 1, ...), in
+keeping ``shard``, ``image_id`` and ``sample``; a stage whose ``fan_out`` attribute is > 1 (the prompt stage,
+when a run asks for several samples per image) turns each row into that many rows (samples 0, 1, ...), in
 order. :func:`check_contract` checks this after every stage call, in one place. A row that fails
 gets ``status = "error"`` with a code and the stage's name (:func:`fail`) and passes through later
 stages untouched. Images travel between stages as raw RGB bytes plus height and width (Ray can
@@ -14,7 +14,7 @@ A :class:`StageSpec` says what a stage is (its class or factory and the configs 
 and where it runs (a :class:`Pool`: the read tasks, or an actor pool with its size, resources,
 batch size and calls at once). A generation run and a filter pass are each a list of specs handed
 to :func:`genixer_ray.builder.build_dataset`, the one place that wires stages into Ray Data. One
-module per stage: :mod:`.decode`, :mod:`.generate` (prompt and generate), :mod:`.parse`,
+module per stage: :mod:`.decode`, :mod:`.prompt`, :mod:`.generate`, :mod:`.parse`,
 :mod:`.filters` (CLIP, the judge, self-consistency).
 """
 
@@ -100,7 +100,7 @@ def run_stages(stages: list, rows: list[dict]) -> list[dict]:
 def check_contract(stage, rows_in: list[dict], rows_out: list[dict]) -> None:
     """Raise :class:`StageContractError` unless ``rows_out`` holds one row per row of ``rows_in``, in order.
 
-    A stage with a ``fan_out`` attribute (the generate stage: samples per image) must return that
+    A stage with a ``fan_out`` attribute (the prompt stage: samples per image) must return that
     many rows per row in, samples 0, 1, ... in order. Every
     row must reach the writer, or its shard never commits; a stage that drops, adds, renames or
     reorders rows is a bug, and is named here rather than found as a shard left incomplete.

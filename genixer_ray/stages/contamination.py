@@ -3,7 +3,7 @@
 :class:`ContaminationStage` runs on the read tasks right after decode (which fingerprints every
 image). In a generation run a contaminated image never reaches the generator's actors: its row
 becomes ``status = "skipped"`` with code ``contaminated`` and the match's columns (tier, distance,
-benchmark, item), and the generate stage passes it through as one row per requested sample, like
+benchmark, item), and the prompt stage passes it through as one row per requested sample, like
 an error row. In a pass over an existing run (``skip_matches=False``) the generated row keeps its
 status and gets the match's columns; the commit step rejects it (reason ``contaminated``).
 

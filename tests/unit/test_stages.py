@@ -11,6 +11,7 @@ from genixer_ray.stages import IMAGE_COLUMNS, StageContractError, check_contract
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.generate import GenerateStage
 from genixer_ray.stages.parse import ParseStage
+from genixer_ray.stages.prompt import PromptStage
 
 
 def png(w=40, h=30) -> bytes:
@@ -51,15 +52,15 @@ def test_generate_and_parse_stages_carry_provenance(tiny_models):
         {"shard": 1, "image_id": "a", "source": "inline:a", "data": png()},
         {"shard": 1, "image_id": "b", "source": "inline:b", "data": b""},
     ])
-    gen = GenerateStage(cfg)
-    out = gen(decoded)
+    prompt, gen = PromptStage(cfg), GenerateStage(cfg)
+    out = run_stages([prompt, gen], decoded)
     a, b = out
     assert a["status"] == "ok" and a["token_ids"] and a["backend"] == "transformers" and a["generator_hash"]
     assert a["task"] in cfg.task_mix and a["template_id"].startswith("g") and a["instruction"].endswith(".")
     assert b["status"] == "error" and b["error_code"] == "empty" and "text" not in b
     assert "pixels" in a and "pixels" not in b  # the image stays with the row for the filters
     assert all(set(r).isdisjoint(IMAGE_COLUMNS) for r in drop_image(out))
-    again = gen(decoded)  # same run seed, same image id: same prompt, seed and output
+    again = gen(prompt(decoded))  # same run seed, same image id: same prompt, seed and output
     assert (again[0]["instruction"], again[0]["seed"], again[0]["token_ids"]) == (a["instruction"], a["seed"], a["token_ids"])
     parsed = ParseStage()([{**a, "text": "Question: What is it? Answer: [0.1,0.1,0.5,0.5]", "task": "rec"}, b])
     assert parsed[0]["answer_boxes"] == [[0.1, 0.1, 0.5, 0.5]] and parsed[0]["parsed_task"] == "rec"
@@ -76,8 +77,8 @@ def test_several_samples_per_image_share_one_decode_and_take_different_tasks(tin
         {"shard": 0, "image_id": "a", "source": "inline:a", "data": png()},
         {"shard": 0, "image_id": "b", "source": "inline:b", "data": b""},
     ])
-    gen = GenerateStage(cfg)
-    out = run_stages([gen], decoded)  # the contract: three rows per image, samples in order
+    prompt = PromptStage(cfg)
+    out = run_stages([prompt, GenerateStage(cfg)], decoded)  # the contract: three rows per image, samples in order
     assert [(r["image_id"], r["sample"]) for r in out] == [("a", 0), ("a", 1), ("a", 2), ("b", 0), ("b", 1), ("b", 2)]
     a = out[:3]
     assert all(r["status"] == "ok" and r["token_ids"] for r in a)
@@ -85,10 +86,10 @@ def test_several_samples_per_image_share_one_decode_and_take_different_tasks(tin
     assert all(r["pixels"] is decoded[0]["pixels"] for r in a)  # one decoded image, shared
     assert [(r["status"], r["error_code"]) for r in out[3:]] == [("error", "empty")] * 3  # every sample accounted for
     # Sample 0 is what a one-sample run asks for the image: same prompt and seed.
-    single = GenerateStage(cfg.model_copy(update={"samples_per_image": 1}))(decoded[:1])[0]
+    single = PromptStage(cfg.model_copy(update={"samples_per_image": 1}))(decoded[:1])[0]
     assert (single["sample"], single["instruction"], single["seed"]) == (0, a[0]["instruction"], a[0]["seed"])
     with pytest.raises(StageContractError, match=r"returned 3 rows for 6 \(lost \['b', 'b#1', 'b#2'\]\)"):
-        check_contract(gen, decoded, out[:3])
+        check_contract(prompt, decoded, out[:3])
 
 
 def test_the_decode_stage_reads_one_task_per_shard_in_plan_order():
