@@ -1,7 +1,7 @@
 """A filter pass: score and decide the committed shards of an existing run, resumably.
 
 Every committed shard of a run is read again (its images decoded anew), scored by the filter
-actors and written whole to ``{run}/filtered/{filters.name}`` with its decisions and reasons.
+actors and written whole to ``{run}/filtered/{name}`` with its decisions and reasons.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 
 
 def filter_url(run: str, cfg: FilterPassConfig) -> str:
-    """Where a filter pass over ``run`` writes: ``{run}/filtered/{filters.name}``."""
-    return f"{run.rstrip('/')}/filtered/{cfg.filters.name}"
+    """Where a filter pass over ``run`` writes: ``{run}/filtered/{name}``."""
+    return f"{run.rstrip('/')}/filtered/{cfg.name}"
 
 
 def read_committed(shard: int, *, chunk: int, run_url: str, storage_options: dict, decode: InputConfig):
@@ -96,8 +96,8 @@ def _begin(dst: RunStore, cfg: FilterPassConfig, engines: dict[str, EngineConfig
         dst.write_json("filter.json", wanted)
     elif recorded != wanted:
         raise ConfigError(
-            f"filter pass {cfg.filters.name!r} of {run} was begun with other settings ({recorded}); "
-            "resume with the same settings or choose another filters.name"
+            f"filter pass {cfg.name!r} of {run} was begun with other settings ({recorded}); "
+            "resume with the same settings or choose another name"
         )
 
 
@@ -116,7 +116,7 @@ def pass_checks(dst: RunStore, cfg: FilterPassConfig, tasks: Pool) -> list[Stage
 def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     """Filter the committed shards of an existing run (or resume doing so); return the summary.
 
-    Every committed shard of ``run`` becomes a shard of ``{run}/filtered/{filters.name}`` with all
+    Every committed shard of ``run`` becomes a shard of ``{run}/filtered/{name}`` with all
     its rows, their filter scores, decisions and reasons. Shards committed there are skipped, so
     a re-run resumes; shards the run commits later are picked up by the next filter pass.
 
@@ -157,7 +157,7 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
         load = {"run_url": src.url, "storage_options": cfg.run.storage_options, "decode": decode}
         writer = ShardWriter(dst, expected, functools.partial(decide_shard, cfg=f), label="filter")
         specs = pass_checks(dst, cfg, tasks) + filter_specs(f, engines, pools.filters)
-        stream_into(build_dataset(Source(sorted(expected), read_committed, load, GENERATION_SCHEMA, tasks), specs), writer, f"filter pass {f.name!r} of {src.url}")
+        stream_into(build_dataset(Source(sorted(expected), read_committed, load, GENERATION_SCHEMA, tasks), specs), writer, f"filter pass {cfg.name!r} of {src.url}")
     summary = RunSummary(output=dst.url, shards=len(source), skipped_shards=len(done))
     for m in dst.markers():
         summary.add_marker(m)

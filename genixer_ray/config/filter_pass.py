@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from genixer_ray.config.base import Strict, Views
+from genixer_ray.config.base import Strict, Views, path_safe_name
 from genixer_ray.config.decontamination import DecontaminationConfig
 from genixer_ray.config.engines import FILTER_ENGINES, EngineConfig, PassEnginesConfig
 from genixer_ray.config.filters import FiltersConfig
@@ -25,7 +25,7 @@ from genixer_ray.errors import ConfigError
 _RUN_SECTIONS = {
     "generator": "the judge, re-answerer and rater are engines.judge, engines.reanswerer and engines.rater (unset: the run's generator)",
     "input": "images.storage_options, images.max_side and images.max_pixels say how the run's images are read again",
-    "output": "run.storage_options are the credentials of the run's store (the pass writes to {run}/filtered/{filters.name})",
+    "output": "run.storage_options are the credentials of the run's store (the pass writes to {run}/filtered/{name})",
 }
 
 
@@ -45,18 +45,21 @@ class ImagesConfig(StoreConfig):
 class FilterPassConfig(Strict):
     """One filter pass over an existing run (``genixer-ray filter RUN CONFIG``)."""
 
+    name: str = Field("default", min_length=1, max_length=128, description="The pass's name: it writes to {run}/filtered/{name}.")
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     engines: PassEnginesConfig = Field(default_factory=PassEnginesConfig)
     pools: PassPoolsConfig = Field(default_factory=PassPoolsConfig)
     ray: RayConfig = Field(default_factory=RayConfig)
     images: ImagesConfig = Field(default_factory=ImagesConfig)
-    run: StoreConfig = Field(default_factory=StoreConfig, description="The run's store: read, and written under {run}/filtered/{filters.name}.")
+    run: StoreConfig = Field(default_factory=StoreConfig, description="The run's store: read, and written under {run}/filtered/{name}.")
     decontamination: DecontaminationConfig = Field(
         default_factory=DecontaminationConfig,
         description="Match the run's images and generated questions against evaluation sets (rows that match are rejected).",
     )
     publish: PublishConfig = Field(default_factory=PublishConfig, description="The card's fields and layouts of `genixer-ray publish` of this pass.")
     views: Views = Field(default_factory=dict, description="Named selections of the pass's parsed rows (as a run config's views), beside its run's.")
+
+    _name_is_path_safe = field_validator("name")(path_safe_name)
 
     @model_validator(mode="before")
     @classmethod

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from genixer_ray.config.base import ClipModelSpec, Strict, TaskIdMap, path_safe_name
+from genixer_ray.config.base import ClipModelSpec, Strict, TaskIdMap
 from genixer_ray.filters.policies import PAPER_BAND
 from genixer_ray.schema import RATING_AXES
 
@@ -157,14 +157,11 @@ class DedupConfig(Strict):
 class FiltersConfig(Strict):
     """Which filters score the rows, and their thresholds (their engines: ``engines``; their actors: ``pools.filters``)."""
 
-    name: str = Field("default", min_length=1, max_length=128, description="A separate filter pass writes to {run}/filtered/{name}.")
     clip: ClipFilterConfig = Field(default_factory=ClipFilterConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
     consistency: ConsistencyConfig = Field(default_factory=ConsistencyConfig)
     rating: RatingConfig = Field(default_factory=RatingConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
-
-    _name_is_path_safe = field_validator("name")(path_safe_name)
 
     def enabled(self) -> list[str]:
         """The scoring filters that run, in the order they run (sample dedup runs where rows are committed)."""

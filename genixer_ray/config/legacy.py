@@ -26,6 +26,7 @@ _SHARED = {
     **{f"scaling.{k}": (v,) for k, v in _RAY.items()},
 }
 RUN_MOVES: dict[str, tuple[str, ...]] = {
+    "filters.name": (),  # a pass's name, which a run never used
     **{f"generator.{k}": (f"engines.generator.{k}",) for k in _ENGINE},
     "generator.batch_size": ("pools.generator.batch_size",),
     **{f"scaling.{k}": (f"pools.generator.{k}",) for k in _POOL},
@@ -33,6 +34,7 @@ RUN_MOVES: dict[str, tuple[str, ...]] = {
     **_SHARED,
 }
 PASS_MOVES: dict[str, tuple[str, ...]] = {
+    "filters.name": ("name",),
     # The pass's one engine setting was every filter engine's.
     **{f"engine.{k}": tuple(f"{e}.{k}" for e in _FILTER_MODELS.values()) for k in _ENGINE if k != "model"},
     **_SHARED,
@@ -105,5 +107,5 @@ def translate(data: dict[str, Any], moves: dict[str, tuple[str, ...]]) -> tuple[
     said = []
     for (old_section, where, _), leaves in moved.items():
         names = leaves[0] if len(leaves) == 1 else "{" + ", ".join(leaves) + "}"
-        said.append(f"{old_section}.{names} -> {where}")
+        said.append(f"{old_section}.{names} -> {where}" if where else f"{old_section}.{names} dropped (it never applied here)")
     return out, said

@@ -175,7 +175,7 @@ def config_kind(path: str | Path | None) -> type[BaseModel]:
         if keys & own:
             return kind
     generates = any("generator" in (data.get(k) or {}) for k in ("engines", "pools"))
-    shared = {"filters", "scaling", "engines", "pools", "ray", "decontamination", "publish", "views"}
+    shared = {"name", "filters", "scaling", "engines", "pools", "ray", "decontamination", "publish", "views"}
     return FilterPassConfig if "filters" in keys and keys <= shared and not generates else RunConfig
 
 

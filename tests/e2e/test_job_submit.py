@@ -54,7 +54,7 @@ def test_every_job_runs_on_the_cluster(local_cluster, tmp_path, tiny_models):
 
     # A separate filter pass over that run, submitted the same way.
     cmd = job_cmd(
-        local_cluster, "filter", run, "configs/filter.yaml", "ray.address=auto", "filters.name=again",
+        local_cluster, "filter", run, "configs/filter.yaml", "ray.address=auto", "name=again",
         "filters.judge.threshold=0.5", "filters.consistency.max_tokens=8",
     )
     res = submit(cmd, local_cluster["env"])
@@ -146,7 +146,7 @@ def test_ray_job_stop_then_resubmit_resumes(local_cluster, tmp_path, tiny_models
         run.commit_shard(k, to_frame(rows), {})
     passed = RunStore(f"{run.url}/filtered/stopped")
     before, res = stop_and_resume(
-        local_cluster, passed, "filter", run.url, "configs/filter.yaml", "ray.address=auto", "filters.name=stopped",
+        local_cluster, passed, "filter", run.url, "configs/filter.yaml", "ray.address=auto", "name=stopped",
         "pools.filters.batch_size=4", "filters.consistency.samples=4", "filters.consistency.max_tokens=96",
     )
     assert len(before) < planned, "the pass finished before it was stopped: nothing tested"

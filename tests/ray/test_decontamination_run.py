@@ -75,7 +75,7 @@ def test_a_pass_over_a_run_made_without_it_marks_images_and_questions_on_s3(ray_
                    '"2"\t"Where is the wheel?"\t"1"\n')
     run = constructed_run(f"s3://{s3['bucket']}/decon", None, load_config(None), so)
     cfg = load_config(None, [
-        f"run.storage_options={json.dumps(so)}", "filters.name=decon", "decontamination.enabled=true",
+        f"run.storage_options={json.dumps(so)}", "name=decon", "decontamination.enabled=true",
         f"decontamination.sources=[{{benchmark: bench, format: vlmevalkit_tsv, path: '{tsv}'}}]",
     ], kind=FilterPassConfig)
     summary = run_filter(run, cfg)

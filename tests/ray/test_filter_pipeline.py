@@ -107,7 +107,7 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     gen_cfg = load_config(None, FAST)
     run = constructed_run(str(tmp_path / "constructed"), get_generator(gen_cfg.engines.generator), gen_cfg)
     # The judge and the re-answerer name no model: the pass reads the run's generator from the run.
-    cfg = load_config(None, [*FILTERS, "filters.name=strict"], kind=FilterPassConfig)
+    cfg = load_config(None, [*FILTERS, "name=strict"], kind=FilterPassConfig)
     summary = run_filter(run, cfg)
     out = RunStore(summary.output)
     assert summary.output == filter_url(run, cfg) and out.committed() == {0, 1}
@@ -139,12 +139,12 @@ def test_filter_pass_over_constructed_rows_resumes(ray_session, tmp_path):
     assert {r["image_id"]: r["reject_reasons"] for r in out.read_rows().to_dicts()} == reasons
 
     with pytest.raises(ConfigError, match="other settings"):
-        run_filter(run, load_config(None, [*FILTERS, "filters.name=strict", "filters.judge.threshold=0.5"], kind=FilterPassConfig))
+        run_filter(run, load_config(None, [*FILTERS, "name=strict", "filters.judge.threshold=0.5"], kind=FilterPassConfig))
     with pytest.raises(ConfigError, match="no generation run"):
         run_filter(str(tmp_path / "nothing"), cfg)
     os.remove(RunStore(run).path("run.json"))  # a run that records no generator: the judge must be named
     with pytest.raises(ConfigError, match="engines.judge.model is unset and the run at .* records no generator"):
-        run_filter(run, load_config(None, [*FILTERS, "filters.name=other"], kind=FilterPassConfig))
+        run_filter(run, load_config(None, [*FILTERS, "name=other"], kind=FilterPassConfig))
 
 
 def test_clip_filter_pass_on_s3(ray_session, s3):
@@ -157,7 +157,7 @@ def test_clip_filter_pass_on_s3(ray_session, s3):
     so = s3["storage_options"]
     cfg = load_config(None, [
         f"run.storage_options={json.dumps(so)}", "filters.clip.enabled=true", "filters.clip.threshold=-1",
-        "filters.clip.min_box_side=0.05", "filters.name=clip-only",
+        "filters.clip.min_box_side=0.05", "name=clip-only",
     ], kind=FilterPassConfig)
     run = constructed_run(f"s3://{s3['bucket']}/constructed", None, load_config(None), so)
     summary = run_filter(run, cfg)
@@ -190,7 +190,7 @@ def test_sample_dedup_pass_on_s3_resumes_with_nothing_doubled(ray_session, s3):
                  "parsed_task": "common_vqa", "question": questions[s], "answer": "red"}
                 for r in store.read_frame(store.plan_name(k)).to_dicts() for s in range(3)]
         store.commit_shard(k, to_frame(rows), {"by_status": {}, "by_error": {}, "by_task": {}})
-    cfg = load_config(None, [f"run.storage_options={json.dumps(so)}", "filters.dedup.enabled=true", "filters.name=dedup"],
+    cfg = load_config(None, [f"run.storage_options={json.dumps(so)}", "filters.dedup.enabled=true", "name=dedup"],
                       kind=FilterPassConfig)
     summary = run_filter(store.url, cfg)
     out = RunStore(summary.output, so)

@@ -104,7 +104,7 @@ def test_report_of_a_real_run_renders_escapes_and_inspects(ray_session, s3, tmp_
 
     # A filter pass over the same run: its own report and inspection.
     fcfg = load_config(None, [
-        f"run.storage_options={json.dumps(so)}", "filters.name=clip-only", "filters.clip.enabled=true",
+        f"run.storage_options={json.dumps(so)}", "name=clip-only", "filters.clip.enabled=true",
         "filters.clip.model=tiny", "filters.clip.threshold=0.9",
     ], kind=FilterPassConfig)
     passed = run_filter(run, fcfg)

@@ -90,7 +90,7 @@ def test_a_planted_secret_is_written_nowhere(ray_session, s3, tmp_path, tiny_mod
          f"output.storage_options={so}", "name=secret-run", "output.shard_size=4", "filters.clip.enabled=true",
          "filters.clip.model=tiny", *fast],
         ["filter", run_url, f"images.storage_options={so}", f"run.storage_options={so}", "filters.judge.enabled=true",
-         "filters.name=judged", f"ray.address={address}"],
+         "name=judged", f"ray.address={address}"],
         ["export", f"{run_url}/filtered/judged", f"s3://{root}/export/llava.json", "--all-parsed", f"--storage-options={so}"],
         ["report", f"{run_url}/filtered/judged", f"--storage-options={so}"],
         ["verify", run_url, f"--storage-options={so}"],

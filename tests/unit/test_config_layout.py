@@ -58,6 +58,7 @@ def test_a_recorded_run_json_of_the_release_before_loads(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="genixer_ray.config"):
         cfg = build_config(recorded, source="run.json")
     assert "scaling.{min_actors, max_actors" in caplog.text and "filters.judge.model -> engines.judge" in caplog.text
+    assert "filters.name dropped" in caplog.text
     assert cfg.engines.generator == EngineConfig(model="tiny", backend="transformers", dtype="float32")
     assert cfg.pools.generator.batch_size == 4 and cfg.pools.generator.max_actors == 2 and cfg.pools.decode.tasks == 2
     assert cfg.pools.filters.batch_size == 8 and cfg.engines.reanswerer is None  # a recorded `model: null`: the generator's own
@@ -78,6 +79,9 @@ def test_a_key_in_the_wrong_place_names_where_it_goes():
     with pytest.raises(ConfigError, match="engines.generator.backend is given twice"):
         build_config({"engines": {"generator": {"backend": "vllm"}}}, ["generator.backend=transformers"])
     assert build_config({"engines": {"generator": {"backend": "vllm"}}}, ["generator.backend=vllm"]).engines.generator.backend == "vllm"
+    # A pass's name is the pass config's own; a run never used one (its recorded run.json held it).
+    assert build_config({"filters": {"name": "strict"}}, kind=FilterPassConfig).name == "strict"
+    assert build_config({"filters": {"name": "strict"}}) == RunConfig()
     with pytest.raises(ConfigError, match="a filter pass generates nothing"):
         build_config({"engines": {"generator": {"model": "tiny"}}}, kind=FilterPassConfig)
 

@@ -56,7 +56,7 @@ def test_show_config_prints_each_kind_of_bundled_config_as_its_kind(capsys):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    for name, kind, first in (("filter.yaml", "filter pass", "filters:"), ("filter-gpu.yaml", "filter pass", "filters:"),
+    for name, kind, first in (("filter.yaml", "filter pass", "name: local\nfilters:"), ("filter-gpu.yaml", "filter pass", "name: paper-judge\nfilters:"),
                               ("train.yaml", "training", "name: genixer-tiny")):
         assert main(["show-config", str(root / "configs" / name)]) == 0, name
         out = capsys.readouterr()
