@@ -82,7 +82,8 @@ class FilterPassConfig(Strict):
         Raises:
             ConfigError: an engine without a model, and a run that records no usable generator.
         """
-        given = {n: getattr(self.engines, FILTER_ENGINES[n]) for n in self.filters.enabled() if n in FILTER_ENGINES}
+        enabled = self.filters.enabled()
+        given = {n: getattr(self.engines, e) for n, e in FILTER_ENGINES.items() if n in enabled}
         unnamed = [n for n, e in given.items() if e is None or e.model is None]
         if not given:
             return {}
