@@ -5,7 +5,7 @@ import json
 
 from genixer_ray.engines.base import chat_prompt
 from genixer_ray.images import embedded_image_paths
-from genixer_ray.train_worker import collate
+from genixer_ray.train_batches import collate
 
 
 def test_labels_cover_exactly_the_target(tiny_models):
@@ -32,7 +32,7 @@ def test_labels_cover_exactly_the_target(tiny_models):
 
 def test_each_image_is_read_with_its_sources_credentials():
     from genixer_ray.config import DataSource
-    from genixer_ray.train_worker import _options_for, image_options
+    from genixer_ray.train_batches import _options_for, image_options
 
     sources = [
         DataSource(format="gqa", path="s3://a/q.json", image_root="s3://a/images", storage_options={"key": "one"}),
