@@ -18,7 +18,7 @@ import hashlib
 import yaml
 
 from genixer_ray.config import PublishConfig, redact
-from genixer_ray.filters.decide import FILTERS
+from genixer_ray.filters.decide import FILTERS, FUNNEL_ORDER
 from genixer_ray.filters.rules import Rule
 from genixer_ray.inspection import inspect_run
 from genixer_ray.store import RunStore, source_run
@@ -96,8 +96,7 @@ def card_data(cfg: PublishConfig, name: str, by_task: dict[str, int]):
 
 
 def _funnel(info: dict) -> list[str]:
-    steps = ["rows", "generated", "parsed", "clip", "consistency", "judge", "kept"]
-    present = [s for s in steps if any(s in c for c in info["funnel"].values())]
+    present = [s for s in FUNNEL_ORDER if any(s in c for c in info["funnel"].values())]
     lines = ["| task | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
     for task, c in sorted(info["funnel"].items()):
         lines.append(f"| {task} | " + " | ".join(str(c.get(s, "")) for s in present) + " |")
@@ -118,18 +117,22 @@ def _decontamination(settings: dict | None, info: dict) -> list[str]:
 
 
 def _dedup(info: dict) -> str:
-    """What the run's sample dedup did (from its rule and funnel), or that none ran."""
+    """What the run's image dedup and sample dedup did (from the manifest, the rule and the funnel), or that none ran."""
+    saved = info.get("image_dedup")
+    images = (f"Near-duplicate images (the same file, the same pixels, or perceptual hashes close) were generated on once: "
+              f"{saved['duplicate_images']} image(s) left out as `duplicate_image` (`duplicate_of` names the image generated instead)."
+              if saved else "Near-duplicate images are generated on as often as they occur.")
     rule = next((Rule(**r) for r in info["rules"] if r["filter"] == "dedup"), None)
     if rule is None:
-        return "Not applied: near-duplicate samples are kept as generated; near-duplicate images are generated on as often as they occur."
+        return f"{images} Near-duplicate samples are kept as generated."
     removed = 0
     for steps in info["funnel"].values():
         if "dedup" in steps:  # the funnel is cumulative: dedup removed what reached the step before it
             before = [s for s in ("parsed", *FILTERS[: FILTERS.index("dedup")]) if s in steps][-1]
             removed += steps[before] - steps["dedup"]
-    return (f"Near-duplicate samples of one image (questions whose character 3-grams overlap by {rule.low:g} or more, answers "
+    return (f"{images} Near-duplicate samples of one image (questions whose character 3-grams overlap by {rule.low:g} or more, answers "
             f"agreeing): the best by `{rule.score}` of each cluster kept, {removed} sample(s) rejected as `duplicate_sample` "
-            "(`duplicate_of` names the one kept). Near-duplicate images are not merged.")
+            "(`duplicate_of` names the one kept).")
 
 
 def _diversity(diversity: dict) -> list[str]:

@@ -12,6 +12,7 @@ import json
 from genixer_ray.errors import NotARunError
 from genixer_ray.filters.decide import FILTERS
 from genixer_ray.filters.health import alarm_text
+from genixer_ray.image_dedup import image_dedup_text
 from genixer_ray.store import RunStore, source_run
 
 
@@ -38,7 +39,8 @@ def inspect_run(url: str, *, storage_options: dict | None = None, view: str | No
     Keys: ``url``, ``name``, ``kind`` (``generation run`` or ``filter pass``), ``rows``,
     ``by_status``, ``by_error``, ``by_task``, ``kept``, ``shards`` (``planned``, ``committed``,
     ``pending``), ``funnel`` (per task), ``pass_rates`` (per filter: rows passing / rows reaching
-    it, all tasks), ``contamination`` (rows per ``benchmark/tier`` matched), ``config_digest`` (of the
+    it, all tasks), ``contamination`` (rows per ``benchmark/tier`` matched), ``image_dedup`` (what it saved:
+    :func:`genixer_ray.image_dedup.saved`; ``None`` when it did not run), ``config_digest`` (of the
     recorded, credential-masked config), ``alarms`` (the rating judge's, per shard and axis), ``finished_at``, ``rules`` (the filter rules applied, as data: :mod:`genixer_ray.filters.rules`) and ``diversity`` (per task, from
     ``diversity.json``: :mod:`genixer_ray.diversity`); with ``view`` (a name or ``NAME=CONDITION``,
     :mod:`genixer_ray.views`) also ``view``: its rows in all and per task, read from the shards.
@@ -75,7 +77,7 @@ def inspect_run(url: str, *, storage_options: dict | None = None, view: str | No
         "rows": counts["rows"], "by_status": counts["by_status"], "by_error": counts["by_error"], "by_task": counts["by_task"],
         "kept": counts["kept"], "shards": {"planned": planned, "committed": committed, "pending": max(planned - committed, 0)},
         "funnel": counts["funnel"], "pass_rates": rates, "contamination": counts.get("contamination", {}), "rules": counts.get("rules", []),
-        "alarms": counts.get("alarms", []),
+        "alarms": counts.get("alarms", []), "image_dedup": manifest.get("image_dedup"),
         "config_digest": _digest(config),
         "finished_at": manifest.get("finished_at"), "diversity": store.read_json("diversity.json") or {},
     }
@@ -94,6 +96,7 @@ def format_inspection(info: dict) -> str:
         f"  errors by code: {kv(info['by_error'])}",
         f"  rows per task: {kv(info['by_task'])}",
         f"  contaminated rows by benchmark/tier: {kv(info['contamination'])}",
+        *([f"  image dedup: {image_dedup_text(info['image_dedup'])}"] if info.get("image_dedup") else []),
         *(f"  diversity of {t}: {d['samples']} samples, {d['unique_questions']} unique questions, distinct-2 {d['distinct_2']}, "
           f"20 largest question clusters {d['top20_cluster_share']:.0%}, openings {d['opening_entropy_bits']} bits"
           for t, d in sorted(info["diversity"].items())),

@@ -1,4 +1,4 @@
-"""A generation run on Ray Data: plan -> decode tasks -> generator actors -> (filter actors) -> writer.
+"""A generation run on Ray Data: plan -> (image dedup) -> decode tasks -> generator actors -> (filter actors) -> writer.
 
 The driver lists the input into a plan of fixed shards once (streaming, one shard in memory),
 then streams only the uncommitted shards through the run's stages (:func:`generation_stages`,
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from datetime import UTC, datetime
 
 from genixer_ray.builder import Source, build_dataset
@@ -20,6 +21,8 @@ from genixer_ray.decontam.index import prepare_index
 from genixer_ray.diversity import write_diversity
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.fingerprints import FINGERPRINT_TABLE, write_fingerprint_table
+from genixer_ray.image_dedup import MARKER as IMAGE_DEDUP_MARKER
+from genixer_ray.image_dedup import DuplicateImageStage, cluster_images, saved
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.models import input_side
 from genixer_ray.ray_start import decode_tasks, ensure_ray_data, off_driver, use_system_arrow_allocator
@@ -107,6 +110,7 @@ def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None 
     engines, on_generator = cfg.engines.for_filters(cfg.filters.enabled())
     at = (store.url, index, store.storage_options) if index else None
     return [
+        *([StageSpec("image_dedup", DuplicateImageStage, (store.url, store.storage_options), tasks)] if cfg.image_dedup.enabled else []),
         StageSpec("decode", DecodeStage, (decode,), tasks),
         *([StageSpec("contamination", ContaminationStage, (*at, cfg.decontamination.radius), tasks)] if at else []),
         StageSpec("prompt", PromptStage, (cfg,), gen),
@@ -116,6 +120,31 @@ def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None 
         *filter_specs(cfg.filters, engines, cfg.pools.filters, generator=gen, on_generator=on_generator),
     ]
 # --8<-- [end:generation_stages]
+
+
+def _generate(store: RunStore, cfg: RunConfig, plan: dict, expected: dict[int, int]) -> float:
+    """Generate the ``expected`` shards (image dedup and the evaluation index prepared first); the
+    wall seconds it took."""
+    pools = cfg.pools
+    ensure_ray_data(cfg.ray, pools.generator.reserved_cpus + pools.filters.reserved_cpus)
+    decode = decode_input(cfg)
+    if cfg.image_dedup.enabled:
+        m = cluster_images(store.url, store.storage_options, cfg.image_dedup, plan, decode, read_pool(cfg))
+        log.info(f"[dedup] {m['duplicates']} of {plan['rows']} images are near-duplicates of others ({m['clusters']} clusters): "
+                 "generated once, the others skipped")
+    decide = functools.partial(decide_shard, cfg=cfg.filters, image_dedup=cfg.image_dedup.enabled)
+    writer = ShardWriter(store, expected, decide, engine_stats=True)
+    sized = f"shorter side at most {decode.short_side} px, " if decode.short_side else ""
+    log.info(
+        f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {pools.generator.min_actors}-{pools.generator.max_actors} "
+        f"{cfg.engines.generator.backend} generator actor(s) with {cfg.engines.generator.model}; "
+        f"images decoded to a {sized}longer side at most {decode.max_side} px"
+    )
+    index = prepare_index(store, cfg.decontamination) if cfg.decontamination.enabled else None
+    source = Source(sorted(expected), read_plan, {"run_url": store.url, "storage_options": store.storage_options}, ROW_COLUMNS, read_pool(cfg))
+    t = time.monotonic()
+    stream_into(build_dataset(source, generation_stages(cfg, decode, index=index, store=store)), writer, f"run {cfg.name!r}")
+    return time.monotonic() - t
 
 
 def run_generation(cfg: RunConfig) -> RunSummary:
@@ -140,25 +169,19 @@ def run_generation(cfg: RunConfig) -> RunSummary:
     expected = {k: rows * n for k, rows in enumerate(plan["rows_per_shard"]) if k not in done}
     each = f", {n} samples each" if n > 1 else ""
     log.info("[plan] %d images%s in %d shards; %d already committed", plan["rows"], each, plan["shards"], len(done))
-    if expected:
-        pools = cfg.pools
-        ensure_ray_data(cfg.ray, pools.generator.reserved_cpus + pools.filters.reserved_cpus)
-        writer = ShardWriter(store, expected, functools.partial(decide_shard, cfg=cfg.filters), engine_stats=True)
-        decode = decode_input(cfg)
-        sized = f"shorter side at most {decode.short_side} px, " if decode.short_side else ""
-        log.info(
-            f"[generate] {sum(expected.values())} rows in {len(expected)} shards: starting {pools.generator.min_actors}-{pools.generator.max_actors} "
-            f"{cfg.engines.generator.backend} generator actor(s) with {cfg.engines.generator.model}; "
-            f"images decoded to a {sized}longer side at most {decode.max_side} px"
-        )
-        index = prepare_index(store, cfg.decontamination) if cfg.decontamination.enabled else None
-        source = Source(sorted(expected), read_plan, {"run_url": store.url, "storage_options": store.storage_options}, ROW_COLUMNS, read_pool(cfg))
-        stream_into(build_dataset(source, generation_stages(cfg, decode, index=index, store=store)), writer, f"run {cfg.name!r}")
-    summary = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done))
+    before = store.read_json("manifest.json") or {}
+    seconds = _generate(store, cfg, plan, expected) if expected else 0.0
+    summary, generated = RunSummary(output=store.url, shards=plan["shards"], skipped_shards=len(done)), 0
     for m in store.markers():
         summary.add_marker(m)
+        generated += sum(c.get("generated", 0) for c in m["funnel"].values()) if m["shard"] in expected else 0
+    # Wall seconds per row the generator gave text for, this time; a run resumed with nothing left keeps its measure.
+    rate = seconds / generated if generated else before.get("generator_seconds_per_row")
+    extra = {"generator_seconds_per_row": round(rate, 4)} if rate else {}
+    if cfg.image_dedup.enabled:
+        extra["image_dedup"] = saved(store.read_json(IMAGE_DEDUP_MARKER), rate, n)
     write_manifest(
-        store, summary, started, run=cfg.name, config=redacted(cfg),
+        store, summary, started, run=cfg.name, config=redacted(cfg), **extra,
         plan={"images": plan["rows"], "samples_per_image": n, "rows": plan["rows"] * n, "shards": plan["shards"]},
     )
     if expected or store.read_json("diversity.json") is None:  # a finished run started again keeps its figures
@@ -166,5 +189,3 @@ def run_generation(cfg: RunConfig) -> RunSummary:
     if expected or not store.fs.exists(store.path(FINGERPRINT_TABLE)):
         off_driver(write_fingerprint_table, store.url, store.storage_options)
     return summary
-
-

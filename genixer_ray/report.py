@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from genixer_ray.errors import NotARunError
-from genixer_ray.filters.decide import FILTERS
+from genixer_ray.filters.decide import FUNNEL_ORDER
 from genixer_ray.filters.health import alarm_text
 from genixer_ray.filters.rules import Rule
+from genixer_ray.image_dedup import image_dedup_text
 from genixer_ray.inspection import inspect_run
 from genixer_ray.schema import RATING_AXES, row_key
 from genixer_ray.seeding import sample_id
@@ -178,8 +179,7 @@ def _alarms(alarms: list[dict]) -> str:
 
 
 def _funnel_table(funnel: dict) -> str:
-    order = ["rows", "generated", "parsed", *FILTERS, "kept"]
-    steps = [s for s in order if any(s in c for c in funnel.values())]
+    steps = [s for s in FUNNEL_ORDER if any(s in c for c in funnel.values())]
     head = "".join(f"<th>{_e(s)}</th>" for s in steps)
     body = "".join(
         f"<tr><td>{_e(t)}</td>" + "".join(f"<td>{c.get(s, 0)}</td>" for s in steps) + "</tr>" for t, c in sorted(funnel.items())
@@ -265,6 +265,7 @@ def write_report(
 errors {sum(info['by_error'].values())} · kept {info['kept']} · shards {info['shards']['committed']} committed,
 {info['shards']['pending']} pending · config {_e(info['config_digest'])} · written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>
 <h2>Funnel per task</h2>{_funnel_table(info['funnel'])}
+{f"<p>Image dedup: {_e(image_dedup_text(info['image_dedup']))}.</p>" if info.get('image_dedup') else ""}
 {_alarms(info['alarms'])}
 <h2>Diversity per task</h2>{_diversity_table(info.get('diversity') or {})}
 <h2>Filter scores</h2><p class="muted">Dashed red lines: the thresholds or band edges the rows were judged by.</p>

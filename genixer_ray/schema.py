@@ -22,8 +22,9 @@ ERROR_CODES = {
     "not_an_image": "the bytes are not a recognized image",
     "truncated": "the image header is readable but its pixels are not",
     "too_large": "more pixels than the configured budget (decompression bomb guard)",
-    # decontamination (status "skipped": left out on purpose, never generated on)
+    # decontamination and image dedup (status "skipped": left out on purpose, never generated on)
     "contaminated": "the image matches an image of an evaluation set (decontamination.sources)",
+    "duplicate_image": "a near-duplicate of another image of the run, which is generated on instead (image_dedup; duplicate_of names it)",
     # generate
     "prompt_too_long": "prompt plus image tokens exceed the model's max_model_len",
     "request_rejected": "the engine refused this request",
@@ -42,7 +43,7 @@ ERROR_CODES = {
 }
 
 # The codes of rows with status "skipped" (left out on purpose, not failed).
-SKIP_CODES = frozenset({"contaminated"})
+SKIP_CODES = frozenset({"contaminated", "duplicate_image"})
 
 
 def code_counts(by_code: dict[str, int]) -> str:
@@ -173,7 +174,7 @@ FILTER_SCHEMA = {
     "rating_reason": pl.String,  # rating_failed: the engine could not serve an axis of the row
     "dedup_pass": pl.Boolean,
     "dedup_reason": pl.String,
-    "duplicate_of": pl.String,  # the sample kept in this row's place ({image_id}#{sample}), when it was a duplicate
+    "duplicate_of": pl.String,  # the sample kept in this row's place ({image_id}#{sample}), or the image generated in its place
     "keep": pl.Boolean,
     "reject_reasons": pl.List(pl.String),
 }

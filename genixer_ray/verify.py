@@ -33,6 +33,7 @@ SHOW = 5  # examples per problem
 OWN_OBJECTS = re.compile(
     r"plan/part-\d{6}\.parquet|plan/_COMPLETE\.json|data/shard-\d{6}\.parquet|commits/shard-\d{6}\.json"
     r"|(manifest|run|filter|diversity)\.json|fingerprints\.parquet|report\.html|decontam/index-[0-9a-f]{16}\.(npz|json)|filtered/.*"
+    r"|dedup/images\.json|dedup/(images|fingerprints)/shard-\d{6}\.parquet"
 )
 
 

@@ -40,10 +40,9 @@ def _print_summary(summary, verb: str, out) -> None:
         f"({summary.skipped_shards} already committed) to {summary.output}",
         file=out,
     )
-    from genixer_ray.filters.decide import FILTERS
+    from genixer_ray.filters.decide import FILTERS, FUNNEL_ORDER
 
-    order = ("rows", "generated", "parsed", *FILTERS, "kept")
-    steps = [s for s in order if any(s in c for c in summary.funnel.values())]
+    steps = [s for s in FUNNEL_ORDER if any(s in c for c in summary.funnel.values())]
     if any(f in steps for f in FILTERS):  # some filter ran: show where rows were lost, per task
         print(f"{'task':<22}" + "".join(f"{s:>13}" for s in steps), file=out)
         for task, c in sorted(summary.funnel.items()):

@@ -40,7 +40,7 @@ from genixer_ray.config.filters import (
 from genixer_ray.config.loading import apply_overrides, build_config, load_config
 from genixer_ray.config.pools import ActorPoolConfig, ClusterConfig, DecodePoolConfig, PassPoolsConfig, PoolsConfig, RayConfig
 from genixer_ray.config.publish import PublishConfig
-from genixer_ray.config.run import InputConfig, OutputConfig, PromptsConfig, RunConfig, SamplingConfig
+from genixer_ray.config.run import ImageDedupConfig, InputConfig, OutputConfig, PromptsConfig, RunConfig, SamplingConfig
 from genixer_ray.config.train import (
     FIXTURE_SOURCES,
     PRACTICE_SOURCES,
@@ -57,7 +57,7 @@ from genixer_ray.errors import ConfigError
 __all__ = [
     "FILTER_ENGINES", "FIXTURE_SOURCES", "PRACTICE_SOURCES", "TASK_IDS", "ActorPoolConfig", "ClipFilterConfig", "ClipModelSpec", "ClusterConfig", "ConfigError",
     "ConsistencyConfig", "DataSource", "DecodePoolConfig", "DecontaminationConfig", "DedupConfig", "EngineConfig", "EngineOverride", "EnginesConfig",
-    "EvalSource", "FilterPassConfig", "FiltersConfig", "ImagesConfig",
+    "EvalSource", "FilterPassConfig", "FiltersConfig", "ImageDedupConfig", "ImagesConfig",
     "InputConfig", "JudgeConfig", "LoraConfig", "ModelSpec", "OptimConfig", "OutputConfig", "PassEnginesConfig", "PassPoolsConfig", "PoolsConfig",
     "PromptsConfig", "PublishConfig", "RATING_AXES", "RatingConfig", "RayConfig",
     "RunConfig", "SamplingConfig", "StoreConfig", "Strict", "TaskIdMap", "TaskWeights", "TrainConfig",

@@ -82,6 +82,20 @@ def _pool_file(v: Any, placeholder: str | None = None) -> Any:
     return pool
 
 
+class ImageDedupConfig(Strict):
+    """Near-duplicate images generated once: the run's images clustered before generation (genixer_ray/image_dedup.py)."""
+
+    enabled: bool = Field(
+        False, description="Cluster the planned images by fingerprint first; only each cluster's largest image is generated on, the others "
+        "are skipped (duplicate_image, duplicate_of naming it).",
+    )
+    radius: int = Field(
+        6, ge=0, le=16,
+        description="Perceptual near-duplicates: at most this many of the 64 bits of either perceptual hash differ (6: 98.9% of edited "
+        "copies found, none of 1,080 other images matched; BENCHMARKS.md, 'Fingerprints'). Same file or pixels: always.",
+    )
+
+
 class PromptsConfig(Strict):
     """How instructions are worded: a prompt profile and its phrasing pools (training and generation alike)."""
 
@@ -131,6 +145,7 @@ class RunConfig(Strict):
     ray: RayConfig = Field(default_factory=RayConfig)
     filters: FiltersConfig = Field(default_factory=FiltersConfig)
     decontamination: DecontaminationConfig = Field(default_factory=DecontaminationConfig)
+    image_dedup: ImageDedupConfig = Field(default_factory=ImageDedupConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig, description="The card's fields and layouts of `genixer-ray publish`.")
     views: Views = Field(
         default_factory=dict,

@@ -19,11 +19,13 @@ from genixer_ray.filters.policies import select_band, select_threshold, select_t
 from genixer_ray.filters.rules import Rule, clip_rule, consistency_rule, dedup_rule, judge_rule
 
 FILTERS = ("clip", "consistency", "judge", "dedup")  # funnel order
+# Every step a funnel may have, in order ("distinct": rows whose image is not a near-duplicate of another).
+FUNNEL_ORDER = ("rows", "distinct", "generated", "parsed", *FILTERS, "kept")
 
 
-def funnel_steps(cfg: FiltersConfig) -> list[str]:
-    """The funnel's steps in order: rows, generated, parsed, each enabled filter, kept."""
-    return ["rows", "generated", "parsed", *(f for f in FILTERS if getattr(cfg, f).enabled), "kept"]
+def funnel_steps(cfg: FiltersConfig, *, image_dedup: bool = False) -> list[str]:
+    """The funnel's steps in order: rows, distinct images (with ``image_dedup``), generated, parsed, each enabled filter, kept."""
+    return ["rows", *(["distinct"] if image_dedup else []), "generated", "parsed", *(f for f in FILTERS if getattr(cfg, f).enabled), "kept"]
 
 
 def _task(row: dict) -> str:
@@ -96,20 +98,23 @@ def _decide_judge(rows: list[dict], cfg: FiltersConfig) -> None:
         r["judge_pass"] = r["judge_reason"] is None
 
 
-def funnel(rows: list[dict], cfg: FiltersConfig) -> dict[str, dict[str, int]]:
-    """Rows per task at each step: all rows, generated, parsed, after each enabled filter, kept.
+def funnel(rows: list[dict], cfg: FiltersConfig, *, image_dedup: bool = False) -> dict[str, dict[str, int]]:
+    """Rows per task at each step: all rows, distinct images (with ``image_dedup``), generated,
+    parsed, after each enabled filter, kept.
 
     Every task seen in ``rows`` has every step of :func:`funnel_steps`, zeros included, so a step
     that rejected everything still shows. The filter steps are cumulative in the order CLIP,
     self-consistency, judge: a row counts at a step when it parsed and no filter up to that step
     rejected it.
     """
-    steps = funnel_steps(cfg)
-    filters = steps[3:-1]
+    steps = funnel_steps(cfg, image_dedup=image_dedup)
+    filters = steps[steps.index("parsed") + 1 : -1]
     out: dict[str, dict[str, int]] = {}
     for r in rows:
         c = out.setdefault(_task(r), dict.fromkeys(steps, 0))
         c["rows"] += 1
+        if image_dedup and r.get("error_code") != "duplicate_image":
+            c["distinct"] += 1
         if r.get("text") is not None and r.get("error_stage") != "generate":  # the engine gave text
             c["generated"] += 1
         if r["status"] != "ok":
@@ -124,7 +129,7 @@ def funnel(rows: list[dict], cfg: FiltersConfig) -> dict[str, dict[str, int]]:
     return dict(sorted(out.items()))
 
 
-def decide_shard(rows: list[dict], cfg: FiltersConfig) -> tuple[list[dict], dict]:
+def decide_shard(rows: list[dict], cfg: FiltersConfig, *, image_dedup: bool = False) -> tuple[list[dict], dict]:
     """The commit step of a shard: its rows with their keep decisions, and the counts they add.
 
     Runs once a shard's rows are all in (the judge's top fraction ranks rows within a shard);
@@ -133,7 +138,7 @@ def decide_shard(rows: list[dict], cfg: FiltersConfig) -> tuple[list[dict], dict
     rating judge's health ``alarms`` when it raised any (:func:`~genixer_ray.filters.health.collapse_alarms`).
     """
     rows = decide(rows, cfg)
-    counts = {"kept": sum(bool(r.get("keep")) for r in rows), "funnel": funnel(rows, cfg)}
+    counts = {"kept": sum(bool(r.get("keep")) for r in rows), "funnel": funnel(rows, cfg, image_dedup=image_dedup)}
     if rules := configured_rules(cfg):
         counts["rules"] = [rule.as_dict() for rule in rules]
     if cfg.rating.enabled and (alarms := collapse_alarms(rows, cfg.rating)):

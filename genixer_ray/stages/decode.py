@@ -34,6 +34,8 @@ class DecodeStage:
 
     def _one(self, row: dict) -> dict:
         data = row.get("data")  # inline bytes are consumed here, not carried further
+        if row.get("status") == "skipped":  # left out before it was read (a duplicate image)
+            return {k: v for k, v in row.items() if k != "data"}
         row = {k: v for k, v in row.items() if k != "data"} | {"status": "ok"}
         if row.get("error_code"):
             return fail(row, "input", row["error_code"], row.get("error_message") or "")

@@ -1,0 +1,287 @@
+"""Near-duplicate images of a run, generated once: clustered before generation, the others skipped.
+
+A crawl holds the same picture many times (re-uploads, resizes, re-encodes, a watermark added).
+With ``image_dedup.enabled`` a run clusters its planned images before it generates anything:
+
+1. **Fingerprints**, a Ray Data task per plan shard: the shard's images decoded as generation
+   decodes them (:class:`~genixer_ray.stages.decode.DecodeStage`, so the fingerprints are the ones
+   its rows carry), written to ``dedup/fingerprints/shard-NNNNNN.parquet``; a shard whose file is
+   there is not decoded again (a killed clustering resumes).
+2. **Candidate keys** per image: its file's SHA-256, its pixels' hash, and the four 16-bit bands of
+   each perceptual hash (``phash``, ``phash_center``). Two images within ``radius`` bits of each
+   other share a band whenever at most 3 bits differ (pigeonhole), and in practice for most
+   near-duplicates beyond that (BENCHMARKS.md, "Image dedup").
+3. **Edges**, through Ray Data's groupby on the keys: images that share an exact key are joined;
+   images that share a band are joined when their hash of that band's kind is within ``radius``.
+4. **Clusters**: connected components of the edges, in a Ray task (not the driver). Each cluster's
+   representative is its largest image (most pixels), then its smallest id; every other member is
+   a duplicate, written per shard to ``dedup/images/shard-NNNNNN.parquet`` (only shards that hold
+   duplicates). ``dedup/images.json`` is the marker: written last, it records the settings and the
+   plan; a re-run with both unchanged reuses the clusters.
+
+Generation then runs :class:`DuplicateImageStage` first on the read tasks: a duplicate is not read,
+decoded or generated on; it becomes one row per requested sample with status ``skipped``, code
+``duplicate_image``, ``duplicate_of`` its representative's id and its fingerprints.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from genixer_ray.errors import skip
+from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
+from genixer_ray.store import RunStore
+
+if TYPE_CHECKING:
+    from genixer_ray.config import ImageDedupConfig, InputConfig
+
+
+MARKER = "dedup/images.json"
+BANDS = 4  # 16-bit bands of each 64-bit perceptual hash
+GROUP_CHUNK = 2048  # distinct hashes compared at once within a band group (bounds a group's memory)
+TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first
+_EXACT = {"s": "exact_bytes", "x": "exact_pixels"}  # key kind -> tier
+_HASH_OF_KIND = {"h": "phash", "c": "phash_center"}
+
+
+def fingerprints_name(shard: int) -> str:
+    """A plan shard's fingerprint file."""
+    return f"dedup/fingerprints/shard-{shard:06d}.parquet"
+
+
+def duplicates_name(shard: int) -> str:
+    """A plan shard's duplicates file (absent: the shard holds none)."""
+    return f"dedup/images/shard-{shard:06d}.parquet"
+
+
+def band_keys(phash: int | None, phash_center: int | None, sha: str | None, xxh3: str | None) -> list[str]:
+    """An image's candidate keys: exact hashes, and each perceptual hash's 16-bit bands."""
+    keys = [f"s:{sha}"] if sha else []
+    keys += [f"x:{xxh3}"] if xxh3 else []
+    for kind, h in (("h", phash), ("c", phash_center)):
+        if h is not None:
+            keys += [f"{kind}{b}:{(int(h) >> (16 * b)) & 0xFFFF}" for b in range(BANDS)]
+    return keys
+
+
+def group_edges(key: str, ids: list[str], hashes: list[int], radius: int) -> list[tuple[str, str, str]]:
+    """The edges ``(a, b, tier)`` among the images sharing ``key`` (``hashes``: their hash of the key's kind).
+
+    Exact keys join every image to the first; a band joins the pairs within ``radius`` bits
+    (identical hashes to the first of them, then the distinct hashes pairwise, in chunks).
+    """
+    kind = key[0]
+    if kind in _EXACT:
+        return [(ids[0], b, _EXACT[kind]) for b in ids[1:]]
+    first: dict[int, str] = {}
+    edges = []
+    for i, h in zip(ids, hashes):
+        if h in first:
+            edges.append((first[h], i, "perceptual"))
+        else:
+            first[h] = i
+    values = np.fromiter(first, dtype=np.uint64, count=len(first))
+    names = list(first.values())
+    for start in range(0, len(values), GROUP_CHUNK):
+        block = values[start : start + GROUP_CHUNK]
+        dist = np.bitwise_count(block[:, None] ^ values[None, :])
+        rows, cols = np.nonzero(dist <= radius)
+        edges += [(names[start + r], names[c], "perceptual") for r, c in zip(rows.tolist(), cols.tolist()) if start + r < c]
+    return edges
+
+
+def clusters(edges: list[tuple[str, str, str]], area: dict[str, int]) -> dict[str, tuple[str, str]]:
+    """Each duplicate's ``(representative, tier)``: connected components of ``edges``; the
+    representative is a component's largest image (``area``), then its smallest id; the tier is
+    the strongest of the member's edges."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    tier: dict[str, str] = {}
+    for a, b, t in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+        for x in (a, b):
+            tier[x] = min(tier.get(x, t), t, key=TIERS.index)
+    members: dict[str, list[str]] = {}
+    for x in parent:
+        members.setdefault(find(x), []).append(x)
+    out = {}
+    for group in members.values():
+        rep = min(group, key=lambda x: (-area.get(x, 0), x))
+        out.update({x: (rep, tier[x]) for x in group if x != rep})
+    return out
+
+
+def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cfg: InputConfig):
+    """A Ray Data call over plan shards: each shard's fingerprints (from its file, else decoded and
+    written), as the keys table of its images."""
+    import pyarrow as pa
+
+    from genixer_ray.stages.decode import DecodeStage
+
+    store = RunStore(run_url, storage_options)
+    out = []
+    for shard in batch["shard"].tolist():
+        name = fingerprints_name(shard)
+        if store.fs.exists(store.path(name)):
+            rows = store.read_frame(name).to_dicts()
+        else:
+            plan = store.read_frame(store.plan_name(shard)).to_dicts()
+            decoded = DecodeStage(decode_cfg)(plan)
+            rows = [
+                {"shard": shard, "image_id": r["image_id"], "area": (r.get("image_width") or 0) * (r.get("image_height") or 0)}
+                | {c: r.get(c) for c in FINGERPRINT_COLUMNS}
+                for r in decoded
+            ]
+            store.write_frame(name, _frame(rows))
+        for r in rows:
+            for key in band_keys(r["phash"], r["phash_center"], r["image_sha256"], r["pixels_xxh3"]):
+                h = r[_HASH_OF_KIND[key[0]]] if key[0] in _HASH_OF_KIND else 0
+                out.append({"key": key, "image_id": r["image_id"], "shard": shard, "area": r["area"], "hash": h})
+    return pa.Table.from_pylist(out, schema=_KEYS_SCHEMA())
+
+
+def _frame(rows: list[dict]):
+    import polars as pl
+
+    return pl.DataFrame(rows, schema={"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, **FINGERPRINT_COLUMNS})
+
+
+def _KEYS_SCHEMA():  # noqa: N802 (a constant, built where pyarrow is imported)
+    import pyarrow as pa
+
+    return pa.schema([("key", pa.string()), ("image_id", pa.string()), ("shard", pa.int64()), ("area", pa.int64()), ("hash", pa.uint64())])
+
+
+_EDGES = (("a", "string"), ("b", "string"), ("tier", "string"), ("a_shard", "int64"), ("b_shard", "int64"), ("a_area", "int64"), ("b_area", "int64"))
+
+
+def _edges_of_groups(group, *, radius: int):
+    """Ray Data's ``map_groups`` call: one key's images -> their edges, with each end's shard and area."""
+    import pyarrow as pa
+
+    ids = group["image_id"].to_pylist()
+    edges = group_edges(group["key"][0].as_py(), ids, group["hash"].to_pylist(), radius) if len(ids) > 1 else []
+    at = {i: (s, a) for i, s, a in zip(ids, group["shard"].to_pylist(), group["area"].to_pylist())}
+    rows = [{"a": a, "b": b, "tier": t, "a_shard": at[a][0], "b_shard": at[b][0], "a_area": at[a][1], "b_area": at[b][1]} for a, b, t in edges]
+    return pa.Table.from_pylist(rows, schema=pa.schema([(n, getattr(pa, t)()) for n, t in _EDGES]))
+
+
+def _settings(cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig) -> dict:
+    return {"radius": cfg.radius, "shards": plan["shards"], "rows": plan["rows"], "max_side": decode_cfg.max_side,
+            "max_pixels": decode_cfg.max_pixels, "bands": BANDS}
+
+
+def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig, pool) -> dict:
+    """Cluster the run's planned images (reusing a finished clustering of the same plan and settings);
+    returns the marker: counts of images, duplicates and clusters.
+
+    Runs on Ray Data (a task per shard of ``pool``'s size, then a groupby on the candidate keys) and
+    in a Ray task for the components; call it where Ray is up.
+    """
+    import ray
+
+    store = RunStore(run_url, storage_options)
+    wanted = _settings(cfg, plan, decode_cfg)
+    marker = store.read_json(MARKER)
+    if marker is not None and marker.get("settings") == wanted:
+        return marker
+    shards = ray.data.from_items([{"shard": k} for k in range(plan["shards"])], override_num_blocks=max(1, plan["shards"]))
+    keys = shards.map_batches(
+        _fingerprint_shards, batch_size=1, batch_format="pyarrow", num_cpus=pool.task_cpus,
+        concurrency=pool.max_tasks, fn_kwargs={"run_url": run_url, "storage_options": storage_options, "decode_cfg": decode_cfg},
+    )
+    edges = keys.groupby("key").map_groups(functools.partial(_edges_of_groups, radius=cfg.radius), batch_format="pyarrow")
+    return ray.get(ray.remote(num_cpus=1)(_write_clusters).remote(run_url, storage_options, edges, wanted))
+
+
+def _write_clusters(run_url: str, storage_options: dict, edges, settings: dict) -> dict:
+    """The components of ``edges`` (a Ray dataset) written per shard, stale shard files removed, then the marker."""
+    import polars as pl
+
+    store = RunStore(run_url, storage_options)
+    found, area, shard_of = [], {}, {}
+    for batch in edges.iter_batches(batch_format="pyarrow"):
+        for r in batch.to_pylist():
+            found.append((r["a"], r["b"], r["tier"]))
+            area[r["a"]], area[r["b"]] = r["a_area"], r["b_area"]
+            shard_of[r["a"]], shard_of[r["b"]] = r["a_shard"], r["b_shard"]
+    dups = clusters(found, area)
+    by_shard: dict[int, list[dict]] = {}
+    for i, (rep, tier) in sorted(dups.items()):
+        by_shard.setdefault(shard_of[i], []).append({"image_id": i, "duplicate_of": rep, "tier": tier})
+    for name in store.relative_names():
+        if name.startswith("dedup/images/shard-") and int(name.removesuffix(".parquet").rsplit("-", 1)[1]) not in by_shard:
+            store.fs.rm(store.path(name))  # a clustering with other settings left it
+    for k, rows in by_shard.items():
+        store.write_frame(duplicates_name(k), pl.DataFrame(rows, schema={"image_id": pl.String, "duplicate_of": pl.String, "tier": pl.String}))
+    tiers = [t for _, t in dups.values()]
+    marker = {"settings": settings, "duplicates": len(dups), "clusters": len({r for r, _ in dups.values()}),
+              "by_tier": {t: tiers.count(t) for t in TIERS if t in tiers}}
+    store.write_json(MARKER, marker)
+    return marker
+
+
+class DuplicateImageStage:
+    """Mark the duplicates among a shard's planned rows (before they are read or decoded).
+
+    Args:
+        store_url: the run's folder, holding ``dedup/`` (:func:`cluster_images`).
+        storage_options: fsspec options of that store.
+    """
+
+    name = "image_dedup"
+
+    def __init__(self, store_url: str, storage_options: dict):
+        self.store = RunStore(store_url, storage_options)
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 (one stage per worker; a read task reads one shard)
+    def _shard(self, shard: int) -> dict[str, dict]:
+        name = duplicates_name(shard)
+        if not self.store.fs.exists(self.store.path(name)):
+            return {}
+        dups = {r["image_id"]: r for r in self.store.read_frame(name).to_dicts()}
+        prints = self.store.read_frame(fingerprints_name(shard)).to_dicts()
+        return {r["image_id"]: dups[r["image_id"]] | {c: r[c] for c in FINGERPRINT_COLUMNS} for r in prints if r["image_id"] in dups}
+
+    def _one(self, row: dict) -> dict:
+        dup = self._shard(row["shard"]).get(row["image_id"])
+        if dup is None or row.get("error_code"):
+            return row
+        row = {k: v for k, v in row.items() if k != "data"} | {c: dup[c] for c in FINGERPRINT_COLUMNS} | {"duplicate_of": dup["duplicate_of"]}
+        return skip(row, self.name, "duplicate_image", f"a near-duplicate of {dup['duplicate_of']} ({dup['tier']}), generated once")
+
+    def __call__(self, batch: list[dict]) -> list[dict]:
+        """Mark a batch's duplicates ``skipped``; every other row passes unchanged."""
+        return [self._one(r) for r in batch]
+
+
+def saved(marker: dict | None, seconds_per_row: float | None, samples_per_image: int) -> dict | None:
+    """What image dedup saved: the requests not sent to the generator, and the generator time they
+    would have taken at this run's measured rate (wall seconds per generated row)."""
+    if not marker:
+        return None
+    requests = marker["duplicates"] * samples_per_image
+    out = {"duplicate_images": marker["duplicates"], "clusters": marker["clusters"], "by_tier": marker["by_tier"], "requests_avoided": requests}
+    if seconds_per_row:
+        out["generator_seconds_saved"] = round(requests * seconds_per_row, 1)
+    return out
+
+
+def image_dedup_text(saved: dict) -> str:
+    """``3 duplicate images in 3 clusters (exact_bytes=1, ...): 6 generator requests avoided, about 12.5 s`` for people."""
+    tiers = ", ".join(f"{t}={n}" for t, n in saved["by_tier"].items()) or "none"
+    seconds = f", about {saved['generator_seconds_saved']:g} s of generator time at this run's rate" if "generator_seconds_saved" in saved else ""
+    return (f"{saved['duplicate_images']} duplicate images in {saved['clusters']} clusters ({tiers}): "
+            f"{saved['requests_avoided']} generator requests avoided{seconds}")
