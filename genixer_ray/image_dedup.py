@@ -30,6 +30,7 @@ import functools
 from typing import TYPE_CHECKING
 
 import numpy as np
+import polars as pl
 
 from genixer_ray.errors import skip
 from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
@@ -43,8 +44,9 @@ MARKER = "dedup/images.json"
 BANDS = 4  # 16-bit bands of each 64-bit perceptual hash
 GROUP_CHUNK = 2048  # distinct hashes compared at once within a band group (bounds a group's memory)
 TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first
+# A shard's fingerprint file: each planned image's fingerprints and size (null where it did not decode).
+FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, **FINGERPRINT_COLUMNS}
 _EXACT = {"s": "exact_bytes", "x": "exact_pixels"}  # key kind -> tier
-_HASH_OF_KIND = {"h": "phash", "c": "phash_center"}
 
 
 def fingerprints_name(shard: int) -> str:
@@ -57,14 +59,26 @@ def duplicates_name(shard: int) -> str:
     return f"dedup/images/shard-{shard:06d}.parquet"
 
 
-def band_keys(phash: int | None, phash_center: int | None, sha: str | None, xxh3: str | None) -> list[str]:
-    """An image's candidate keys: exact hashes, and each perceptual hash's 16-bit bands."""
-    keys = [f"s:{sha}"] if sha else []
-    keys += [f"x:{xxh3}"] if xxh3 else []
-    for kind, h in (("h", phash), ("c", phash_center)):
-        if h is not None:
-            keys += [f"{kind}{b}:{(int(h) >> (16 * b)) & 0xFFFF}" for b in range(BANDS)]
-    return keys
+def keys_table(prints):
+    """Each image's candidate keys, one row per (key, image): its file's and its pixels' hashes
+    (``s:``, ``x:``) and each perceptual hash's 16-bit bands (``h0:``..``h3:`` of ``phash``,
+    ``c0:``..``c3:`` of ``phash_center``), with the image's shard, area and the hash a band's
+    matches are checked by (0 for the exact keys). ``prints``: a Polars frame of the fingerprint
+    files' columns; images without fingerprints (not decodable) have no keys.
+    """
+    base = ["image_id", "shard", "area"]
+    parts = [
+        prints.filter(pl.col(col).is_not_null()).select(*base, key=pl.concat_str(pl.lit(f"{kind}:"), pl.col(col)), hash=pl.lit(0, pl.UInt64))
+        for kind, col in (("s", "image_sha256"), ("x", "pixels_xxh3"))
+    ]
+    for kind, col in (("h", "phash"), ("c", "phash_center")):
+        known = prints.filter(pl.col(col).is_not_null())
+        parts += [
+            known.select(*base, key=pl.concat_str(pl.lit(f"{kind}{b}:"), ((pl.col(col) // (1 << (16 * b))) % 65536).cast(pl.String)),
+                         hash=pl.col(col))
+            for b in range(BANDS)
+        ]
+    return pl.concat(parts).select("key", "image_id", "shard", "area", "hash").to_arrow()
 
 
 def group_edges(key: str, ids: list[str], hashes: list[int], radius: int) -> list[tuple[str, str, str]]:
@@ -125,43 +139,23 @@ def clusters(edges: list[tuple[str, str, str]], area: dict[str, int]) -> dict[st
 
 def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cfg: InputConfig):
     """A Ray Data call over plan shards: each shard's fingerprints (from its file, else decoded and
-    written), as the keys table of its images."""
-    import pyarrow as pa
-
+    written), as the keys table of its images (:func:`keys_table`)."""
     from genixer_ray.stages.decode import DecodeStage
 
     store = RunStore(run_url, storage_options)
-    out = []
+    frames = []
     for shard in batch["shard"].tolist():
         name = fingerprints_name(shard)
-        if store.fs.exists(store.path(name)):
-            rows = store.read_frame(name).to_dicts()
-        else:
-            plan = store.read_frame(store.plan_name(shard)).to_dicts()
-            decoded = DecodeStage(decode_cfg)(plan)
+        if not store.fs.exists(store.path(name)):
+            decoded = DecodeStage(decode_cfg)(store.read_frame(store.plan_name(shard)).to_dicts())
             rows = [
                 {"shard": shard, "image_id": r["image_id"], "area": (r.get("image_width") or 0) * (r.get("image_height") or 0)}
                 | {c: r.get(c) for c in FINGERPRINT_COLUMNS}
                 for r in decoded
             ]
-            store.write_frame(name, _frame(rows))
-        for r in rows:
-            for key in band_keys(r["phash"], r["phash_center"], r["image_sha256"], r["pixels_xxh3"]):
-                h = r[_HASH_OF_KIND[key[0]]] if key[0] in _HASH_OF_KIND else 0
-                out.append({"key": key, "image_id": r["image_id"], "shard": shard, "area": r["area"], "hash": h})
-    return pa.Table.from_pylist(out, schema=_KEYS_SCHEMA())
-
-
-def _frame(rows: list[dict]):
-    import polars as pl
-
-    return pl.DataFrame(rows, schema={"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, **FINGERPRINT_COLUMNS})
-
-
-def _KEYS_SCHEMA():  # noqa: N802 (a constant, built where pyarrow is imported)
-    import pyarrow as pa
-
-    return pa.schema([("key", pa.string()), ("image_id", pa.string()), ("shard", pa.int64()), ("area", pa.int64()), ("hash", pa.uint64())])
+            store.write_frame(name, pl.DataFrame(rows, schema=FINGERPRINTS_SCHEMA))
+        frames.append(store.read_frame(name))
+    return keys_table(pl.concat(frames))
 
 
 _EDGES = (("a", "string"), ("b", "string"), ("tier", "string"), ("a_shard", "int64"), ("b_shard", "int64"), ("a_area", "int64"), ("b_area", "int64"))
@@ -208,8 +202,6 @@ def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, p
 
 def _write_clusters(run_url: str, storage_options: dict, edges, settings: dict) -> dict:
     """The components of ``edges`` (a Ray dataset) written per shard, stale shard files removed, then the marker."""
-    import polars as pl
-
     store = RunStore(run_url, storage_options)
     found, area, shard_of = [], {}, {}
     for batch in edges.iter_batches(batch_format="pyarrow"):

@@ -7,24 +7,31 @@ from hypothesis import strategies as st
 
 from genixer_ray.config import FiltersConfig, InputConfig
 from genixer_ray.filters.decide import funnel
-from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
 from genixer_ray.image_dedup import (
     BANDS,
+    FINGERPRINTS_SCHEMA,
     DuplicateImageStage,
-    band_keys,
     clusters,
     duplicates_name,
     fingerprints_name,
     group_edges,
+    keys_table,
 )
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.store import RunStore
 
 
 def test_candidate_keys_are_exact_hashes_and_16_bit_bands():
-    keys = band_keys(0x0001_0002_0003_0004, None, "ab", None)
-    assert keys == ["s:ab", "h0:4", "h1:3", "h2:2", "h3:1"]
-    assert len(band_keys(1, 2, "a", "b")) == 2 + 2 * BANDS and band_keys(None, None, None, None) == []
+    prints = pl.DataFrame([
+        {"shard": 0, "image_id": "a", "area": 4, "image_sha256": "ab", "pixels_xxh3": None, "phash": 0x0001_0002_0003_FFFF, "phash_center": None},
+        {"shard": 0, "image_id": "b", "area": 9, "image_sha256": "cd", "pixels_xxh3": "ef", "phash": 1, "phash_center": 2},
+        {"shard": 1, "image_id": "broken", "area": 0, "image_sha256": None, "pixels_xxh3": None, "phash": None, "phash_center": None},
+    ], schema=FINGERPRINTS_SCHEMA)
+    keys = pl.from_arrow(keys_table(prints))
+    a = keys.filter(pl.col("image_id") == "a")
+    assert sorted(a["key"]) == ["h0:65535", "h1:3", "h2:2", "h3:1", "s:ab"] and set(a["area"]) == {4}
+    assert a.filter(pl.col("key") == "h1:3")["hash"].to_list() == [0x0001_0002_0003_FFFF] and a.filter(pl.col("key") == "s:ab")["hash"].to_list() == [0]
+    assert keys.filter(pl.col("image_id") == "b").height == 2 + 2 * BANDS and "broken" not in keys["image_id"]
 
 
 def test_a_groups_edges_join_exact_copies_and_hashes_within_the_radius():
@@ -57,8 +64,7 @@ def test_clusters_do_not_depend_on_the_order_edges_come_in(edges, rnd):
 def test_the_stage_skips_duplicates_before_they_are_read(tmp_path):
     store = RunStore(str(tmp_path / "run"))
     prints = {"image_sha256": "s", "pixels_xxh3": "x", "phash": 7, "phash_center": 9}
-    store.write_frame(fingerprints_name(0), pl.DataFrame(
-        [{"shard": 0, "image_id": i, "area": 4} | prints for i in ("a", "b")], schema={"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, **FINGERPRINT_COLUMNS}))
+    store.write_frame(fingerprints_name(0), pl.DataFrame([{"shard": 0, "image_id": i, "area": 4} | prints for i in ("a", "b")], schema=FINGERPRINTS_SCHEMA))
     store.write_frame(duplicates_name(0), pl.DataFrame([{"image_id": "b", "duplicate_of": "a", "tier": "exact_bytes"}]))
     rows = [{"shard": 0, "image_id": i, "source": f"/nowhere/{i}.png", "data": None} for i in ("a", "b")]
     rows.append({"shard": 1, "image_id": "c", "source": "/nowhere/c.png", "data": None})  # a shard without duplicates
