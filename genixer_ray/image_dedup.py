@@ -177,12 +177,30 @@ def _settings(cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig) -> dic
             "max_pixels": decode_cfg.max_pixels, "bands": BANDS}
 
 
+def duplicate_edges(keys, radius: int):
+    """The edges among images (a Ray dataset of :func:`keys_table` rows): Ray Data's groupby on
+    the key, each group's edges by :func:`group_edges`."""
+    return keys.groupby("key").map_groups(functools.partial(_edges_of_groups, radius=radius), batch_format="pyarrow")
+
+
+def find_duplicates(edges) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
+    """The duplicates among the ``edges`` (a Ray dataset), each with its ``(representative, tier)``
+    (:func:`clusters`), and the shard of every image in an edge."""
+    found, area, shard_of = [], {}, {}
+    for batch in edges.iter_batches(batch_format="pyarrow"):
+        for r in batch.to_pylist():
+            found.append((r["a"], r["b"], r["tier"]))
+            area[r["a"]], area[r["b"]] = r["a_area"], r["b_area"]
+            shard_of[r["a"]], shard_of[r["b"]] = r["a_shard"], r["b_shard"]
+    return clusters(found, area), shard_of
+
+
 def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig, pool) -> dict:
     """Cluster the run's planned images (reusing a finished clustering of the same plan and settings);
-    returns the marker: counts of images, duplicates and clusters.
+    returns the marker: counts of duplicates and clusters.
 
-    Runs on Ray Data (a task per shard of ``pool``'s size, then a groupby on the candidate keys) and
-    in a Ray task for the components; call it where Ray is up.
+    Runs on Ray Data (a task per shard, as many at once as ``pool``, the run's read tasks; then a
+    groupby on the candidate keys) and in a Ray task for the components; call it where Ray is up.
     """
     import ray
 
@@ -196,20 +214,13 @@ def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, p
         _fingerprint_shards, batch_size=1, batch_format="pyarrow", num_cpus=pool.task_cpus,
         concurrency=pool.max_tasks, fn_kwargs={"run_url": run_url, "storage_options": storage_options, "decode_cfg": decode_cfg},
     )
-    edges = keys.groupby("key").map_groups(functools.partial(_edges_of_groups, radius=cfg.radius), batch_format="pyarrow")
-    return ray.get(ray.remote(num_cpus=1)(_write_clusters).remote(run_url, storage_options, edges, wanted))
+    return ray.get(ray.remote(num_cpus=1)(_write_clusters).remote(run_url, storage_options, duplicate_edges(keys, cfg.radius), wanted))
 
 
 def _write_clusters(run_url: str, storage_options: dict, edges, settings: dict) -> dict:
-    """The components of ``edges`` (a Ray dataset) written per shard, stale shard files removed, then the marker."""
+    """The duplicates among ``edges`` written per shard, stale shard files removed, then the marker."""
     store = RunStore(run_url, storage_options)
-    found, area, shard_of = [], {}, {}
-    for batch in edges.iter_batches(batch_format="pyarrow"):
-        for r in batch.to_pylist():
-            found.append((r["a"], r["b"], r["tier"]))
-            area[r["a"]], area[r["b"]] = r["a_area"], r["b_area"]
-            shard_of[r["a"]], shard_of[r["b"]] = r["a_shard"], r["b_shard"]
-    dups = clusters(found, area)
+    dups, shard_of = find_duplicates(edges)
     by_shard: dict[int, list[dict]] = {}
     for i, (rep, tier) in sorted(dups.items()):
         by_shard.setdefault(shard_of[i], []).append({"image_id": i, "duplicate_of": rep, "tier": tier})

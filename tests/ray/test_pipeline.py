@@ -166,7 +166,7 @@ def test_actor_that_cannot_start_stops_the_run_after_the_timeout(ray_session, tm
         f"output.path={tmp_path / 'out'}", "input.limit=2", *FAST, "pools.generator.actor_resources={no_such_node: 1}",
         "ray.actor_start_timeout_s=5",
     ])
-    with pytest.raises(RuntimeError, match=r"(?s)nothing moved for scaling\.actor_start_timeout_s \(5 s\).*GeneratorActor.*re-run") as e:
+    with pytest.raises(RuntimeError, match=r"(?s)nothing moved for ray\.actor_start_timeout_s \(5 s\).*GeneratorActor.*re-run") as e:
         run_generation(cfg)
     assert "load_shards" not in str(e.value)
     assert "0 shard(s) were committed" in str(e.value)
