@@ -51,6 +51,7 @@ bench: setup
 	@bash -c '$(call BENCH,bench/bench_fingerprints.py,fingerprints_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_publish.py,publish_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_rating.py,rating_cpu.txt)'
+	@bash -c '$(call BENCH,bench/bench_image_dedup.py,image_dedup_cpu.txt)'
 
 bench-scale: setup
 	@bash -c '$(call BENCH,bench/bench_scale.py --sizes 10000$(comma)100000$(comma)1000000,scale_1m_cpu.txt)'

@@ -48,7 +48,7 @@ def test_every_job_runs_on_the_cluster(local_cluster, tmp_path, tiny_models):
     rows = RunStore(run).read_rows()
     assert sorted(rows["image_id"].to_list()) == sorted(rows["image_id"].unique().to_list()) and rows.height == 3
     manifest = json.loads((out / "job" / "manifest.json").read_text())
-    assert manifest["config"]["scaling"]["actor_resources"] == {"gpu_like": 1.0}
+    assert manifest["config"]["pools"]["generator"]["actor_resources"] == {"gpu_like": 1.0}
     # Placed by the custom resource: every generator actor ran on the second node, read from Ray's state.
     assert actor_nodes(local_cluster, "GeneratorActor") == {False}
 
