@@ -144,7 +144,7 @@ def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cf
 
     store = RunStore(run_url, storage_options)
     frames = []
-    for shard in batch["shard"].tolist():
+    for shard in batch["shard"].to_pylist():
         name = fingerprints_name(shard)
         if not store.fs.exists(store.path(name)):
             decoded = DecodeStage(decode_cfg)(store.read_frame(store.plan_name(shard)).to_dicts())

@@ -105,8 +105,9 @@ ROW_COLUMNS = {
     "error_message": pl.String,
 }
 
-# Between the decode tasks and the generator actors: the image as raw RGB bytes.
-DECODED_SCHEMA = {**ROW_COLUMNS, "pixels": pl.Binary, "height": pl.Int32, "width": pl.Int32}
+# Between the decode tasks and the generator actors: the image as raw RGB bytes (and, for a
+# near-duplicate image left out before it was read, the image generated in its place).
+DECODED_SCHEMA = {**ROW_COLUMNS, "duplicate_of": pl.String, "pixels": pl.Binary, "height": pl.Int32, "width": pl.Int32}
 
 GENERATION_SCHEMA = {
     "run_id": pl.String,
