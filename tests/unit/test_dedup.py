@@ -100,4 +100,7 @@ def test_the_dataset_card_says_what_dedup_removed():
     info = {"rules": [dedup_rule(CFG).as_dict()],
             "funnel": {"rec": {"parsed": 10, "judge": 8, "dedup": 5, "kept": 5}, "reg": {"parsed": 4, "dedup": 4, "kept": 4}}}
     assert "3 sample(s) rejected as `duplicate_sample`" in _dedup(info) and "best by `judge_p_yes`" in _dedup(info)
-    assert _dedup({"rules": [], "funnel": {}}).startswith("Not applied")
+    assert _dedup({"rules": [], "funnel": {}}) == ("Near-duplicate images are generated on as often as they occur. "
+                                                   "Near-duplicate samples are kept as generated.")
+    saved = {"duplicate_images": 3, "clusters": 2, "by_tier": {"perceptual": 3}, "requests_avoided": 6}
+    assert "3 image(s) left out as `duplicate_image`" in _dedup({"rules": [], "funnel": {}, "image_dedup": saved})
