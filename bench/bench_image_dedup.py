@@ -1,0 +1,163 @@
+"""Image dedup: how well clustering finds edited copies, and how fast it clusters a million images.
+
+Quality: the regions and the five edits of ``bench_fingerprints.py`` (resized to half and back,
+JPEG quality 35, a 6% border cut off each side, +20% brightness, a corner watermark): each region,
+its five edited copies and 1,080 regions of other photos are fingerprinted and clustered as a run
+clusters them (:func:`~genixer_ray.image_dedup.keys_table`, :func:`~genixer_ray.image_dedup.group_edges`,
+:func:`~genixer_ray.image_dedup.clusters`). Recall: the share of edited copies in their region's
+cluster; false merges: the share of images in a cluster with an image of another region.
+
+Speed: ``--images`` synthetic fingerprints (random 64-bit hashes; ``--planted`` of them copies of
+another with 0 to 6 random bits flipped in each hash) through the run's Ray Data path
+(:func:`~genixer_ray.image_dedup.duplicate_edges` and :func:`~genixer_ray.image_dedup.find_duplicates`),
+against a brute-force pairwise loop (numpy, every pair's Hamming distance) timed on a sample in
+the same run and scaled to all pairs. Recall of the planted copies is printed by bits flipped.
+
+    .venv/bin/python bench/bench_image_dedup.py [--images 1000000] [--radius 6]
+"""
+
+import argparse
+import io
+import random
+import time
+from collections import Counter
+
+import numpy as np
+import polars as pl
+from bench_fingerprints import CLEAN_PHOTOS, DATA, EVAL_PHOTOS, edits, regions  # bench/ is the script's folder
+from PIL import Image
+
+from genixer_ray.fingerprints import fingerprint
+from genixer_ray.image_dedup import FINGERPRINTS_SCHEMA, clusters, duplicate_edges, find_duplicates, group_edges, keys_table
+
+
+def fingerprints(images: dict[str, Image.Image]) -> pl.DataFrame:
+    """The fingerprint files' columns of in-memory images, as the decode stage computes them (of their PNG bytes)."""
+    rows = []
+    for name, img in images.items():
+        rgb = img.convert("RGB")
+        buf = io.BytesIO()
+        rgb.save(buf, "PNG")
+        rows.append({"shard": 0, "image_id": name, "area": rgb.width * rgb.height} | fingerprint(buf.getvalue(), rgb).columns())
+    return pl.DataFrame(rows, schema=FINGERPRINTS_SCHEMA)
+
+
+def local_clusters(prints: pl.DataFrame, radius: int) -> dict[str, tuple[str, str]]:
+    """The run's clustering without Ray: the keys grouped here, each group's edges, the components."""
+    keys = pl.from_arrow(keys_table(prints))
+    edges = []
+    for (key,), group in keys.group_by("key"):
+        if group.height > 1:
+            edges += group_edges(key, group["image_id"].to_list(), group["hash"].to_list(), radius)
+    return clusters(edges, dict(zip(prints["image_id"], prints["area"])))
+
+
+def quality(args) -> None:
+    rng = random.Random(0)
+    images, source = {}, {}
+    for photo in EVAL_PHOTOS:
+        for k, region in enumerate(regions(Image.open(DATA / photo).convert("RGB"), 12, rng)):
+            name = f"{photo}-{k}"
+            images[name] = source[name] = region
+            for edit, copy in edits(region).items():
+                images[f"{name}/{edit}"] = copy
+                source[f"{name}/{edit}"] = region
+    clean = []
+    for photo in CLEAN_PHOTOS:
+        for k, region in enumerate(regions(Image.open(DATA / photo).convert("RGB"), args.clean // len(CLEAN_PHOTOS), rng)):
+            images[f"clean/{photo}-{k}"] = region
+            clean.append(f"clean/{photo}-{k}")
+    origin = {n: n.split("/")[0] if not n.startswith("clean/") else n for n in images}
+    prints = fingerprints(images)
+    print(f"quality: {len(EVAL_PHOTOS) * 12} regions x 5 edits, {len(clean)} regions of other photos; {len(images)} images")
+    print("| radius | " + " | ".join(e for e in edits(Image.new("RGB", (64, 64)))) + " | all edits | false merges |")
+    print("|---" * 8 + "|")
+    for radius in args.radii:
+        dups = local_clusters(prints, radius)
+        rep = {n: dups.get(n, (n, ""))[0] for n in images}
+        found = Counter()
+        for n in images:
+            if "/" in n and not n.startswith("clean/"):
+                found[n.split("/", 1)[1]] += rep[n] == rep[origin[n]]
+        groups: dict[str, set] = {}
+        for n in images:
+            groups.setdefault(rep[n], set()).add(origin[n])
+        false = sum(1 for n in images if len(groups[rep[n]]) > 1)
+        n_edits = len(EVAL_PHOTOS) * 12
+        cells = " | ".join(f"{found[e] / n_edits:.1%}" for e in edits(Image.new("RGB", (64, 64))))
+        print(f"| {radius} | {cells} | {sum(found.values()) / (5 * n_edits):.1%} | {false} ({false / len(images):.2%}) |")
+
+
+def synthetic(n: int, planted: int, rng: np.random.Generator) -> tuple[pl.DataFrame, dict[str, tuple[str, int]]]:
+    """``n`` fingerprints, ``planted`` of them copies of an earlier one with 0-6 bits flipped in each hash."""
+    phash = rng.integers(0, 2**63, size=n, dtype=np.uint64) * 2 + rng.integers(0, 2, size=n, dtype=np.uint64)
+    center = rng.integers(0, 2**63, size=n, dtype=np.uint64) * 2 + rng.integers(0, 2, size=n, dtype=np.uint64)
+    copies = rng.choice(np.arange(n // 2, n), size=planted, replace=False)
+    originals = rng.integers(0, n // 2, size=planted)
+    truth = {}
+    for c, o in zip(copies.tolist(), originals.tolist()):
+        flips = int(rng.integers(0, 7))
+        for arr in (phash, center):
+            mask = 0
+            for bit in rng.choice(64, size=flips, replace=False).tolist():
+                mask |= 1 << bit
+            arr[c] = arr[o] ^ np.uint64(mask)
+        truth[f"i{c:07d}"] = (f"i{o:07d}", flips)
+    ids = [f"i{k:07d}" for k in range(n)]
+    frame = pl.DataFrame({"shard": np.arange(n) // 1000, "image_id": ids, "area": np.full(n, 1000), "image_sha256": [f"s{k}" for k in range(n)],
+                          "pixels_xxh3": [f"x{k}" for k in range(n)], "phash": phash, "phash_center": center}, schema=FINGERPRINTS_SCHEMA)
+    return frame, truth
+
+
+def brute_force_pairs_per_s(hashes: np.ndarray, sample: int, radius: int) -> float:
+    """Pairs a pairwise loop compares per second (numpy, one row against all later ones)."""
+    h = hashes[:sample]
+    t = time.perf_counter()
+    found = 0
+    for i in range(len(h) - 1):
+        found += int((np.bitwise_count(h[i] ^ h[i + 1 :]) <= radius).sum())
+    return (len(h) * (len(h) - 1) / 2) / (time.perf_counter() - t)
+
+
+def speed(args) -> None:
+    import ray
+
+    frame, truth = synthetic(args.images, args.planted, np.random.default_rng(0))
+    pairs_per_s = brute_force_pairs_per_s(frame["phash"].to_numpy(), args.sample, args.radius)
+    brute = args.images * (args.images - 1) / 2 / pairs_per_s * 2  # both hashes
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    t = time.perf_counter()
+    keys = ray.data.from_arrow(keys_table(frame)).repartition(max(1, args.images // 50_000))
+    dups, _ = find_duplicates(duplicate_edges(keys, args.radius))
+    took = time.perf_counter() - t
+    ray.shutdown()
+    found = Counter()
+    for copy, (orig, flips) in truth.items():
+        root = dups.get(orig, (orig, ""))[0]
+        found[flips] += dups.get(copy, (copy, ""))[0] == root
+    wanted = Counter(f for _, f in truth.values())
+    false = len(dups) - sum(found.values())
+    print(f"speed: {args.images} fingerprints ({args.planted} planted copies), radius {args.radius}, Ray Data on this machine's cores")
+    print(f"  clustering: {took:.1f} s ({args.images / took:,.0f} images/s); brute force (both hashes, every pair, numpy, "
+          f"{pairs_per_s:,.0f} pairs/s on a {args.sample}-image sample): {brute:,.0f} s; ratio {brute / took:,.0f}x")
+    print("  planted copies found, by bits flipped in each hash: "
+          + ", ".join(f"{f}: {found[f] / wanted[f]:.1%}" for f in sorted(wanted)) + f"; other images merged: {max(false, 0)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--images", type=int, default=1_000_000)
+    ap.add_argument("--planted", type=int, default=100_000)
+    ap.add_argument("--sample", type=int, default=20_000, help="images the brute-force loop is timed on")
+    ap.add_argument("--radius", type=int, default=6)
+    ap.add_argument("--radii", type=lambda s: [int(x) for x in s.split(",")], default=[4, 6, 8])
+    ap.add_argument("--clean", type=int, default=1080)
+    ap.add_argument("--skip-quality", action="store_true")
+    args = ap.parse_args()
+    if not args.skip_quality:
+        quality(args)
+    speed(args)
+
+
+if __name__ == "__main__":
+    main()
