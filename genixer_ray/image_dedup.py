@@ -8,10 +8,11 @@ With ``image_dedup.enabled`` a run clusters its planned images before it generat
    its rows carry), written to ``dedup/fingerprints/shard-NNNNNN.parquet``; a shard whose file is
    there is not decoded again (a killed clustering resumes).
 2. **Candidate keys** per image: its file's SHA-256, its pixels' hash, and the four 16-bit bands of
-   each perceptual hash (``phash``, ``phash_center``). Two images within ``radius`` bits of each
+   each perceptual hash (``phash``, ``phash_center``, and the ``phash`` of its 3%, 6% and 9% border
+   crops, so that a copy cropped by about that much lands near one of them). Two images within ``radius`` bits of each
    other share a band whenever at most 3 bits differ (pigeonhole), and in practice for most
    near-duplicates beyond that (BENCHMARKS.md, "Image dedup").
-3. **Edges**, through Ray Data's groupby on the keys: images that share an exact key are joined;
+3. **Edges**, through Ray Data's groupby (on a hash partition of the keys): images that share an exact key are joined;
    images that share a band are joined when their hash of that band's kind is within ``radius``.
 4. **Clusters**: connected components of the edges, in a Ray task (not the driver). Each cluster's
    representative is its largest image (most pixels), then its smallest id; every other member is
@@ -33,7 +34,7 @@ import numpy as np
 import polars as pl
 
 from genixer_ray.errors import skip
-from genixer_ray.fingerprints import FINGERPRINT_COLUMNS
+from genixer_ray.fingerprints import FINGERPRINT_COLUMNS, INDEX_CROPS, crop_margin, perceptual_hashes
 from genixer_ray.store import RunStore
 
 if TYPE_CHECKING:
@@ -42,10 +43,13 @@ if TYPE_CHECKING:
 
 MARKER = "dedup/images.json"
 BANDS = 4  # 16-bit bands of each 64-bit perceptual hash
+PARTITIONS = 64  # of the candidate keys, for the groupby (each a map_groups call)
 GROUP_CHUNK = 2048  # distinct hashes compared at once within a band group (bounds a group's memory)
 TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first
 # A shard's fingerprint file: each planned image's fingerprints and size (null where it did not decode).
-FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, **FINGERPRINT_COLUMNS}
+# (and, for copies cropped by a few percent, the phash of its own border crops: CROPS).
+FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, **FINGERPRINT_COLUMNS, "crop_phashes": pl.List(pl.UInt64)}
+CROPS = INDEX_CROPS[1:]  # the border shares cut off (the whole image's phash is already there)
 _EXACT = {"s": "exact_bytes", "x": "exact_pixels"}  # key kind -> tier
 
 
@@ -71,14 +75,19 @@ def keys_table(prints):
         prints.filter(pl.col(col).is_not_null()).select(*base, key=pl.concat_str(pl.lit(f"{kind}:"), pl.col(col)), hash=pl.lit(0, pl.UInt64))
         for kind, col in (("s", "image_sha256"), ("x", "pixels_xxh3"))
     ]
-    for kind, col in (("h", "phash"), ("c", "phash_center")):
-        known = prints.filter(pl.col(col).is_not_null())
+    # A border crop's phash is keyed as a whole image's is: a copy cropped by that share matches it.
+    crops = prints.select(*base, "crop_phashes").explode("crop_phashes").rename({"crop_phashes": "crop_phash"})
+    for kind, col, frame in (("h", "phash", prints), ("c", "phash_center", prints), ("h", "crop_phash", crops)):
+        known = frame.filter(pl.col(col).is_not_null())
         parts += [
             known.select(*base, key=pl.concat_str(pl.lit(f"{kind}{b}:"), ((pl.col(col) // (1 << (16 * b))) % 65536).cast(pl.String)),
                          hash=pl.col(col))
             for b in range(BANDS)
         ]
-    return pl.concat(parts).select("key", "image_id", "shard", "area", "hash").to_arrow()
+    keys = pl.concat(parts)
+    # The key's partition: Ray Data groups by it, so each call takes many keys (one call per key
+    # cost more than the rest of the clustering); a key's images are all in one partition.
+    return keys.select("key", "image_id", "shard", "area", "hash", part=(pl.col("key").hash(seed=0) % PARTITIONS).cast(pl.Int32)).to_arrow()
 
 
 def group_edges(key: str, ids: list[str], hashes: list[int], radius: int) -> list[tuple[str, str, str]]:
@@ -137,9 +146,17 @@ def clusters(edges: list[tuple[str, str, str]], area: dict[str, int]) -> dict[st
     return out
 
 
+def crop_phashes(image) -> list[int]:
+    """The phash of each border crop (:data:`CROPS`) of a PIL ``image``."""
+    return [perceptual_hashes(crop_margin(image, m))[0] for m in CROPS]
+
+
 def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cfg: InputConfig):
     """A Ray Data call over plan shards: each shard's fingerprints (from its file, else decoded and
     written), as the keys table of its images (:func:`keys_table`)."""
+    from PIL import Image
+
+    from genixer_ray.stages import row_image
     from genixer_ray.stages.decode import DecodeStage
 
     store = RunStore(run_url, storage_options)
@@ -150,7 +167,7 @@ def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cf
             decoded = DecodeStage(decode_cfg)(store.read_frame(store.plan_name(shard)).to_dicts())
             rows = [
                 {"shard": shard, "image_id": r["image_id"], "area": (r.get("image_width") or 0) * (r.get("image_height") or 0)}
-                | {c: r.get(c) for c in FINGERPRINT_COLUMNS}
+                | {c: r.get(c) for c in FINGERPRINT_COLUMNS} | {"crop_phashes": crop_phashes(Image.fromarray(row_image(r))) if r["status"] == "ok" else None}
                 for r in decoded
             ]
             store.write_frame(name, pl.DataFrame(rows, schema=FINGERPRINTS_SCHEMA))
@@ -161,14 +178,18 @@ def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cf
 _EDGES = (("a", "string"), ("b", "string"), ("tier", "string"), ("a_shard", "int64"), ("b_shard", "int64"), ("a_area", "int64"), ("b_area", "int64"))
 
 
-def _edges_of_groups(group, *, radius: int):
-    """Ray Data's ``map_groups`` call: one key's images -> their edges, with each end's shard and area."""
+def _edges_of_partition(part, *, radius: int):
+    """Ray Data's ``map_groups`` call: one partition's keys -> the edges of every key shared by
+    several images, with each end's shard and area."""
     import pyarrow as pa
 
-    ids = group["image_id"].to_pylist()
-    edges = group_edges(group["key"][0].as_py(), ids, group["hash"].to_pylist(), radius) if len(ids) > 1 else []
-    at = {i: (s, a) for i, s, a in zip(ids, group["shard"].to_pylist(), group["area"].to_pylist())}
-    rows = [{"a": a, "b": b, "tier": t, "a_shard": at[a][0], "b_shard": at[b][0], "a_area": at[a][1], "b_area": at[b][1]} for a, b, t in edges]
+    keys = pl.from_arrow(part)
+    shared = keys.filter(pl.len().over("key") > 1)
+    at = {i: (sh, a) for i, sh, a in shared.select("image_id", "shard", "area").iter_rows()}
+    rows = []
+    for (key,), group in shared.group_by("key"):
+        for a, b, t in group_edges(key, group["image_id"].to_list(), group["hash"].to_list(), radius):
+            rows.append({"a": a, "b": b, "tier": t, "a_shard": at[a][0], "b_shard": at[b][0], "a_area": at[a][1], "b_area": at[b][1]})
     return pa.Table.from_pylist(rows, schema=pa.schema([(n, getattr(pa, t)()) for n, t in _EDGES]))
 
 
@@ -179,8 +200,8 @@ def _settings(cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig) -> dic
 
 def duplicate_edges(keys, radius: int):
     """The edges among images (a Ray dataset of :func:`keys_table` rows): Ray Data's groupby on
-    the key, each group's edges by :func:`group_edges`."""
-    return keys.groupby("key").map_groups(functools.partial(_edges_of_groups, radius=radius), batch_format="pyarrow")
+    the keys' partition, each shared key's edges by :func:`group_edges`."""
+    return keys.groupby("part").map_groups(functools.partial(_edges_of_partition, radius=radius), batch_format="pyarrow")
 
 
 def find_duplicates(edges) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:

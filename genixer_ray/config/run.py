@@ -90,9 +90,9 @@ class ImageDedupConfig(Strict):
         "are skipped (duplicate_image, duplicate_of naming it).",
     )
     radius: int = Field(
-        6, ge=0, le=16,
-        description="Perceptual near-duplicates: at most this many of the 64 bits of either perceptual hash differ (6: 98.9% of edited "
-        "copies found, none of 1,080 other images matched; BENCHMARKS.md, 'Fingerprints'). Same file or pixels: always.",
+        4, ge=0, le=16,
+        description="Perceptual near-duplicates: at most this many of the 64 bits of a perceptual hash differ (4: 98.8% of edited copies "
+        "clustered with their original, no image merged with another photo's; BENCHMARKS.md, 'Image dedup'). Same file or pixels: always.",
     )
 
 
