@@ -46,8 +46,8 @@ BANDS = 4  # 16-bit bands of each 64-bit perceptual hash
 PARTITIONS = 64  # of the candidate keys, for the groupby (each a map_groups call)
 GROUP_CHUNK = 2048  # distinct hashes compared at once within a band group (bounds a group's memory)
 TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first
-# A shard's fingerprint file: each planned image's fingerprints and size (null where it did not decode).
-# (and, for copies cropped by a few percent, the phash of its own border crops: CROPS).
+# A shard's fingerprint file: each planned image's fingerprints, its size, and the phash of its own
+# border crops (CROPS), which a copy cut down by a few percent lands near (null where it did not decode).
 FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, **FINGERPRINT_COLUMNS, "crop_phashes": pl.List(pl.UInt64)}
 CROPS = INDEX_CROPS[1:]  # the border shares cut off (the whole image's phash is already there)
 _EXACT = {"s": "exact_bytes", "x": "exact_pixels"}  # key kind -> tier
@@ -65,9 +65,9 @@ def duplicates_name(shard: int) -> str:
 
 def keys_table(prints):
     """Each image's candidate keys, one row per (key, image): its file's and its pixels' hashes
-    (``s:``, ``x:``) and each perceptual hash's 16-bit bands (``h0:``..``h3:`` of ``phash``,
-    ``c0:``..``c3:`` of ``phash_center``), with the image's shard, area and the hash a band's
-    matches are checked by (0 for the exact keys). ``prints``: a Polars frame of the fingerprint
+    (``s:``, ``x:``) and each perceptual hash's 16-bit bands (``h0:``..``h3:`` of ``phash`` and of
+    each border crop's, ``c0:``..``c3:`` of ``phash_center``), with the image's shard, area, the
+    hash a band's matches are checked by (0 for the exact keys) and the key's partition. ``prints``: a Polars frame of the fingerprint
     files' columns; images without fingerprints (not decodable) have no keys.
     """
     base = ["image_id", "shard", "area"]
