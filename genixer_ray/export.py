@@ -25,9 +25,10 @@ from collections import Counter
 from collections.abc import Iterator
 
 from genixer_ray.errors import NotARunError
+from genixer_ray.overlap import overlapped
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
-from genixer_ray.store import RunStore, overlapped
+from genixer_ray.store import RunStore
 from genixer_ray.views import resolve_view, selector
 
 PROVENANCE = ("run_id", "generator_hash", "seed", "clip_score", "consistency_score", "judge_p_yes")
@@ -124,7 +125,7 @@ def exported_rows(
     The image path is relative to ``image_root`` for a local file under it (unless
     ``copy_images``); otherwise the image is copied by ``copier``. A row whose image cannot be
     read is left out and recorded in ``missing`` (image id -> reason). The shards and their plans
-    are read a few at a time on an object store (:func:`~genixer_ray.store.overlapped`).
+    are read a few at a time on an object store (:func:`~genixer_ray.overlap.overlapped`).
     """
 
     def read(k: int) -> tuple[list[dict], dict[str, dict]]:

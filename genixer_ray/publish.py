@@ -36,9 +36,10 @@ from collections.abc import Iterator
 from genixer_ray.config import ConfigError, PublishConfig, build_config, redact
 from genixer_ray.errors import NotARunError
 from genixer_ray.export import read_source
+from genixer_ray.overlap import overlapped
 from genixer_ray.published_files import PartWriter, empty_file
 from genixer_ray.published_rows import published_row, stored_image
-from genixer_ray.store import RunStore, overlapped, source_run
+from genixer_ray.store import RunStore, source_run
 from genixer_ray.views import resolve_view, selector
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,10 @@ from genixer_ray.filters.health import alarm_text
 from genixer_ray.filters.rules import Rule
 from genixer_ray.image_dedup import image_dedup_text
 from genixer_ray.inspection import inspect_run
+from genixer_ray.overlap import overlapped
 from genixer_ray.schema import RATING_AXES, row_key
 from genixer_ray.seeding import sample_id
-from genixer_ray.store import RunStore, overlapped
+from genixer_ray.store import RunStore
 from genixer_ray.views import resolve_view, selector
 
 SCORES = {
@@ -50,7 +51,7 @@ class _Collected:
 
 def _collect(store: RunStore, per_column: int, rng: random.Random, condition: str) -> tuple[_Collected, dict[int, list[dict]]]:
     """Scores, rules and the sample rows (in the view ``condition`` or not), shard by shard (a few
-    read at a time on an object store, :func:`~genixer_ray.store.overlapped`); rows to show by shard."""
+    read at a time on an object store, :func:`~genixer_ray.overlap.overlapped`); rows to show by shard."""
     c = _Collected()
     show: dict[int, list[dict]] = {}
     shards = sorted(store.committed())

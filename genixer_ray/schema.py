@@ -105,6 +105,16 @@ ROW_COLUMNS = {
     "error_message": pl.String,
 }
 
+# A plan file's rows (genixer_ray.store): each input row, its shard, and a listing error if any.
+PLAN_SCHEMA = {
+    "shard": pl.Int32,
+    "image_id": pl.String,
+    "source": pl.String,
+    "data": pl.Binary,
+    "error_code": pl.String,
+    "error_message": pl.String,
+}
+
 # Between the decode tasks and the generator actors: the image as raw RGB bytes (and, for a
 # near-duplicate image left out before it was read, the image generated in its place).
 DECODED_SCHEMA = {**ROW_COLUMNS, "duplicate_of": pl.String, "pixels": pl.Binary, "height": pl.Int32, "width": pl.Int32}

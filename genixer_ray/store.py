@@ -17,23 +17,15 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import fsspec
 import polars as pl
 
 from genixer_ray.errors import InputError, StorageError, StoreUnusableError
-
-PLAN_SCHEMA = {
-    "shard": pl.Int32,
-    "image_id": pl.String,
-    "source": pl.String,
-    "data": pl.Binary,
-    "error_code": pl.String,
-    "error_message": pl.String,
-}
+from genixer_ray.overlap import overlapped
+from genixer_ray.schema import PLAN_SCHEMA
 
 
 def is_local_fs(fs) -> bool:
@@ -52,26 +44,6 @@ def _shard_number(path: str, suffix: str) -> int | None:
     base = path.rsplit("/", 1)[-1]
     number = base[len("shard-") : -len(suffix)]
     return int(number) if base.startswith("shard-") and base.endswith(suffix) and number.isdigit() else None
-
-
-def overlapped(fn: Callable[[Any], Any], items: Iterable, in_flight: int) -> Iterator:
-    """``fn`` over ``items`` on up to ``in_flight`` threads, the results in ``items``' order.
-
-    At most ``in_flight`` calls are pending at once, so the items taken ahead (and their results)
-    stay bounded however many there are; a call's error is raised when its result is reached. For
-    the round trips of an object store, which then overlap; ``in_flight`` 1 calls in the caller.
-    """
-    if in_flight <= 1:
-        yield from map(fn, items)
-        return
-    with ThreadPoolExecutor(in_flight, thread_name_prefix="store") as pool:
-        pending: deque[Future] = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= in_flight:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
 
 
 def plan_samples(plan: dict) -> int:

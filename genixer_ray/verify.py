@@ -23,9 +23,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from genixer_ray.errors import NotARunError
+from genixer_ray.overlap import overlapped
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
-from genixer_ray.store import RunStore, overlapped, plan_samples, source_run
+from genixer_ray.store import RunStore, plan_samples, source_run
 
 SHOW = 5  # examples per problem
 # What a run (or a filter pass) writes into its folder; a pass's own folder is under filtered/ and is

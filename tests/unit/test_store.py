@@ -8,7 +8,8 @@ import pytest
 
 from genixer_ray.config import FiltersConfig
 from genixer_ray.filters.decide import decide_shard
-from genixer_ray.store import RunStore, overlapped
+from genixer_ray.overlap import overlapped
+from genixer_ray.store import RunStore
 from genixer_ray.summary import RunSummary
 from genixer_ray.writer import ShardWriter
 
