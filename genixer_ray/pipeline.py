@@ -22,7 +22,7 @@ from genixer_ray.diversity import write_diversity
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.fingerprints import FINGERPRINT_TABLE, write_fingerprint_table
 from genixer_ray.image_dedup import MARKER as IMAGE_DEDUP_MARKER
-from genixer_ray.image_dedup import DuplicateImageStage, cluster_images, saved
+from genixer_ray.image_dedup import cluster_images, saved
 from genixer_ray.inputs import iter_inputs
 from genixer_ray.models import input_side
 from genixer_ray.ray_start import decode_tasks, ensure_ray_data, off_driver, use_system_arrow_allocator
@@ -32,6 +32,7 @@ from genixer_ray.stages.contamination import ContaminationStage, QuestionStage
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.filters import filter_specs
 from genixer_ray.stages.generate import GenerateStage
+from genixer_ray.stages.image_dedup import DuplicateImageStage
 from genixer_ray.stages.parse import ParseStage
 from genixer_ray.stages.prompt import PromptStage
 from genixer_ray.store import RunStore, plan_samples

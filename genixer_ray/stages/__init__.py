@@ -14,7 +14,7 @@ A :class:`StageSpec` says what a stage is (its class or factory and the configs 
 and where it runs (a :class:`Pool`: the read tasks, or an actor pool with its size, resources,
 batch size and calls at once). A generation run and a filter pass are each a list of specs handed
 to :func:`genixer_ray.builder.build_dataset`, the one place that wires stages into Ray Data. One
-module per stage: :mod:`.decode`, :mod:`.prompt`, :mod:`.generate`, :mod:`.parse`,
+module per stage: :mod:`.image_dedup`, :mod:`.decode`, :mod:`.prompt`, :mod:`.generate`, :mod:`.parse`,
 :mod:`.filters` (CLIP, the judge, self-consistency).
 """
 

@@ -10,7 +10,6 @@ from genixer_ray.filters.decide import funnel
 from genixer_ray.image_dedup import (
     BANDS,
     FINGERPRINTS_SCHEMA,
-    DuplicateImageStage,
     clusters,
     duplicates_name,
     fingerprints_name,
@@ -18,6 +17,7 @@ from genixer_ray.image_dedup import (
     keys_table,
 )
 from genixer_ray.stages.decode import DecodeStage
+from genixer_ray.stages.image_dedup import DuplicateImageStage
 from genixer_ray.store import RunStore
 
 
