@@ -14,10 +14,15 @@ another with 0 to 6 random bits flipped in each hash) through the run's Ray Data
 against a brute-force pairwise loop (numpy, every pair's Hamming distance) timed on a sample in
 the same run and scaled to all pairs. Recall of the planted copies is printed by bits flipped.
 
+A run: ``--crawl`` images (regions of the shipped photos, ``--duplicates`` of them edited copies of
+others) generated twice by the tiny generator on Ray, without and with ``image_dedup``; the
+generator's requests are counted from its own record (rows with prompt tokens).
+
     .venv/bin/python bench/bench_image_dedup.py [--images 1000000] [--radius 6]
 """
 
 import argparse
+import contextlib
 import io
 import random
 import time
@@ -28,6 +33,7 @@ import polars as pl
 from bench_fingerprints import CLEAN_PHOTOS, DATA, EVAL_PHOTOS, edits, regions  # bench/ is the script's folder
 from PIL import Image
 
+from genixer_ray.console import console
 from genixer_ray.fingerprints import fingerprint
 from genixer_ray.image_dedup import FINGERPRINTS_SCHEMA, clusters, crop_phashes, duplicate_edges, find_duplicates, group_edges, keys_table
 
@@ -153,6 +159,35 @@ def speed(args) -> None:
           + ", ".join(f"{f}: {found[f] / wanted[f]:.1%}" for f in sorted(wanted)) + f"; other images merged: {max(false, 0)}")
 
 
+def crawl_run(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from genixer_ray.config import load_config
+    from genixer_ray.pipeline import run_generation
+    from genixer_ray.store import RunStore
+
+    rng = random.Random(1)
+    folder = Path(tempfile.mkdtemp(prefix="bench-crawl-"))
+    distinct = args.crawl - args.duplicates
+    originals = [r for photo in EVAL_PHOTOS + CLEAN_PHOTOS
+                 for r in regions(Image.open(DATA / photo).convert("RGB"), -(-distinct // 24), rng)][:distinct]
+    for k, img in enumerate(originals):
+        img.save(folder / f"img{k:05d}.png")
+    for k in range(args.duplicates):
+        edited = list(edits(originals[k % distinct]).values())[k % 5]
+        edited.convert("RGB").save(folder / f"copy{k:05d}.jpg", quality=90)
+    requests = {}
+    for dedup in (False, True):
+        cfg = load_config(None, [f"input.source={folder}", f"output.path={folder}-out", f"name=dedup-{dedup}", "output.shard_size=32",
+                                 "engines.generator.backend=transformers", "sampling.max_tokens=8", f"image_dedup.enabled={dedup}"])
+        summary = run_generation(cfg)
+        rows = RunStore(summary.output).read_rows(["prompt_tokens", "error_code"])
+        requests[dedup] = rows["prompt_tokens"].is_not_null().sum()
+    print(f"run: {args.crawl} images, {args.duplicates} of them edited copies ({args.duplicates / args.crawl:.0%}); generator requests "
+          f"without image dedup {requests[False]}, with {requests[True]}: {1 - requests[True] / requests[False]:.1%} fewer (target >= 29%)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=1_000_000)
@@ -162,10 +197,16 @@ def main() -> None:
     ap.add_argument("--radii", type=lambda s: [int(x) for x in s.split(",")], default=[2, 4, 6, 8])
     ap.add_argument("--clean", type=int, default=1080)
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--crawl", type=int, default=200, help="images of the run part (0: no run)")
+    ap.add_argument("--duplicates", type=int, default=60, help="of them, edited copies of others")
     args = ap.parse_args()
-    if not args.skip_quality:
-        quality(args)
-    speed(args)
+    # The tables on the console; Ray's and the engines' output in the log file console() names.
+    with console("bench-image-dedup", verbose=False) as con, contextlib.redirect_stdout(con.out):
+        if not args.skip_quality:
+            quality(args)
+        speed(args)
+        if args.crawl:
+            crawl_run(args)
 
 
 if __name__ == "__main__":
