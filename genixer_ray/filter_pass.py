@@ -86,9 +86,10 @@ def recorded_generator(src: RunStore) -> EngineConfig | None:
         ) from None
 
 
-def _begin(dst: RunStore, cfg: FilterPassConfig, engines: dict[str, EngineConfig], run: str) -> None:
-    """Record the pass's settings at its first start; refuse to resume it with others."""
-    wanted = {"filters": redacted(cfg.filters), "engines": {n: redacted(e) for n, e in engines.items()}}
+def _begin(dst: RunStore, cfg: FilterPassConfig, engines: dict[str, dict], run: str) -> None:
+    """Record the pass's settings (``engines``: each filter's engine, redacted) at its first start;
+    refuse to resume it with others."""
+    wanted = {"filters": redacted(cfg.filters), "engines": engines}
     if cfg.decontamination.enabled:
         wanted["decontamination"] = redacted(cfg.decontamination)
     recorded = dst.read_json("filter.json")
@@ -145,7 +146,8 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     decode = cfg.decode_config(plan.get("input") or {})
     dst = RunStore(filter_url(src.url, cfg), cfg.run.storage_options)
     dst.check_writable()
-    _begin(dst, cfg, engines, src.url)
+    recorded_engines = {n: redacted(e) for n, e in engines.items()}
+    _begin(dst, cfg, recorded_engines, src.url)
     source = {m["shard"]: m["rows"] for m in src.markers()}
     done = dst.committed()
     expected = {k: n for k, n in source.items() if k not in done}
@@ -162,7 +164,7 @@ def run_filter(run: str, cfg: FilterPassConfig) -> RunSummary:
     for m in dst.markers():
         summary.add_marker(m)
     write_manifest(
-        dst, summary, started, source_run=src.url, filters=redacted(cfg.filters), engines={n: redacted(e) for n, e in engines.items()}, publish=redacted(cfg.publish),
+        dst, summary, started, source_run=src.url, filters=redacted(cfg.filters), engines=recorded_engines, publish=redacted(cfg.publish),
         views=cfg.views,
         source_shards={"planned": plan["shards"], "committed": len(source)},
     )

@@ -150,25 +150,31 @@ def crop_phashes(image) -> list[int]:
     return [perceptual_hashes(crop_margin(image, m))[0] for m in CROPS]
 
 
-def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cfg: InputConfig):
-    """A Ray Data call over plan shards: each shard's fingerprints (from its file, else decoded and
-    written), as the keys table of its images (:func:`keys_table`)."""
+def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cfg: InputConfig, chunk: int):
+    """A Ray Data call over plan shards: each shard's fingerprints (from its file, else decoded
+    ``chunk`` images at a time and written), as the keys table of its images (:func:`keys_table`)."""
     from PIL import Image
 
     from genixer_ray.stages import row_image
     from genixer_ray.stages.decode import DecodeStage
 
+    # The decode stage hashes the full-resolution image; the crops' hashes are taken from the image
+    # at max_side, not at the generator's short side (56 px for the tiny model), so that they
+    # compare with the whole-image hashes as the benchmark's do.
+    decode = DecodeStage(decode_cfg.model_copy(update={"short_side": None}))
     store = RunStore(run_url, storage_options)
     frames = []
     for shard in batch["shard"].to_pylist():
         name = fingerprints_name(shard)
         if not store.fs.exists(store.path(name)):
-            decoded = DecodeStage(decode_cfg)(store.read_frame(store.plan_name(shard)).to_dicts())
-            rows = [
-                {"shard": shard, "image_id": r["image_id"], "area": (r.get("image_width") or 0) * (r.get("image_height") or 0)}
-                | {c: r.get(c) for c in FINGERPRINT_COLUMNS} | {"crop_phashes": crop_phashes(Image.fromarray(row_image(r))) if r["status"] == "ok" else None}
-                for r in decoded
-            ]
+            plan, rows = store.read_frame(store.plan_name(shard)).to_dicts(), []
+            for start in range(0, len(plan), chunk):  # a chunk's decoded images in memory at a time
+                rows += [
+                    {"shard": shard, "image_id": r["image_id"], "area": (r.get("image_width") or 0) * (r.get("image_height") or 0)}
+                    | {c: r.get(c) for c in FINGERPRINT_COLUMNS}
+                    | {"crop_phashes": crop_phashes(Image.fromarray(row_image(r))) if r["status"] == "ok" else None}
+                    for r in decode(plan[start : start + chunk])
+                ]
             store.write_frame(name, pl.DataFrame(rows, schema=FINGERPRINTS_SCHEMA))
         frames.append(store.read_frame(name))
     return keys_table(pl.concat(frames))
@@ -232,7 +238,7 @@ def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, p
     shards = ray.data.from_items([{"shard": k} for k in range(plan["shards"])], override_num_blocks=max(1, plan["shards"]))
     keys = shards.map_batches(
         _fingerprint_shards, batch_size=1, batch_format="pyarrow", num_cpus=pool.task_cpus,
-        concurrency=pool.max_tasks, fn_kwargs={"run_url": run_url, "storage_options": storage_options, "decode_cfg": decode_cfg},
+        concurrency=pool.max_tasks, fn_kwargs={"run_url": run_url, "storage_options": storage_options, "decode_cfg": decode_cfg, "chunk": pool.batch_size},
     )
     return ray.get(ray.remote(num_cpus=1)(_write_clusters).remote(run_url, storage_options, duplicate_edges(keys, cfg.radius), wanted))
 

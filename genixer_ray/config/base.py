@@ -54,6 +54,11 @@ TaskIdMap = Annotated[dict[str, float], AfterValidator(_task_ids)]
 TaskWeights = Annotated[dict[str, float], AfterValidator(_task_ids), AfterValidator(_weights)]
 
 
+def copy_tree(node: Any) -> Any:
+    """``node`` with every nested dict copied (a config mapping to change without touching the caller's)."""
+    return {k: copy_tree(v) for k, v in node.items()} if isinstance(node, dict) else node
+
+
 # Keys whose values are credentials wherever they appear (storage options are masked whole).
 _SECRET_KEY = re.compile(r"secret|passw|token(?!s$)|credential|private_?key|access_?key|api_?key|session_?key|^key$|sas_|signature", re.I)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)

@@ -84,9 +84,9 @@ class FilterPassConfig(Strict):
         """
         enabled = self.filters.enabled()
         given = {n: getattr(self.engines, e) for n, e in FILTER_ENGINES.items() if n in enabled}
-        unnamed = [n for n, e in given.items() if e is None or e.model is None]
         if not given:
             return {}
+        unnamed = [n for n, e in given.items() if e is None or e.model is None]
         try:
             recorded = recorded_generator()
         except ConfigError:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from genixer_ray.config.base import copy_tree
+
 _ENGINE = ("model", "backend", "dtype", "max_model_len", "gpu_memory_utilization", "cpu_kvcache_space_gib",
            "tensor_parallel_size", "max_num_seqs", "enforce_eager", "block_size")
 _POOL = ("min_actors", "max_actors", "cpus_per_actor", "gpus_per_actor", "actor_resources", "accelerator_type",
@@ -75,10 +77,6 @@ def _put(data: dict, dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _copy(d: Any) -> Any:
-    return {k: _copy(v) for k, v in d.items()} if isinstance(d, dict) else d
-
-
 def translate(data: dict[str, Any], moves: dict[str, tuple[str, ...]]) -> tuple[dict[str, Any], list[str]]:
     """``data`` with every old key of ``moves`` (:data:`RUN_MOVES` or :data:`PASS_MOVES`) moved to
     its section, and the moves as ``old -> new`` lines (none: the config was in today's layout).
@@ -88,14 +86,14 @@ def translate(data: dict[str, Any], moves: dict[str, tuple[str, ...]]) -> tuple[
     Raises:
         ValueError: a key given in both layouts with different values.
     """
-    out, moved = _copy(data), {}
+    out, moved = copy_tree(data), {}
     for old, new in moves.items():
         found, value = _pop(out, old)
         if found and value is None and old in _UNSET_IS_ABSENT:
             continue  # a recorded run.json's "model": null is a filter on the generator's engine
         if found:
             for dest in new:
-                _put(out, dest, _copy(value))
+                _put(out, dest, copy_tree(value))
             # Said by section: "generator.{model, dtype} -> engines.generator".
             old_section, leaf = old.rsplit(".", 1)
             kept_name = all(d.endswith("." + leaf) for d in new)

@@ -10,7 +10,7 @@ from typing import Any, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from genixer_ray.config.base import redact
+from genixer_ray.config.base import copy_tree, redact
 from genixer_ray.config.filter_pass import FilterPassConfig
 from genixer_ray.config.legacy import OLD_SECTIONS, PASS_MOVES, RUN_MOVES, TRAIN_MOVES, translate
 from genixer_ray.config.run import RunConfig
@@ -74,7 +74,7 @@ def _format_errors(err: ValidationError, source: str, kind: type[BaseModel]) -> 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Return a copy of ``data`` with ``key.sub=value`` overrides applied (values parsed as YAML)."""
-    out = _deep_copy(data)
+    out = copy_tree(data)
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -88,10 +88,6 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = child
         node[parts[-1]] = yaml.safe_load(raw) if raw else ""
     return out
-
-
-def _deep_copy(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in d.items()}
 
 
 def build_config(

@@ -69,7 +69,7 @@ def placement(filters: FiltersConfig, on_generator: set[str]) -> dict[str, str]:
     on the generator's actors, with no second engine. CLIP and every other filter run on the filter
     actors; a filter pass has no generator actor, so its ``on_generator`` is empty.
     """
-    return {n: "generator" if n in on_generator and n != "clip" else "filter_actor" for n in filters.enabled()}
+    return {n: "generator" if n in on_generator else "filter_actor" for n in filters.enabled()}
 
 
 def filter_pool(filters: FiltersConfig, pool: ActorPoolConfig, engines: dict[str, EngineConfig], placed: dict[str, str]) -> Pool:
