@@ -10,7 +10,14 @@ microscopy, documents: other content), each looked up the same way; any hit is a
 Printed per edit and radius, with the decode stage's throughput with fingerprints against the same
 decode without them (ratio measured in this run).
 
-    .venv/bin/python bench/bench_fingerprints.py [--clean 1080] [--radii 6,8,10,12]
+Lookups: ``--crawl`` run images' fingerprints against an index of ``--evaluation`` evaluation images
+(random 64-bit hashes, four crops of each kind per image as ``index_hashes`` gives; one crawl image in
+100 an evaluation image's hash with 0-8 bits flipped) through the index the contamination stage
+uses (``EvalIndex.match_images``, all at once and in batches of ``--batch`` rows as the read tasks call it), against
+a brute-force numpy scan of every evaluation hash per run image (``np.bitwise_count``, both kinds),
+timed on a sample in the same run; both give the same matches on that sample.
+
+    .venv/bin/python bench/bench_fingerprints.py [--clean 1080] [--radii 6,8,10,12] [--crawl 1000000]
 """
 
 import argparse
@@ -24,6 +31,7 @@ import skimage
 from PIL import Image, ImageDraw, ImageEnhance
 
 from genixer_ray.config import InputConfig
+from genixer_ray.decontam.index import EvalIndex
 from genixer_ray.fingerprints import crop_margin, hamming, index_hashes, perceptual_hashes
 from genixer_ray.images import decode_full, downscale, embedded_image_paths
 from genixer_ray.stages.decode import DecodeStage
@@ -114,16 +122,76 @@ def decode_cost(args) -> None:
           f"({len(rows)} decodes of the {len(embedded_image_paths())} bundled photos, max_side {cfg.max_side})")
 
 
+def random_index(n: int, rng: np.random.Generator) -> EvalIndex:
+    """An index of ``n`` evaluation images with random hashes (no questions)."""
+    ids = np.array([f"e{i}" for i in range(n)], dtype=str)
+    hashes = rng.integers(0, 2**64 - 1, size=(2, n, 4), dtype=np.uint64, endpoint=True)
+    empty = np.array([], dtype=str)
+    return EvalIndex(benchmarks=np.full(n, "bench"), items=ids, image_sha256=ids, pixels_xxh3=ids, phash=hashes[0],
+                     phash_center=hashes[1], questions=empty, question_benchmarks=empty, question_items=empty,
+                     ngrams=np.array([], dtype=np.uint64), ngram_owner=np.array([], dtype=np.int64))
+
+
+def lookups(args) -> None:
+    """The contamination stage's lookups against a brute-force scan, same index, same rows."""
+    rng = np.random.default_rng(0)
+    t = time.perf_counter()
+    index = random_index(args.evaluation, rng)
+    built = time.perf_counter() - t
+    queries = rng.integers(0, 2**64 - 1, size=(2, args.crawl), dtype=np.uint64, endpoint=True)
+    planted = rng.choice(args.crawl, args.crawl // 100, replace=False)
+    for kind, table in enumerate((index.phash, index.phash_center)):
+        flips = np.array([sum(1 << int(b) for b in rng.choice(64, int(k), replace=False)) for k in rng.integers(0, 9, len(planted))],
+                         dtype=np.uint64)
+        queries[kind, planted] = table[rng.integers(0, args.evaluation, len(planted)), rng.integers(0, 4, len(planted))] ^ flips
+    rows = [{"image_sha256": "-", "pixels_xxh3": "-", "phash": int(a), "phash_center": int(b)} for a, b in queries.T]
+    index.match_images(rows[:8], args.radius)  # compiles the search once
+    flat = (index.phash.reshape(-1), index.phash_center.reshape(-1))  # owner-major: a position's owner is position // 4
+    sample = rows[: args.brute_sample]
+    t = time.perf_counter()
+    brute = []
+    for row in sample:
+        nearest = []
+        for hashes, q in zip(flat, (row["phash"], row["phash_center"]), strict=True):
+            d = np.bitwise_count(hashes ^ np.uint64(q))
+            at = int(d.argmin())  # the first position at the least distance: the first owner there
+            nearest.append((int(d[at]), at // 4))
+        best = min(nearest)
+        brute.append(best if best[0] <= args.radius else None)
+    per_brute = (time.perf_counter() - t) / len(sample)
+    memory = sum(h.hashes.nbytes + h.positions.nbytes + h.offsets.nbytes for h in (index._phash, index._phash_center))
+    hashes = index.phash.nbytes + index.phash_center.nbytes
+    print(f"lookups: {args.crawl:,} run images against {args.evaluation:,} evaluation images (4 hashes of each kind each), "
+          f"radius {args.radius}; index built in {built:.2f} s, {hashes / args.evaluation:.0f} bytes of hashes per evaluation image "
+          f"plus {(memory - hashes) / args.evaluation:.0f} of table positions and offsets")
+    print(f"  brute-force scan (numpy, both kinds): {per_brute * 1e6:.0f} us per run image on a {len(sample):,}-image sample, "
+          f"{per_brute * args.crawl:,.0f} s for all")
+    for batch in (args.crawl, args.batch):
+        t = time.perf_counter()
+        found = [m for at in range(0, len(rows), batch) for m in index.match_images(rows[at : at + batch], args.radius)]
+        took = time.perf_counter() - t
+        same = brute == [(m.distance, int(m.item[1:])) if m else None for m in found[: len(sample)]]
+        print(f"  multi-index, {batch:,} run images per call: {took:.1f} s, {took / args.crawl * 1e6:.1f} us per run image, "
+              f"{sum(m is not None for m in found):,} matched ({len(planted):,} planted; the sample's matches as the scan's: {same}); "
+              f"ratio {per_brute * args.crawl / took:.0f}x")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--per-photo", type=int, default=12, help="evaluation regions per evaluation photo")
     p.add_argument("--clean", type=int, default=1080, help="clean images of other content (at least)")
     p.add_argument("--radii", type=lambda s: [int(x) for x in s.split(",")], default=[6, 8, 10, 12])
-    p.add_argument("--repeat", type=int, default=8, help="decode-cost rounds over the bundled photos")
+    p.add_argument("--repeat", type=int, default=16, help="decode-cost rounds over the bundled photos")
+    p.add_argument("--crawl", type=int, default=1_000_000, help="run images looked up against the index")
+    p.add_argument("--evaluation", type=int, default=100_000, help="evaluation images in the lookup index")
+    p.add_argument("--radius", type=int, default=8, help="the lookups' radius")
+    p.add_argument("--batch", type=int, default=16, help="rows per lookup call, as the read tasks call it (pools.decode.batch_size)")
+    p.add_argument("--brute-sample", type=int, default=2_000, help="run images the brute-force scan is timed on")
     args = p.parse_args()
     np.random.seed(0)
     detection(args)
     decode_cost(args)
+    lookups(args)
 
 
 if __name__ == "__main__":

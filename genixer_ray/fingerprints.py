@@ -33,6 +33,9 @@ FINGERPRINT_COLUMNS = {
     "phash": pl.UInt64,
     "phash_center": pl.UInt64,
 }
+# Changes whenever a hash's definition does, so that fingerprints stored by an earlier version (a
+# cached decontamination index) are computed again rather than compared with today's.
+FINGERPRINT_VERSION = 2
 CENTER_MARGIN = 0.15  # phash_center: this share of each side is left out
 # Border crops an evaluation image is also indexed as (share of each side cut off): a crawl copy
 # cropped by up to about 10% lies near one of them.
@@ -87,7 +90,7 @@ def perceptual_hashes(image) -> tuple[int, int]:
     from PIL import Image
 
     img = Image.fromarray(image) if isinstance(image, np.ndarray) else image
-    work = np.asarray(img.resize((_WORK, _WORK), Image.Resampling.BILINEAR, reducing_gap=2.0).convert("L"), dtype=np.float64)
+    work = np.asarray(img.resize((_WORK, _WORK), Image.Resampling.BILINEAR, reducing_gap=1.0).convert("L"), dtype=np.float64)
     center = work[_MARGIN_PX : _WORK - _MARGIN_PX, _MARGIN_PX : _WORK - _MARGIN_PX]
     return _hash32(_FULL @ work @ _FULL.T), _hash32(_CENTER @ center @ _CENTER.T)
 
@@ -127,29 +130,42 @@ class Fingerprint:
         return {"image_sha256": self.image_sha256, "pixels_xxh3": self.pixels_xxh3, "phash": self.phash, "phash_center": self.phash_center}
 
 
-def pixels_digest(image, pixels: bytes | None = None) -> str:
+def pixels_digest(image) -> str:
     """XXH3-128 of an RGB PIL image's pixels and size, as hex (the same pixels at another size
-    differ); ``pixels``: its ``tobytes()`` when the caller has them already.
+    differ).
+
+    The pixels are hashed where Pillow holds them, 4 bytes a pixel (R, G, B and a fourth byte that
+    Pillow sets to 255 in RGB images), read in place through its Arrow export: packing them into
+    3-byte pixels first (``tobytes()``) took 60 ms for a 12-megapixel photo, the hash 5 ms
+    (BENCHMARKS.md, "Fingerprints"). An image whose rows Pillow keeps in several memory blocks
+    (larger than its block size; :func:`~genixer_ray.images.decode_full` makes one block) is packed
+    into the same 4-byte layout instead, which gives the same digest.
 
     Not SHA-256 as the file's bytes are: hashing every decoded pixel with SHA-256 cost 14-30% of the
-    decode stage here, XXH3 about 1% (BENCHMARKS.md, "Fingerprints"). A 128-bit hash is an identity
-    for this use (two different images collide with probability about 2^-64 among 2^32 images);
-    nobody needs it to resist a forger, who would change one pixel rather than forge a collision.
+    decode stage here, XXH3 about 1%. A 128-bit hash is an identity for this use (two different
+    images collide with probability about 2^-64 among 2^32 images); nobody needs it to resist a
+    forger, who would change one pixel rather than forge a collision.
     """
+    import pyarrow as pa
     import xxhash
 
-    h = xxhash.xxh3_128(f"{image.size[0]}x{image.size[1]}:".encode())
-    h.update(image.tobytes() if pixels is None else pixels)
-    return h.hexdigest()
+    w, h = image.size
+    digest = xxhash.xxh3_128(f"{w}x{h}:".encode())
+    try:
+        pixels = pa.array(image).buffers()[-1]
+    except ValueError:  # "Image rows are not contiguous in memory"
+        pixels = None
+    digest.update(memoryview(pixels)[: w * h * 4] if pixels is not None and pixels.size >= w * h * 4 else image.tobytes("raw", "RGBX"))
+    return digest.hexdigest()
 
 
-def fingerprint(data: bytes, image, pixels: bytes | None = None) -> Fingerprint:
+def fingerprint(data: bytes, image) -> Fingerprint:
     """The fingerprints of an image from its file's ``data`` and its decoded full-resolution RGB
-    PIL ``image`` (``pixels``: its ``tobytes()``, if at hand). The perceptual hashes too read the
-    full-resolution image, so no fingerprint depends on the size a run decodes images to."""
+    PIL ``image``. The perceptual hashes too read the full-resolution image, so no fingerprint
+    depends on the size a run decodes images to."""
     full, center = perceptual_hashes(image)
     return Fingerprint(
-        image_sha256=hashlib.sha256(data).hexdigest(), pixels_xxh3=pixels_digest(image, pixels), phash=full, phash_center=center,
+        image_sha256=hashlib.sha256(data).hexdigest(), pixels_xxh3=pixels_digest(image), phash=full, phash_center=center,
     )
 
 

@@ -102,6 +102,10 @@ def decode_full(data: bytes, *, max_pixels: int = 64_000_000):
             raise DecodeError("too_large", f"{w}x{h} = {w * h} pixels exceeds the budget of {max_pixels}")
         if w == 0 or h == 0:
             raise DecodeError("not_an_image", f"degenerate size {w}x{h}")
+        if Image.core.get_block_size() < w * h * 4:
+            # Pillow keeps a larger image's rows in several memory blocks (16 MiB each by default);
+            # in one block its pixels can be hashed in place (fingerprints.pixels_digest).
+            Image.core.set_block_size(-(-w * h * 4 // 4096) * 4096)  # a whole number of pages
         try:
             img.load()  # open() is lazy: truncation only shows when pixels are read
             ImageOps.exif_transpose(img, in_place=True)  # in place: no copy of an upright image

@@ -37,8 +37,8 @@ class ContaminationStage:
         self.radius = radius
         self.skip_matches = skip_matches
 
-    def _one(self, row: dict) -> dict:
-        if row["status"] != "ok" or row.get("phash") is None or (match := self.index.match(row, self.radius)) is None:
+    def _one(self, row: dict, match) -> dict:
+        if match is None:
             return row
         row = row | match.columns()
         if not self.skip_matches:
@@ -48,7 +48,9 @@ class ContaminationStage:
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Mark the contaminated rows of a batch; every other row passes unchanged."""
-        return [self._one(r) for r in batch]
+        eligible = [k for k, r in enumerate(batch) if r["status"] == "ok" and r.get("phash") is not None]
+        matches = dict(zip(eligible, self.index.match_images([batch[k] for k in eligible], self.radius), strict=True))
+        return [self._one(r, matches.get(k)) for k, r in enumerate(batch)]
 
 
 class QuestionStage:

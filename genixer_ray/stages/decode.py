@@ -52,9 +52,8 @@ class DecodeStage:
             return e.as_row(row, self.name)
         w, h = full.size
         image = downscale(full, max_side=self.cfg.max_side, short_side=self.cfg.short_side, as_array=False)
-        pixels = image.tobytes()  # one copy of the pixels, for the row and (when not downscaled) the digest
-        return row | fingerprint(data, full, pixels if image is full else None).columns() | {
-            "pixels": pixels, "height": image.size[1], "width": image.size[0], "image_width": w, "image_height": h,
+        return row | fingerprint(data, full).columns() | {
+            "pixels": image.tobytes(), "height": image.size[1], "width": image.size[0], "image_width": w, "image_height": h,
         }
 
     def __call__(self, batch: list[dict]) -> list[dict]:

@@ -124,8 +124,8 @@ def test_the_index_matches_each_tier_and_nothing_else(tmp_path):
     png = io.BytesIO()
     Image.open(io.BytesIO(chelsea)).save(png, "PNG")
     brighter = jpeg("coffee", quality=40, edit=lambda im: ImageEnhance.Brightness(im).enhance(1.15))
-    found = {k: index.match(decoded(d, k), 8) for k, d in
-             {"same": chelsea, "png": png.getvalue(), "edited": brighter, "other": jpeg("rocket")}.items()}
+    images = {"same": chelsea, "png": png.getvalue(), "edited": brighter, "other": jpeg("rocket")}
+    found = dict(zip(images, index.match_images([decoded(d, k) for k, d in images.items()], 8), strict=True))
     assert (found["same"].tier, found["same"].item, found["same"].benchmark) == ("bytes", "7", "bench")
     assert found["png"].tier == "pixels" and found["png"].item == "7"
     assert found["edited"].tier == "perceptual" and found["edited"].item == "8" and found["edited"].distance <= 8
