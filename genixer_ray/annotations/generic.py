@@ -44,19 +44,35 @@ def llava_samples(rec: dict, ctx) -> Iterator[dict]:
 # -- VQAv2: v2_OpenEnded_mscoco_{split}_questions.json + v2_mscoco_{split}_annotations.json -------
 
 
-def vqav2_records(ctx) -> Iterator[tuple[str, Any]]:
-    """Questions joined with their annotations on ``question_id``, as the official VQA API does."""
+def vqav2_questions(ctx) -> tuple[list, str]:
+    """The ``questions`` list of a VQAv2 questions file and the subtype its images are named by:
+    its ``data_subtype``, except test-dev2015, a subset of test2015 whose images are test2015's
+    (``COCO_test2015_...``; the VQA API and the test-dev server use those files)."""
     questions = load_json(ctx.files["questions"], ctx.storage_options)
-    annotations = load_json(ctx.files["annotations"], ctx.storage_options)
     if not isinstance(questions, dict) or not isinstance(questions.get("questions"), list):
         raise ConversionError(f"{ctx.files['questions']} is not a VQAv2 questions file (no 'questions' list)")
-    if not isinstance(annotations, dict) or not isinstance(annotations.get("annotations"), list):
-        raise ConversionError(f"{ctx.files['annotations']} is not a VQAv2 annotations file (no 'annotations' list)")
     subtype = questions.get("data_subtype")
     if not isinstance(subtype, str) or not subtype:
         raise ConversionError(f"{ctx.files['questions']} names no data_subtype (e.g. train2014): image names need it")
+    return questions["questions"], "test2015" if subtype == "test-dev2015" else subtype
+
+
+def vqav2_image(question: dict, subtype: str, ctx) -> str:
+    """A VQAv2 question's image, ``COCO_{subtype}_{image_id:012d}.jpg`` under the image root."""
+    image_id = question["image_id"]
+    if isinstance(image_id, bool) or not isinstance(image_id, int):
+        raise Skip("bad_image_id", f"image_id {image_id!r} is not an integer")
+    return image_url(f"COCO_{subtype}_{image_id:012d}.jpg", ctx.image_root)
+
+
+def vqav2_records(ctx) -> Iterator[tuple[str, Any]]:
+    """Questions joined with their annotations on ``question_id``, as the official VQA API does."""
+    questions, subtype = vqav2_questions(ctx)
+    annotations = load_json(ctx.files["annotations"], ctx.storage_options)
+    if not isinstance(annotations, dict) or not isinstance(annotations.get("annotations"), list):
+        raise ConversionError(f"{ctx.files['annotations']} is not a VQAv2 annotations file (no 'annotations' list)")
     by_id = {a.get("question_id"): a for a in annotations["annotations"] if isinstance(a, dict)}
-    for n, q in enumerate(questions["questions"]):
+    for n, q in enumerate(questions):
         yield f"question {n}", {"question": q, "annotation": by_id.get(q.get("question_id")) if isinstance(q, dict) else None,
                                 "subtype": subtype}
 
@@ -66,12 +82,9 @@ def vqav2_samples(rec: dict, ctx) -> Iterator[dict]:
     q, ann = rec["question"], rec["annotation"]
     if ann is None:
         raise Skip("no_annotation", f"question {q.get('question_id')!r} has no annotation")
-    image_id = q["image_id"]
-    if isinstance(image_id, bool) or not isinstance(image_id, int):
-        raise Skip("bad_image_id", f"image_id {image_id!r} is not an integer")
-    name = f"COCO_{rec['subtype']}_{image_id:012d}.jpg"
+    image = vqav2_image(q, rec["subtype"], ctx)
     answer = text(ann.get("multiple_choice_answer"), "answer")
-    yield {"image": image_url(name, ctx.image_root), "task": "common_vqa", "turns": [(text(q["question"], "question"), answer)]}
+    yield {"image": image, "task": "common_vqa", "turns": [(text(q["question"], "question"), answer)]}
 
 
 # -- GQA: {split}_balanced_questions.json, {question id: record} -----------------------------------

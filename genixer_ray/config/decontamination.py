@@ -25,7 +25,10 @@ class EvalSource(Strict):
         "the converters read (vqav2, gqa, refer, aokvqa, flickr30k, rec_jsonl, llava, ...) with its image_root.",
     )
     path: str | None = Field(None, description="The file (a TSV, a Parquet file or folder, a one-file annotation format) or image folder/manifest.")
-    files: dict[str, str] = Field(default_factory=dict, description="The files of a several-file annotation format by role (vqav2, refer, flickr30k).")
+    files: dict[str, str] = Field(
+        default_factory=dict, description="The files of a several-file annotation format by role (vqav2, refer, flickr30k); vqav2 "
+        "also takes its questions file alone (test, test-dev).",
+    )
     image_root: str | None = Field(
         None, description="Annotation formats: the folder their image names are relative to; vlmevalkit_tsv: where rows without "
         "an image column's bytes find their image_path.",
@@ -41,7 +44,9 @@ class EvalSource(Strict):
         if self.format in FORMATS:
             from genixer_ray.config.train import DataSource
 
-            DataSource(format=self.format, path=self.path, files=self.files, image_root=self.image_root or "", splits=self.splits)
+            if not (self.format == "vqav2" and set(self.files) == {"questions"} and self.path is None):
+                # (a VQAv2 questions file alone is an evaluation set: test and test-dev have no annotations)
+                DataSource(format=self.format, path=self.path, files=self.files, image_root=self.image_root or "", splits=self.splits)
             if self.image_root is None:
                 raise ValueError(f"format {self.format!r} needs image_root (the folder its image names are relative to)")
         elif self.path is None or self.files:

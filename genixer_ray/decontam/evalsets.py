@@ -11,7 +11,9 @@ bytes and the questions asked about it (:class:`EvalRecord`).
   plain image bytes; the item id is the ``id``, ``index`` or ``question_id`` column, else the row.
 - ``images``: a folder or a manifest, listed exactly as ``input.source`` lists a run's images.
 - an annotation format (:data:`genixer_ray.annotations.FORMATS`): its records converted as for
-  training, each distinct image once, named by its first sample's id.
+  training, each distinct image once, named by its first sample's id; ``vqav2`` also with its
+  questions file alone (the test and test-dev splits, published without annotations), each
+  image named by its first question's ``question_id``.
 
 A record that cannot give an image is skipped and counted by reason in the source's
 :class:`~genixer_ray.annotations.SourceStats` (``bad_base64``, ``bad_reference``, ``no_image``,
@@ -165,24 +167,54 @@ def _images(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecord]:
             yield from _counted(stats, row["image_id"], lambda u=row["source"]: _read(u, src.storage_options))
 
 
+def _each_image_once(stats: SourceStats, items: Iterator[tuple[str, str, tuple[str, ...]]], storage_options: dict) -> Iterator[EvalRecord]:
+    # (item, image URL, questions) -> records: an image read at its first item, questions alone after.
+    seen: set[str] = set()
+    for item, image, questions in items:
+        if image in seen:
+            yield EvalRecord(item, None, questions)
+            continue
+        seen.add(image)
+        stats.records += 1
+        yield from _counted(stats, item, lambda u=image: _read(u, storage_options), questions)
+
+
 def _annotations(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecord]:
     from genixer_ray.fixtures import resolve_fixture  # fixtures/...: the bundled files, as training takes them
 
     files = {role: resolve_fixture(url) for role, url in (({"path": src.path} if src.path else {}) | src.files).items()}
     converted = SourceStats(stats.source)  # the converter's own counts: records and samples of questions, not images
-    seen: set[str] = set()
-    for sample in convert_source(src.format, files, image_root=resolve_fixture(src.image_root), storage_options=src.storage_options,
-                                 splits=tuple(src.splits), stats=converted):
-        questions = _sample_questions(sample)
-        if sample["image"] in seen:
-            yield EvalRecord(sample["sample_id"], None, questions)
-            continue
-        seen.add(sample["image"])
-        stats.records += 1
-        yield from _counted(stats, sample["sample_id"], lambda u=sample["image"]: _read(u, src.storage_options), questions)
+    samples = convert_source(src.format, files, image_root=resolve_fixture(src.image_root), storage_options=src.storage_options,
+                             splits=tuple(src.splits), stats=converted)
+    yield from _each_image_once(stats, ((x["sample_id"], x["image"], _sample_questions(x)) for x in samples), src.storage_options)
     for reason, n in converted.skipped.items():
         stats.skipped[reason] += n
         stats.examples.setdefault(reason, converted.examples.get(reason, []))
+
+
+def _vqav2_questions(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecord]:
+    # A VQAv2 questions file alone: the test and test-dev splits publish no annotations.
+    from genixer_ray.annotations import SourceContext
+    from genixer_ray.annotations.base import Skip
+    from genixer_ray.annotations.generic import vqav2_image, vqav2_questions
+    from genixer_ray.fixtures import resolve_fixture
+
+    ctx = SourceContext({"questions": resolve_fixture(src.files["questions"])}, resolve_fixture(src.image_root), src.storage_options)
+    questions, subtype = vqav2_questions(ctx)  # a file not in the format: ConversionError, naming it
+
+    def items():
+        for n, q in enumerate(questions):
+            item = str(q.get("question_id", f"question {n}")) if isinstance(q, dict) else f"question {n}"
+            try:
+                if not isinstance(q, dict) or "image_id" not in q:
+                    raise Skip("bad_record", f"not a VQAv2 question: {str(q)[:80]}")
+                image = vqav2_image(q, subtype, ctx)
+            except Skip as e:
+                stats.skip(e.code, item, e.message)
+                continue
+            yield item, image, (q["question"],) if isinstance(q.get("question"), str) and q["question"] else ()
+
+    yield from _each_image_once(stats, items(), src.storage_options)
 
 
 def _sample_questions(sample: dict) -> tuple[str, ...]:
@@ -202,4 +234,6 @@ def iter_eval_records(src: EvalSource, stats: SourceStats) -> Iterator[EvalRecor
     Raises:
         UserError: a file that cannot be read, or is not in the format (naming it).
     """
+    if src.format == "vqav2" and "annotations" not in src.files:
+        return _vqav2_questions(src, stats)
     return _READERS.get(src.format, _annotations)(src, stats)

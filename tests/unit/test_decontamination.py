@@ -99,6 +99,32 @@ def test_refer_test_splits_and_image_folders(tmp_path):
     assert list(folder) == ["a.jpg"]  # the image id a run would give it
 
 
+def test_a_vqav2_test_dev_questions_file_alone(tmp_path):
+    """test-dev2015 as VQA publishes it (questions, no annotations); its images are test2015's files."""
+    root = tmp_path / "test2015"
+    root.mkdir()
+    (root / "COCO_test2015_000000000001.jpg").write_bytes(jpeg("chelsea"))
+    questions = {"info": {"description": "This is v2.0 of the VQA dataset.", "version": "2.0"}, "task_type": "Open-Ended",
+                 "data_type": "mscoco", "license": {"name": "Creative Commons Attribution 4.0 International License"},
+                 "data_subtype": "test-dev2015",
+                 "questions": [{"image_id": 1, "question": "What is the cat doing?", "question_id": 1000},
+                               {"image_id": 1, "question": "Is it indoors?", "question_id": 1001},
+                               {"image_id": 2, "question": "Where is it?", "question_id": 2000},  # no such image file
+                               {"image_id": "3", "question": "Bad id?", "question_id": 3000}, "not a question"]}
+    (tmp_path / "q.json").write_text(json.dumps(questions))
+    src = EvalSource(benchmark="VQAv2_testdev", format="vqav2", files={"questions": str(tmp_path / "q.json")}, image_root=str(root))
+    stats = SourceStats("t")
+    records = list(iter_eval_records(src, stats))
+    assert [(r.item, r.data is not None, r.questions) for r in records] == [
+        ("1000", True, ("What is the cat doing?",)), ("1001", False, ("Is it indoors?",))]
+    assert dict(stats.skipped) == {"missing": 1, "bad_image_id": 1, "bad_record": 1}
+    with pytest.raises(ConfigError, match="needs image_root"):
+        build_config({"decontamination": {"sources": [{"benchmark": "v", "format": "vqav2", "files": {"questions": "q.json"}}]}})
+    (tmp_path / "bad.json").write_text(json.dumps({"questions": []}))
+    with pytest.raises(UserError, match="bad.json names no data_subtype"):
+        list(iter_eval_records(src.model_copy(update={"files": {"questions": str(tmp_path / "bad.json")}}), stats))
+
+
 def test_bad_sources_fail_at_config_load_naming_the_field():
     with pytest.raises(ConfigError, match="decontamination.*needs image_root"):
         build_config({"decontamination": {"sources": [{"benchmark": "r", "format": "gqa", "path": "x.json"}]}})
