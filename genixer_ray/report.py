@@ -1,8 +1,9 @@
 """``genixer-ray report RUN``: one self-contained HTML page about a run or a filter pass.
 
-The page holds the per-task funnel, histograms of the filter scores with their thresholds or band
-marked, thumbnails of kept and rejected samples (boxes drawn, question and answer, reasons) and
-error counts by code with examples. It needs no network (styles inline, charts as SVG, images as
+The page holds the per-task funnel, the contamination check (each matched run image beside the
+evaluation image it matched, read back from its evaluation set), histograms of the filter scores
+with their thresholds or band marked, thumbnails of kept and rejected samples (boxes drawn,
+question and answer, reasons) and error counts by code with examples. It needs no network (styles inline, charts as SVG, images as
 data URIs) and no script. Generated text is untrusted: every string is HTML-escaped.
 
 Shards are read one at a time; the scores kept for the histograms are a bounded sample.
@@ -10,14 +11,12 @@ Shards are read one at a time; the scores kept for the histograms are a bounded 
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import random
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from genixer_ray.decontam.shown import contamination_section
 from genixer_ray.errors import NotARunError
 from genixer_ray.filters.decide import FUNNEL_ORDER
 from genixer_ray.filters.health import alarm_text
@@ -25,6 +24,8 @@ from genixer_ray.filters.rules import Rule
 from genixer_ray.image_dedup import image_dedup_text
 from genixer_ray.inspection import inspect_run
 from genixer_ray.overlap import overlapped
+from genixer_ray.report_html import STYLE, histogram_svg, thumbnail
+from genixer_ray.report_html import text as _e
 from genixer_ray.schema import RATING_AXES, row_key
 from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore
@@ -36,7 +37,6 @@ SCORES = {
     **{f"rating: {axis}": f"rating_{axis}" for axis in RATING_AXES},
 }
 MAX_SCORES = 50_000  # per filter, for the histograms (a uniform sample beyond that)
-THUMB = 256
 
 
 @dataclass
@@ -47,6 +47,7 @@ class _Collected:
     rejected: list[dict] = field(default_factory=list)  # parsed rows outside it
     in_view: int = 0
     errors: dict[str, list[dict]] = field(default_factory=dict)
+    contaminated: dict[str, dict] = field(default_factory=dict)  # a row per matched image (or question), by image id
 
 
 def _collect(store: RunStore, per_column: int, rng: random.Random, condition: str) -> tuple[_Collected, dict[int, list[dict]]]:
@@ -59,6 +60,9 @@ def _collect(store: RunStore, per_column: int, rng: random.Random, condition: st
     read = lambda k: store.read_frame(store.shard_name(k)).with_columns(marked)  # noqa: E731
     for k, frame in zip(shards, overlapped(read, shards, store.requests_in_flight), strict=True):
         for row in frame.to_dicts():
+            if row.get("contamination_tier") and row["image_id"] not in c.contaminated and len(c.contaminated) < per_column:
+                c.contaminated[row["image_id"]] = row
+                show.setdefault(k, []).append(row)
             for f, col in SCORES.items():
                 v = row.get(col)
                 if v is None or v != v:  # unscored or NaN
@@ -77,7 +81,8 @@ def _collect(store: RunStore, per_column: int, rng: random.Random, condition: st
             bucket = c.kept if row.pop("_in_view") else c.rejected
             if len(bucket) < per_column:
                 bucket.append(row)
-                show.setdefault(k, []).append(row)
+                if c.contaminated.get(row["image_id"]) is not row:
+                    show.setdefault(k, []).append(row)
     return c, show
 
 
@@ -93,63 +98,9 @@ def _attach_images(store: RunStore, show: dict[int, list[dict]], storage_options
                 if data is None:
                     with fsspec.open(row["source"], "rb", **storage_options) as f:
                         data = f.read()
-                row["_thumb"] = _thumbnail(data, row)
+                row["_thumb"] = thumbnail(data, row)
             except Exception as e:  # the image moved or cannot be read: the card says so
                 row["_thumb_error"] = f"{type(e).__name__}: {e}"
-
-
-def _thumbnail(data: bytes, row: dict) -> str:
-    """A JPEG data URI of the image, boxes drawn (question boxes orange, answer boxes green)."""
-    from PIL import Image, ImageDraw
-
-    from genixer_ray.images import decode_image
-
-    img = Image.fromarray(decode_image(data, max_side=THUMB))
-    draw = ImageDraw.Draw(img)
-    w, h = img.size
-    for col, color in (("question_boxes", (255, 140, 0)), ("answer_boxes", (40, 200, 90))):
-        for b in row.get(col) or []:
-            draw.rectangle([b[0] * w, b[1] * h, b[2] * w, b[3] * h], outline=color, width=3)
-    for x, y in row.get("points") or []:
-        draw.ellipse([x * w - 5, y * h - 5, x * w + 5, y * h + 5], outline=(0, 160, 255), width=3)
-    buf = io.BytesIO()
-    img.save(buf, "JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _histogram_svg(values: list[float], marks: list[float], *, bins: int = 30) -> str:
-    """An SVG bar chart of ``values`` with dashed red lines at ``marks``."""
-    if not values:
-        return "<p class='muted'>no scores</p>"
-    lo, hi = min(values + marks), max(values + marks)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 0.5, hi + 0.5
-    counts = [0] * bins
-    for v in values:
-        counts[min(int((v - lo) / (hi - lo) * bins), bins - 1)] += 1
-    width, height, pad = 480, 160, 24
-    bw = (width - 2 * pad) / bins
-    top = max(counts)
-    parts = [f"<svg viewBox='0 0 {width} {height + 20}' width='{width}' height='{height + 20}' role='img'>"]
-    for i, n in enumerate(counts):
-        bh = (height - pad) * n / top
-        parts.append(f"<rect x='{pad + i * bw:.1f}' y='{height - bh:.1f}' width='{bw - 1:.1f}' height='{bh:.1f}' fill='#4a7bd0'/>")
-    for m in marks:
-        x = pad + (m - lo) / (hi - lo) * (width - 2 * pad)
-        parts.append(f"<line x1='{x:.1f}' y1='4' x2='{x:.1f}' y2='{height}' stroke='#d33' stroke-width='2' stroke-dasharray='5,3'/>")
-        parts.append(f"<text x='{x + 3:.1f}' y='14' fill='#d33' font-size='11'>{m:g}</text>")
-    parts.append(f"<text x='{pad}' y='{height + 16}' font-size='11'>{lo:.2f}</text>")
-    parts.append(f"<text x='{width - pad}' y='{height + 16}' font-size='11' text-anchor='end'>{hi:.2f}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
-
-
-_CONTROL = {c: "\ufffd" for c in range(32) if c not in (9, 10)} | {127: "\ufffd"}
-
-
-def _e(v) -> str:
-    """Untrusted text as HTML text: escaped, control characters shown as U+FFFD."""
-    return html.escape("" if v is None else str(v).translate(_CONTROL), quote=True)
 
 
 def _card(row: dict) -> str:
@@ -202,20 +153,6 @@ def _diversity_table(diversity: dict) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
-h1{font-size:22px} h2{font-size:18px;margin-top:28px}
-table{border-collapse:collapse;background:#fff} td,th{border:1px solid #ddd;padding:4px 10px;text-align:right}
-td:first-child,th:first-child{text-align:left}
-.cols{display:flex;gap:24px;align-items:flex-start} .col{flex:1}
-.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(260px,1fr));gap:12px}
-.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;font-size:13px;overflow-wrap:anywhere}
-.card img{width:100%;border-radius:4px} .noimg{padding:20px;background:#eee}
-.task{background:#eef;border-radius:3px;padding:1px 5px} .reasons{color:#b00} .scores,.muted{color:#666}
-.hists{display:flex;flex-wrap:wrap;gap:24px}
-"""
-
-
 def write_report(
     run: str, out: str, *, storage_options: dict | None = None, per_column: int = 12, seed: int = 0, view: str = "kept",
 ) -> dict:
@@ -245,7 +182,7 @@ def write_report(
     rules = [Rule(**r) for r in info["rules"] if r["filter"] != "dedup"]  # as data, from the shards' markers (dedup scores nothing)
     hists = "".join(
         f"<div><h3>{_e(f)} ({c.seen[f]} scored; rule: {_e(', '.join(r.text for r in rules if r.score == col) or 'none')})</h3>"
-        f"{_histogram_svg(c.scores[f], sorted({m for r in rules if r.score == col for m in r.marks}))}</div>"
+        f"{histogram_svg(c.scores[f], sorted({m for r in rules if r.score == col for m in r.marks}))}</div>"
         for f, col in SCORES.items()
         if c.seen[f]
     )
@@ -267,6 +204,7 @@ errors {sum(info['by_error'].values())} · kept {info['kept']} · shards {info['
 {info['shards']['pending']} pending · config {_e(info['config_digest'])} · written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC</p>
 <h2>Funnel per task</h2>{_funnel_table(info['funnel'])}
 {f"<p>Image dedup: {_e(image_dedup_text(info['image_dedup']))}.</p>" if info.get('image_dedup') else ""}
+{contamination_section(store, list(c.contaminated.values()), info['contamination'], so)}
 {_alarms(info['alarms'])}
 <h2>Diversity per task</h2>{_diversity_table(info.get('diversity') or {})}
 <h2>Filter scores</h2><p class="muted">Dashed red lines: the thresholds or band edges the rows were judged by.</p>

@@ -11,9 +11,18 @@ from genixer_ray.config import load_config
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.inspection import inspect_run
 from genixer_ray.pipeline import run_generation
+from genixer_ray.report import write_report
 from genixer_ray.verify import verify_run
 
 pytestmark = pytest.mark.ray
+
+
+def contamination_cards(run: str, out, storage_options: dict | None = None) -> list[str]:
+    """The report's contamination section, a card per matched image (or question)."""
+    write_report(run, str(out), storage_options=storage_options)
+    page = out.read_text()
+    section = page[page.index("<h2>Contamination</h2>") :]
+    return section[: section.index("<h2>", 5)].split("<div class='card'>")[1:]
 
 
 def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(ray_session, tmp_path):
@@ -50,6 +59,11 @@ def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(
     assert table.filter(pl.col("image_id") == "chelsea")["contamination_tier"].to_list() == ["bytes"]
     first = out.filter(pl.col("sample") == 0).sort("image_id")
     assert table.select("image_sha256", "phash").equals(first.select("image_sha256", "phash"))
+    # The report shows each matched image beside the evaluation image, read back from the TSV.
+    cards = contamination_cards(summary.output, tmp_path / "report.html")
+    assert len(cards) == 2 and all(c.count("<img src='data:image/jpeg;base64,") == 2 for c in cards)
+    assert any("chelsea" in c and "MMBench_DEV_EN item <code>0</code>" in c and "the same bytes" in c for c in cards)
+    assert any("coffee" in c and "MMBench_DEV_EN item <code>1</code>" in c and "perceptual, distance" in c for c in cards)
     # A re-run of the finished run reuses the index and rewrites nothing.
     again = run_generation(load_config(None, overrides))
     assert again.skipped_shards == again.shards
@@ -89,3 +103,8 @@ def test_a_pass_over_a_run_made_without_it_marks_images_and_questions_on_s3(ray_
     assert all(r["image_sha256"] for r in rows.values() if r["status"] == "ok") and rows["retina"]["image_sha256"] is None
     assert inspect_run(summary.output, storage_options=so)["contamination"] == {"bench/perceptual": 1, "bench/question": 1}
     assert verify_run(summary.output, storage_options=so).ok
+    cards = contamination_cards(summary.output, tmp_path / "report.html", so)
+    (image,) = [c for c in cards if "rocket" in c]
+    assert image.count("<img src='data:image/jpeg;base64,") == 2 and "bench item <code>1</code>" in image
+    (question,) = [c for c in cards if "motorcycle" in c]
+    assert "question: the question repeats" in question and "bench item <code>2</code>" in question
