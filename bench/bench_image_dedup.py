@@ -45,7 +45,8 @@ def fingerprints(images: dict[str, Image.Image]) -> pl.DataFrame:
         rgb = img.convert("RGB")
         buf = io.BytesIO()
         rgb.save(buf, "PNG")
-        rows.append({"shard": 0, "image_id": name, "area": rgb.width * rgb.height} | fingerprint(buf.getvalue(), rgb).columns()
+        rows.append({"shard": 0, "image_id": name, "area": rgb.width * rgb.height, "file_bytes": len(buf.getvalue())}
+                    | fingerprint(buf.getvalue(), rgb).columns()
                     | {"crop_phashes": crop_phashes(rgb)})
     return pl.DataFrame(rows, schema=FINGERPRINTS_SCHEMA)
 
@@ -57,7 +58,7 @@ def local_clusters(prints: pl.DataFrame, radius: int) -> dict[str, tuple[str, st
     for (key,), group in keys.group_by("key"):
         if group.height > 1:
             edges += group_edges(key, group["image_id"].to_list(), group["hash"].to_list(), radius)
-    return clusters(edges, dict(zip(prints["image_id"], prints["area"])))
+    return clusters(edges, {i: (a, b) for i, a, b in prints.select("image_id", "area", "file_bytes").iter_rows()})
 
 
 def quality(args) -> None:
@@ -118,7 +119,7 @@ def synthetic(n: int, planted: int, rng: np.random.Generator) -> tuple[pl.DataFr
         truth[f"i{c:07d}"] = (f"i{o:07d}", flips)
     ids = [f"i{k:07d}" for k in range(n)]
     crops = pl.Series(rng.integers(0, 2**63, size=(n, 3), dtype=np.uint64)).cast(pl.List(pl.UInt64))  # three border crops' hashes
-    frame = pl.DataFrame({"shard": np.arange(n) // 1000, "image_id": ids, "area": np.full(n, 1000), "image_sha256": [f"s{k}" for k in range(n)],
+    frame = pl.DataFrame({"shard": np.arange(n) // 1000, "image_id": ids, "area": np.full(n, 1000), "file_bytes": np.full(n, 50_000), "image_sha256": [f"s{k}" for k in range(n)],
                           "pixels_xxh3": [f"x{k}" for k in range(n)], "phash": phash, "phash_center": center, "crop_phashes": crops},
                          schema=FINGERPRINTS_SCHEMA)
     return frame, truth

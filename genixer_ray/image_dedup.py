@@ -15,7 +15,8 @@ With ``image_dedup.enabled`` a run clusters its planned images before it generat
 3. **Edges**, through Ray Data's groupby (on a hash partition of the keys): images that share an exact key are joined;
    images that share a band are joined when their hash of that band's kind is within ``radius``.
 4. **Clusters**: connected components of the edges, in a Ray task (not the driver). Each cluster's
-   representative is its largest image (most pixels), then its smallest id; every other member is
+   representative is its largest image (most pixels), then its largest file (of two copies of one
+   size, the less compressed: usually the original), then its smallest id; every other member is
    a duplicate, written per shard to ``dedup/images/shard-NNNNNN.parquet`` (only shards that hold
    duplicates). ``dedup/images.json`` is the marker: written last, it records the settings and the
    plan; a re-run with both unchanged reuses the clusters.
@@ -47,7 +48,8 @@ GROUP_CHUNK = 2048  # distinct hashes compared at once within a band group (boun
 TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first
 # A shard's fingerprint file: each planned image's fingerprints, its size, and the phash of its own
 # border crops (CROPS), which a copy cut down by a few percent lands near (null where it did not decode).
-FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, **FINGERPRINT_COLUMNS, "crop_phashes": pl.List(pl.UInt64)}
+FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, "file_bytes": pl.Int64, **FINGERPRINT_COLUMNS,
+                       "crop_phashes": pl.List(pl.UInt64)}
 CROPS = INDEX_CROPS[1:]  # the border shares cut off (the whole image's phash is already there)
 _EXACT = {"s": "exact_bytes", "x": "exact_pixels"}  # key kind -> tier
 
@@ -65,11 +67,11 @@ def duplicates_name(shard: int) -> str:
 def keys_table(prints):
     """Each image's candidate keys, one row per (key, image): its file's and its pixels' hashes
     (``s:``, ``x:``) and each perceptual hash's 16-bit bands (``h0:``..``h3:`` of ``phash`` and of
-    each border crop's, ``c0:``..``c3:`` of ``phash_center``), with the image's shard, area, the
+    each border crop's, ``c0:``..``c3:`` of ``phash_center``), with the image's shard, area, file size, the
     hash a band's matches are checked by (0 for the exact keys) and the key's partition. ``prints``: a Polars frame of the fingerprint
     files' columns; images without fingerprints (not decodable) have no keys.
     """
-    base = ["image_id", "shard", "area"]
+    base = ["image_id", "shard", "area", "file_bytes"]
     parts = [
         prints.filter(pl.col(col).is_not_null()).select(*base, key=pl.concat_str(pl.lit(f"{kind}:"), pl.col(col)), hash=pl.lit(0, pl.UInt64))
         for kind, col in (("s", "image_sha256"), ("x", "pixels_xxh3"))
@@ -86,7 +88,7 @@ def keys_table(prints):
     keys = pl.concat(parts)
     # The key's partition: Ray Data groups by it, so each call takes many keys (one call per key
     # cost more than the rest of the clustering); a key's images are all in one partition.
-    return keys.select("key", "image_id", "shard", "area", "hash", part=(pl.col("key").hash(seed=0) % PARTITIONS).cast(pl.Int32)).to_arrow()
+    return keys.select("key", *base, "hash", part=(pl.col("key").hash(seed=0) % PARTITIONS).cast(pl.Int32)).to_arrow()
 
 
 def group_edges(key: str, ids: list[str], hashes: list[int], radius: int) -> list[tuple[str, str, str]]:
@@ -115,10 +117,10 @@ def group_edges(key: str, ids: list[str], hashes: list[int], radius: int) -> lis
     return edges
 
 
-def clusters(edges: list[tuple[str, str, str]], area: dict[str, int]) -> dict[str, tuple[str, str]]:
+def clusters(edges: list[tuple[str, str, str]], size: dict[str, tuple[int, int]]) -> dict[str, tuple[str, str]]:
     """Each duplicate's ``(representative, tier)``: connected components of ``edges``; the
-    representative is a component's largest image (``area``), then its smallest id; the tier is
-    the strongest of the member's edges."""
+    representative is a component's largest image (``size``: its pixels, then its file's bytes),
+    then its smallest id; the tier is the strongest of the member's edges."""
     parent: dict[str, str] = {}
 
     def find(x: str) -> str:
@@ -140,7 +142,7 @@ def clusters(edges: list[tuple[str, str, str]], area: dict[str, int]) -> dict[st
         members.setdefault(find(x), []).append(x)
     out = {}
     for group in members.values():
-        rep = min(group, key=lambda x: (-area.get(x, 0), x))
+        rep = min(group, key=lambda x: (*(-v for v in size.get(x, (0, 0))), x))
         out.update({x: (rep, tier[x]) for x in group if x != rep})
     return out
 
@@ -169,32 +171,49 @@ def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cf
         if not store.fs.exists(store.path(name)):
             plan, rows = store.read_frame(store.plan_name(shard)).to_dicts(), []
             for start in range(0, len(plan), chunk):  # a chunk's decoded images in memory at a time
+                planned = [_with_bytes(r, decode) for r in plan[start : start + chunk]]
                 rows += [
-                    {"shard": shard, "image_id": r["image_id"], "area": (r.get("image_width") or 0) * (r.get("image_height") or 0)}
+                    {"shard": shard, "image_id": r["image_id"], "area": (r.get("image_width") or 0) * (r.get("image_height") or 0),
+                     "file_bytes": len(p["data"]) if p.get("data") is not None else None}
                     | {c: r.get(c) for c in FINGERPRINT_COLUMNS}
                     | {"crop_phashes": crop_phashes(Image.fromarray(row_image(r))) if r["status"] == "ok" else None}
-                    for r in decode(plan[start : start + chunk])
+                    for p, r in zip(planned, decode(planned), strict=True)
                 ]
             store.write_frame(name, pl.DataFrame(rows, schema=FINGERPRINTS_SCHEMA))
-        frames.append(store.read_frame(name))
+        frame = store.read_frame(name)
+        # (a file written before file sizes were recorded: ties between equal-sized copies go by id)
+        frames.append(frame if "file_bytes" in frame.columns else frame.with_columns(file_bytes=pl.lit(None, pl.Int64)))
     return keys_table(pl.concat(frames))
 
 
-_EDGES = (("a", "string"), ("b", "string"), ("tier", "string"), ("a_shard", "int64"), ("b_shard", "int64"), ("a_area", "int64"), ("b_area", "int64"))
+def _with_bytes(row: dict, decode) -> dict:
+    # A planned row with its file's bytes inline (the decode stage then reads nothing), so that the
+    # file's size is known; a file that cannot be read is left to the decode stage, which says why.
+    if row.get("data") is not None or row.get("error_code"):
+        return row
+    try:
+        return row | {"data": decode.read(row["source"])}
+    except Exception:
+        return row
+
+
+_EDGES = (("a", "string"), ("b", "string"), ("tier", "string"), ("a_shard", "int64"), ("b_shard", "int64"), ("a_area", "int64"),
+          ("b_area", "int64"), ("a_bytes", "int64"), ("b_bytes", "int64"))
 
 
 def _edges_of_partition(part, *, radius: int):
     """Ray Data's ``map_groups`` call: one partition's keys -> the edges of every key shared by
-    several images, with each end's shard and area."""
+    several images, with each end's shard, area and file size."""
     import pyarrow as pa
 
     keys = pl.from_arrow(part)
     shared = keys.filter(pl.len().over("key") > 1)
-    at = {i: (sh, a) for i, sh, a in shared.select("image_id", "shard", "area").iter_rows()}
+    at = {i: rest for i, *rest in shared.select("image_id", "shard", "area", "file_bytes").iter_rows()}
     rows = []
     for (key,), group in shared.group_by("key"):
         for a, b, t in group_edges(key, group["image_id"].to_list(), group["hash"].to_list(), radius):
-            rows.append({"a": a, "b": b, "tier": t, "a_shard": at[a][0], "b_shard": at[b][0], "a_area": at[a][1], "b_area": at[b][1]})
+            rows.append({"a": a, "b": b, "tier": t, "a_shard": at[a][0], "b_shard": at[b][0], "a_area": at[a][1], "b_area": at[b][1],
+                         "a_bytes": at[a][2], "b_bytes": at[b][2]})
     return pa.Table.from_pylist(rows, schema=pa.schema([(n, getattr(pa, t)()) for n, t in _EDGES]))
 
 
@@ -212,13 +231,13 @@ def duplicate_edges(keys, radius: int):
 def find_duplicates(edges) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
     """The duplicates among the ``edges`` (a Ray dataset), each with its ``(representative, tier)``
     (:func:`clusters`), and the shard of every image in an edge."""
-    found, area, shard_of = [], {}, {}
+    found, size, shard_of = [], {}, {}
     for batch in edges.iter_batches(batch_format="pyarrow"):
         for r in batch.to_pylist():
             found.append((r["a"], r["b"], r["tier"]))
-            area[r["a"]], area[r["b"]] = r["a_area"], r["b_area"]
+            size[r["a"]], size[r["b"]] = (r["a_area"], r["a_bytes"] or 0), (r["b_area"], r["b_bytes"] or 0)
             shard_of[r["a"]], shard_of[r["b"]] = r["a_shard"], r["b_shard"]
-    return clusters(found, area), shard_of
+    return clusters(found, size), shard_of
 
 
 def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig, pool) -> dict:

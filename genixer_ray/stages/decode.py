@@ -26,7 +26,8 @@ class DecodeStage:
     def __init__(self, cfg: InputConfig):
         self.cfg = cfg
 
-    def _read(self, source: str) -> bytes:
+    def read(self, source: str) -> bytes:
+        """The bytes of the file at ``source`` (any fsspec URL, with the input's storage options)."""
         import fsspec
 
         with fsspec.open(source, "rb", **self.cfg.storage_options) as f:
@@ -41,7 +42,7 @@ class DecodeStage:
             return fail(row, "input", row["error_code"], row.get("error_message") or "")
         try:
             if data is None:
-                data = self._read(row["source"])
+                data = self.read(row["source"])
         except FileNotFoundError:
             return fail(row, self.name, "missing", f"no such file: {row['source']}")
         except Exception as e:  # permissions, network, a directory where a file was expected, ...

@@ -46,19 +46,21 @@ def test_a_groups_edges_join_exact_copies_and_hashes_within_the_radius():
     assert {(a, b) for a, b, _ in many} >= {("i0", "i1"), ("i0", "i2"), ("i0", "i4")}  # 1 bit apart from 0
 
 
-def test_clusters_take_the_largest_image_then_the_smallest_id_and_the_strongest_tier():
-    edges = [("b", "c", "perceptual"), ("a", "b", "perceptual"), ("c", "d", "exact_bytes"), ("x", "y", "exact_pixels")]
-    out = clusters(edges, {"a": 10, "b": 10, "c": 50, "d": 50, "x": 1, "y": 1})
-    assert out == {"a": ("c", "perceptual"), "b": ("c", "perceptual"), "d": ("c", "exact_bytes"), "y": ("x", "exact_pixels")}
+def test_clusters_take_the_largest_image_then_the_largest_file_then_the_smallest_id_and_the_strongest_tier():
+    edges = [("b", "c", "perceptual"), ("a", "b", "perceptual"), ("c", "d", "exact_bytes"), ("x", "y", "exact_pixels"), ("copy", "orig", "perceptual")]
+    size = {"a": (10, 9), "b": (10, 9), "c": (50, 5), "d": (50, 5), "x": (1, 3), "y": (1, 3), "copy": (64, 900), "orig": (64, 4000)}
+    out = clusters(edges, size)
+    assert out == {"a": ("c", "perceptual"), "b": ("c", "perceptual"), "d": ("c", "exact_bytes"), "y": ("x", "exact_pixels"),
+                   "copy": ("orig", "perceptual")}  # one size: the larger file (less compressed) is generated, though "copy" < "orig"
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9), st.sampled_from(["perceptual", "exact_bytes"])), max_size=25), st.randoms())
 def test_clusters_do_not_depend_on_the_order_edges_come_in(edges, rnd):
     named = [(f"i{a}", f"i{b}", t) for a, b, t in edges if a != b]
-    area = {f"i{k}": k % 3 for k in range(10)}
+    size = {f"i{k}": (k % 3, k % 2) for k in range(10)}
     shuffled = [(b, a, t) if rnd.random() < 0.5 else (a, b, t) for a, b, t in rnd.sample(named, len(named))]
-    assert clusters(named, area) == clusters(shuffled, area)
+    assert clusters(named, size) == clusters(shuffled, size)
 
 
 def test_the_stage_skips_duplicates_before_they_are_read(tmp_path):
