@@ -103,6 +103,15 @@ def test_a_pass_over_a_run_made_without_it_marks_images_and_questions_on_s3(ray_
     assert all(r["image_sha256"] for r in rows.values() if r["status"] == "ok") and rows["retina"]["image_sha256"] is None
     assert inspect_run(summary.output, storage_options=so)["contamination"] == {"bench/perceptual": 1, "bench/question": 1}
     assert verify_run(summary.output, storage_options=so).ok
+    # Killed before shard 0's marker (what a kill leaves: the shard file, no marker): the re-run
+    # redoes that shard alone, reuses the index, and every row is there once, matched the same.
+    out = RunStore(summary.output, so)
+    index_files = {f: out.fs.info(f)["LastModified"] for f in out.fs.find(out.path("decontam"))}
+    out.fs.rm(out.path(out.marker_name(0)))
+    again = run_filter(run, cfg)
+    assert again.skipped_shards == again.shards - 1 and verify_run(summary.output, storage_options=so).ok
+    assert {r["image_id"]: r["contamination_tier"] for r in out.read_rows().to_dicts()} == {k: r["contamination_tier"] for k, r in rows.items()}
+    assert {f: out.fs.info(f)["LastModified"] for f in out.fs.find(out.path("decontam"))} == index_files  # not built again
     cards = contamination_cards(summary.output, tmp_path / "report.html", so)
     (image,) = [c for c in cards if "rocket" in c]
     assert image.count("<img src='data:image/jpeg;base64,") == 2 and "bench item <code>1</code>" in image
