@@ -3,7 +3,7 @@
 Quality: the regions and the five edits of ``bench_fingerprints.py`` (resized to half and back,
 JPEG quality 35, a 6% border cut off each side, +20% brightness, a corner watermark): each region,
 its five edited copies and 1,080 regions of other photos are fingerprinted and clustered as a run
-clusters them (:func:`~genixer_ray.image_dedup.keys_table`, :func:`~genixer_ray.image_dedup.group_edges`,
+clusters them (:func:`~genixer_ray.image_dedup.keys_table`, :func:`~genixer_ray.image_dedup.partition_edges`,
 :func:`~genixer_ray.image_dedup.clusters`). Recall: the share of edited copies in their region's
 cluster; false merges: images in a cluster with an image of another photo (merges of regions of
 one photo, which may overlap by most of their pixels, are counted apart).
@@ -35,7 +35,15 @@ from PIL import Image
 
 from genixer_ray.console import console
 from genixer_ray.fingerprints import fingerprint
-from genixer_ray.image_dedup import FINGERPRINTS_SCHEMA, clusters, crop_phashes, duplicate_edges, find_duplicates, group_edges, keys_table
+from genixer_ray.image_dedup import (
+    FINGERPRINTS_SCHEMA,
+    crop_phashes,
+    duplicate_edges,
+    find_duplicates,
+    keys_table,
+    partition_edges,
+    with_refs,
+)
 
 
 def fingerprints(images: dict[str, Image.Image]) -> pl.DataFrame:
@@ -52,13 +60,8 @@ def fingerprints(images: dict[str, Image.Image]) -> pl.DataFrame:
 
 
 def local_clusters(prints: pl.DataFrame, radius: int) -> dict[str, tuple[str, str]]:
-    """The run's clustering without Ray: the keys grouped here, each group's edges, the components."""
-    keys = pl.from_arrow(keys_table(prints))
-    edges = []
-    for (key,), group in keys.group_by("key"):
-        if group.height > 1:
-            edges += group_edges(key, group["image_id"].to_list(), group["hash"].to_list(), radius)
-    return clusters(edges, {i: (a, b) for i, a, b in prints.select("image_id", "area", "file_bytes").iter_rows()})
+    """The run's clustering without Ray: the keys' edges in one partition, the components."""
+    return find_duplicates(partition_edges(pl.from_arrow(keys_table(prints)), radius), with_refs(prints))[0]
 
 
 def quality(args) -> None:
@@ -144,7 +147,8 @@ def speed(args) -> None:
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     t = time.perf_counter()
     keys = ray.data.from_arrow(keys_table(frame)).repartition(max(1, args.images // 50_000))
-    dups, _ = find_duplicates(duplicate_edges(keys, args.radius))
+    edges = pl.concat([pl.from_arrow(t) for t in duplicate_edges(keys, args.radius).iter_batches(batch_format="pyarrow")])
+    dups, _ = find_duplicates(edges, with_refs(frame))
     took = time.perf_counter() - t
     ray.shutdown()
     found = Counter()

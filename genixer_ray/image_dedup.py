@@ -11,9 +11,12 @@ With ``image_dedup.enabled`` a run clusters its planned images before it generat
    each perceptual hash (``phash``, ``phash_center``, and the ``phash`` of its 3%, 6% and 9% border
    crops, so that a copy cropped by about that much lands near one of them). Two images within ``radius`` bits of each
    other share a band whenever at most 3 bits differ (pigeonhole), and in practice for most
-   near-duplicates beyond that (BENCHMARKS.md, "Image dedup").
+   near-duplicates beyond that (BENCHMARKS.md, "Image dedup"). A key row is 19 bytes of integers:
+   its kind, the hash (for the exact kinds a 64-bit digest of the hex string: two different files
+   share one with probability about n^2 / 2^65), the image as ``shard << 32 | row``, its partition.
 3. **Edges**, through Ray Data's groupby (on a hash partition of the keys): images that share an exact key are joined;
-   images that share a band are joined when their hash of that band's kind is within ``radius``.
+   images that share a band are joined when their hash of that band's kind is within ``radius``
+   (:func:`~genixer_ray.hamming.pairs_within`, compiled: a band holds tens of images at a million).
 4. **Clusters**: connected components of the edges, in a Ray task (not the driver). Each cluster's
    representative is its largest image (most pixels), then its largest file (of two copies of one
    size, the less compressed: usually the original), then its smallest id; every other member is
@@ -34,7 +37,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from genixer_ray.fingerprints import FINGERPRINT_COLUMNS, INDEX_CROPS, crop_margin, perceptual_hashes
+from genixer_ray.fingerprints import FINGERPRINT_COLUMNS, FINGERPRINT_VERSION, INDEX_CROPS, crop_margin, perceptual_hashes
 from genixer_ray.store import RunStore
 
 if TYPE_CHECKING:
@@ -44,14 +47,15 @@ if TYPE_CHECKING:
 MARKER = "dedup/images.json"
 BANDS = 4  # 16-bit bands of each 64-bit perceptual hash
 PARTITIONS = 64  # of the candidate keys, for the groupby (each a map_groups call)
-GROUP_CHUNK = 2048  # distinct hashes compared at once within a band group (bounds a group's memory)
-TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first
+TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first; a key kind below 2 is the exact tier of that index
 # A shard's fingerprint file: each planned image's fingerprints, its size, and the phash of its own
 # border crops (CROPS), which a copy cut down by a few percent lands near (null where it did not decode).
 FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, "file_bytes": pl.Int64, **FINGERPRINT_COLUMNS,
                        "crop_phashes": pl.List(pl.UInt64)}
 CROPS = INDEX_CROPS[1:]  # the border shares cut off (the whole image's phash is already there)
-_EXACT = {"s": "exact_bytes", "x": "exact_pixels"}  # key kind -> tier
+EDGES_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "tier": pl.Int8}
+_ROW_BITS = 32
+_FIBONACCI = np.uint64(0x9E3779B97F4A7C15)  # multiplied by it, a key's top bits are well mixed  # an image's ref: its shard << 32 | its row in the shard's fingerprint file
 
 
 def fingerprints_name(shard: int) -> str:
@@ -64,57 +68,57 @@ def duplicates_name(shard: int) -> str:
     return f"dedup/images/shard-{shard:06d}.parquet"
 
 
-def keys_table(prints):
-    """Each image's candidate keys, one row per (key, image): its file's and its pixels' hashes
-    (``s:``, ``x:``) and each perceptual hash's 16-bit bands (``h0:``..``h3:`` of ``phash`` and of
-    each border crop's, ``c0:``..``c3:`` of ``phash_center``), with the image's shard, area, file size, the
-    hash a band's matches are checked by (0 for the exact keys) and the key's partition. ``prints``: a Polars frame of the fingerprint
-    files' columns; images without fingerprints (not decodable) have no keys.
+def with_refs(prints: pl.DataFrame) -> pl.DataFrame:
+    """Fingerprint rows (in their files' order) with each image's ``ref``: ``shard << 32 | row``."""
+    return prints.with_columns(ref=pl.col("shard").cast(pl.Int64) * (1 << _ROW_BITS) + pl.int_range(pl.len(), dtype=pl.Int64).over("shard"))
+
+
+def keys_table(prints: pl.DataFrame):
+    """Each image's candidate keys, one row per (key, image), as integers: ``kind`` (0: the file's
+    hash, 1: the pixels' hash, 2-5: the four 16-bit bands of ``phash`` and of each border crop's,
+    6-9: those of ``phash_center``), ``hash`` (the exact kinds' digest, or the whole perceptual hash
+    a band's matches are checked by), ``ref`` (:func:`with_refs`) and ``part``, the key's partition.
+    ``prints``: the fingerprint files' rows; images without fingerprints (not decodable) have no keys.
     """
-    base = ["image_id", "shard", "area", "file_bytes"]
+    prints = with_refs(prints)
     parts = [
-        prints.filter(pl.col(col).is_not_null()).select(*base, key=pl.concat_str(pl.lit(f"{kind}:"), pl.col(col)), hash=pl.lit(0, pl.UInt64))
-        for kind, col in (("s", "image_sha256"), ("x", "pixels_xxh3"))
+        prints.filter(pl.col(col).is_not_null()).select("ref", kind=pl.lit(kind, pl.Int8), hash=pl.col(col).hash(seed=0))
+        for kind, col in ((0, "image_sha256"), (1, "pixels_xxh3"))
     ]
     # A border crop's phash is keyed as a whole image's is: a copy cropped by that share matches it.
-    crops = prints.select(*base, "crop_phashes").explode("crop_phashes").rename({"crop_phashes": "crop_phash"})
-    for kind, col, frame in (("h", "phash", prints), ("c", "phash_center", prints), ("h", "crop_phash", crops)):
+    crops = prints.select("ref", "crop_phashes").explode("crop_phashes").rename({"crop_phashes": "crop_phash"})
+    for first, col, frame in ((2, "phash", prints), (6, "phash_center", prints), (2, "crop_phash", crops)):
         known = frame.filter(pl.col(col).is_not_null())
-        parts += [
-            known.select(*base, key=pl.concat_str(pl.lit(f"{kind}{b}:"), ((pl.col(col) // (1 << (16 * b))) % 65536).cast(pl.String)),
-                         hash=pl.col(col))
-            for b in range(BANDS)
-        ]
+        parts += [known.select("ref", kind=pl.lit(first + b, pl.Int8), hash=pl.col(col)) for b in range(BANDS)]
     keys = pl.concat(parts)
     # The key's partition: Ray Data groups by it, so each call takes many keys (one call per key
     # cost more than the rest of the clustering); a key's images are all in one partition.
-    return keys.select("key", *base, "hash", part=(pl.col("key").hash(seed=0) % PARTITIONS).cast(pl.Int32)).to_arrow()
+    part = ((_groups(keys["kind"].to_numpy(), keys["hash"].to_numpy()) * _FIBONACCI) >> np.uint64(32)) % np.uint64(PARTITIONS)
+    return keys.with_columns(part=pl.Series(part.astype(np.int16))).to_arrow()
 
 
-def group_edges(key: str, ids: list[str], hashes: list[int], radius: int) -> list[tuple[str, str, str]]:
-    """The edges ``(a, b, tier)`` among the images sharing ``key`` (``hashes``: their hash of the key's kind).
+def _groups(kinds: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    # A key's value: the digest for the exact kinds, else the band's 16 bits beside the kind.
+    shift = ((kinds.astype(np.int64) - 2) % BANDS * 16).astype(np.uint64)
+    band = ((hashes >> shift) & np.uint64(0xFFFF)) + kinds.astype(np.uint64) * np.uint64(1 << 16)
+    return np.where(kinds < 2, hashes, band)
 
-    Exact keys join every image to the first; a band joins the pairs within ``radius`` bits
-    (identical hashes to the first of them, then the distinct hashes pairwise, in chunks).
-    """
-    kind = key[0]
-    if kind in _EXACT:
-        return [(ids[0], b, _EXACT[kind]) for b in ids[1:]]
-    first: dict[int, str] = {}
-    edges = []
-    for i, h in zip(ids, hashes):
-        if h in first:
-            edges.append((first[h], i, "perceptual"))
-        else:
-            first[h] = i
-    values = np.fromiter(first, dtype=np.uint64, count=len(first))
-    names = list(first.values())
-    for start in range(0, len(values), GROUP_CHUNK):
-        block = values[start : start + GROUP_CHUNK]
-        dist = np.bitwise_count(block[:, None] ^ values[None, :])
-        rows, cols = np.nonzero(dist <= radius)
-        edges += [(names[start + r], names[c], "perceptual") for r, c in zip(rows.tolist(), cols.tolist()) if start + r < c]
-    return edges
+
+def partition_edges(keys: pl.DataFrame, radius: int) -> pl.DataFrame:
+    """The edges ``(a, b, tier)`` (refs, and the tier's index in :data:`TIERS`) among key rows:
+    images sharing an exact key joined to the first of them; images sharing a band joined when their
+    hashes are within ``radius`` bits (:func:`~genixer_ray.hamming.pairs_within`)."""
+    from genixer_ray.hamming import pairs_within
+
+    kinds, hashes, refs = keys["kind"].to_numpy(), keys["hash"].to_numpy(), keys["ref"].to_numpy()
+    groups = _groups(kinds, hashes)
+    order = np.lexsort((refs, hashes, groups, kinds))  # a group's rows together, in one order on every machine
+    kinds, hashes, refs = kinds[order], hashes[order], refs[order]
+    # The kind joins the group for the boundaries: an exact digest never groups with a band value.
+    i, j = pairs_within(groups[order] ^ (kinds.astype(np.uint64) << np.uint64(56)), hashes, kinds < 2, radius)
+    edges = pl.DataFrame({"a": refs[i], "b": refs[j], "tier": np.minimum(kinds[i], 2).astype(np.int8)}, schema=EDGES_SCHEMA)
+    # An image's own hashes may share a band (its crops'), and two images several bands: once each.
+    return edges.filter(pl.col("a") != pl.col("b")).unique(maintain_order=True)
 
 
 def clusters(edges: list[tuple[str, str, str]], size: dict[str, tuple[int, int]]) -> dict[str, tuple[str, str]]:
@@ -197,47 +201,38 @@ def _with_bytes(row: dict, decode) -> dict:
         return row
 
 
-_EDGES = (("a", "string"), ("b", "string"), ("tier", "string"), ("a_shard", "int64"), ("b_shard", "int64"), ("a_area", "int64"),
-          ("b_area", "int64"), ("a_bytes", "int64"), ("b_bytes", "int64"))
-
-
 def _edges_of_partition(part, *, radius: int):
-    """Ray Data's ``map_groups`` call: one partition's keys -> the edges of every key shared by
-    several images, with each end's shard, area and file size."""
-    import pyarrow as pa
-
-    keys = pl.from_arrow(part)
-    shared = keys.filter(pl.len().over("key") > 1)
-    at = {i: rest for i, *rest in shared.select("image_id", "shard", "area", "file_bytes").iter_rows()}
-    rows = []
-    for (key,), group in shared.group_by("key"):
-        for a, b, t in group_edges(key, group["image_id"].to_list(), group["hash"].to_list(), radius):
-            rows.append({"a": a, "b": b, "tier": t, "a_shard": at[a][0], "b_shard": at[b][0], "a_area": at[a][1], "b_area": at[b][1],
-                         "a_bytes": at[a][2], "b_bytes": at[b][2]})
-    return pa.Table.from_pylist(rows, schema=pa.schema([(n, getattr(pa, t)()) for n, t in _EDGES]))
+    """Ray Data's ``map_groups`` call: one partition's keys -> their edges (:func:`partition_edges`)."""
+    return partition_edges(pl.from_arrow(part), radius).to_arrow()
 
 
 def _settings(cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig) -> dict:
     return {"radius": cfg.radius, "shards": plan["shards"], "rows": plan["rows"], "max_side": decode_cfg.max_side,
-            "max_pixels": decode_cfg.max_pixels, "bands": BANDS}
+            "max_pixels": decode_cfg.max_pixels, "bands": BANDS, "fingerprints": FINGERPRINT_VERSION}
 
 
 def duplicate_edges(keys, radius: int):
     """The edges among images (a Ray dataset of :func:`keys_table` rows): Ray Data's groupby on
-    the keys' partition, each shared key's edges by :func:`group_edges`."""
+    the keys' partition, each partition's edges by :func:`partition_edges`."""
     return keys.groupby("part").map_groups(functools.partial(_edges_of_partition, radius=radius), batch_format="pyarrow")
 
 
-def find_duplicates(edges) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
-    """The duplicates among the ``edges`` (a Ray dataset), each with its ``(representative, tier)``
-    (:func:`clusters`), and the shard of every image in an edge."""
-    found, size, shard_of = [], {}, {}
-    for batch in edges.iter_batches(batch_format="pyarrow"):
-        for r in batch.to_pylist():
-            found.append((r["a"], r["b"], r["tier"]))
-            size[r["a"]], size[r["b"]] = (r["a_area"], r["a_bytes"] or 0), (r["b_area"], r["b_bytes"] or 0)
-            shard_of[r["a"]], shard_of[r["b"]] = r["a_shard"], r["b_shard"]
-    return clusters(found, size), shard_of
+def find_duplicates(edges: pl.DataFrame, images: pl.DataFrame) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
+    """The duplicates among the ``edges`` (:func:`partition_edges`' frame), each with its
+    ``(representative, tier)`` (:func:`clusters`), and the shard of every image in an edge.
+    ``images``: the fingerprint rows of (at least) the edges' images, with refs (:func:`with_refs`)."""
+    known = {r: (i, sh, (a or 0, b or 0)) for r, i, sh, a, b in images.select("ref", "image_id", "shard", "area", "file_bytes").iter_rows()}
+    found = [(known[a][0], known[b][0], TIERS[t]) for a, b, t in edges.iter_rows()]
+    ends = {r for col in ("a", "b") for r in edges[col].to_list()}
+    return clusters(found, {known[r][0]: known[r][2] for r in ends}), {known[r][0]: known[r][1] for r in ends}
+
+
+def edge_images(store: RunStore, edges: pl.DataFrame) -> pl.DataFrame:
+    """The fingerprint rows (with refs) of the shards the ``edges``' images are in, read from the run."""
+    shards = sorted({r >> _ROW_BITS for col in ("a", "b") for r in edges[col].to_list()})
+    frames = [with_refs(store.read_frame(fingerprints_name(k)).select("shard", "image_id", "area", "file_bytes")) for k in shards]
+    return pl.concat(frames) if frames else pl.DataFrame(schema={"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64,
+                                                                    "file_bytes": pl.Int64, "ref": pl.Int64})
 
 
 def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig, pool) -> dict:
@@ -265,7 +260,8 @@ def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, p
 def _write_clusters(run_url: str, storage_options: dict, edges, settings: dict) -> dict:
     """The duplicates among ``edges`` written per shard, stale shard files removed, then the marker."""
     store = RunStore(run_url, storage_options)
-    dups, shard_of = find_duplicates(edges)
+    found = pl.concat([pl.from_arrow(t) for t in edges.iter_batches(batch_format="pyarrow")] or [pl.DataFrame(schema=EDGES_SCHEMA)])
+    dups, shard_of = find_duplicates(found, edge_images(store, found))
     by_shard: dict[int, list[dict]] = {}
     for i, (rep, tier) in sorted(dups.items()):
         by_shard.setdefault(shard_of[i], []).append({"image_id": i, "duplicate_of": rep, "tier": tier})

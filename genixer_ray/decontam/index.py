@@ -4,7 +4,7 @@ Images: three tiers, tried in order: the file's bytes (SHA-256), the decoded pix
 perceptual hashes within a Hamming radius: a run image's ``phash`` against each evaluation image's
 and its border crops' (:func:`~genixer_ray.fingerprints.index_hashes`), and its ``phash_center``
 against theirs; the nearest wins. The perceptual tier is a multi-index of each kind of hash
-(:class:`~genixer_ray.decontam.hamming.HammingIndex`, exact within the radius): 64 bytes of hashes
+(:class:`~genixer_ray.hamming.HammingIndex`, exact within the radius): 64 bytes of hashes
 per evaluation image plus their positions in the tables, about 7 microseconds per run image
 against 100,000 evaluation images where a scan took 0.8 ms (BENCHMARKS.md, "Fingerprints").
 
@@ -35,8 +35,8 @@ import numpy as np
 
 from genixer_ray.config.base import redacted
 from genixer_ray.config.decontamination import DecontaminationConfig, EvalSource
-from genixer_ray.decontam.hamming import HammingIndex
 from genixer_ray.fingerprints import FINGERPRINT_VERSION, INDEX_CROPS, index_hashes, pixels_digest
+from genixer_ray.hamming import HammingIndex
 from genixer_ray.images import DecodeError, decode_full
 
 INDEX_FOLDER = "decontam"

@@ -187,7 +187,7 @@ def test_the_guides_example_is_a_valid_run_config():
     page = (Path(__file__).resolve().parents[2] / "docs" / "guide" / "decontamination.md").read_text()
     block = re.search(r"```yaml\n(.*?)```", page, re.S).group(1)
     cfg = build_config(yaml.safe_load(block))
-    assert [s.format for s in cfg.decontamination.sources] == ["vlmevalkit_tsv", "parquet", "refer", "images"]
+    assert [s.format for s in cfg.decontamination.sources] == ["vlmevalkit_tsv", "parquet", "refer", "vqav2", "images"]
 
 
 def test_generated_questions_that_repeat_an_evaluation_question_are_found(tmp_path):

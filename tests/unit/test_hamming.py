@@ -4,7 +4,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genixer_ray.decontam.hamming import HammingIndex
+from genixer_ray.hamming import HammingIndex
 
 hashes64 = st.integers(min_value=0, max_value=2**64 - 1)
 

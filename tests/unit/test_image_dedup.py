@@ -1,4 +1,4 @@
-"""Image dedup's parts without Ray: candidate keys, the edges of a key's group, clusters and their
+"""Image dedup's parts without Ray: candidate keys, a partition's edges, clusters and their
 representatives, the stage that skips duplicates before they are read, the funnel's distinct step."""
 
 import polars as pl
@@ -10,40 +10,53 @@ from genixer_ray.filters.decide import funnel
 from genixer_ray.image_dedup import (
     BANDS,
     FINGERPRINTS_SCHEMA,
+    PARTITIONS,
     clusters,
     duplicates_name,
     fingerprints_name,
-    group_edges,
     keys_table,
+    partition_edges,
 )
 from genixer_ray.stages.decode import DecodeStage
 from genixer_ray.stages.image_dedup import DuplicateImageStage
 from genixer_ray.store import RunStore
 
 
-def test_candidate_keys_are_exact_hashes_and_16_bit_bands():
+def test_candidate_keys_are_exact_hashes_and_16_bit_bands_of_integers():
     prints = pl.DataFrame([
         {"shard": 0, "image_id": "a", "area": 4, "image_sha256": "ab", "pixels_xxh3": None, "phash": 0x0001_0002_0003_FFFF, "phash_center": None},
         {"shard": 0, "image_id": "b", "area": 9, "image_sha256": "cd", "pixels_xxh3": "ef", "phash": 1, "phash_center": 2},
         {"shard": 1, "image_id": "broken", "area": 0, "image_sha256": None, "pixels_xxh3": None, "phash": None, "phash_center": None},
     ], schema=FINGERPRINTS_SCHEMA)
     keys = pl.from_arrow(keys_table(prints))
-    a = keys.filter(pl.col("image_id") == "a")
-    assert sorted(a["key"]) == ["h0:65535", "h1:3", "h2:2", "h3:1", "s:ab"] and set(a["area"]) == {4}
-    assert a.filter(pl.col("key") == "h1:3")["hash"].to_list() == [0x0001_0002_0003_FFFF] and a.filter(pl.col("key") == "s:ab")["hash"].to_list() == [0]
-    assert keys.filter(pl.col("image_id") == "b").height == 2 + 2 * BANDS and "broken" not in keys["image_id"]
+    assert keys.schema == {"ref": pl.Int64, "kind": pl.Int8, "hash": pl.UInt64, "part": pl.Int16}  # 19 bytes a key
+    a = keys.filter(pl.col("ref") == 0)  # shard 0, row 0
+    assert sorted(a["kind"]) == [0, 2, 3, 4, 5] and set(a.filter(pl.col("kind") > 1)["hash"]) == {0x0001_0002_0003_FFFF}
+    b = keys.filter(pl.col("ref") == 1)
+    assert b.height == 2 + 2 * BANDS and sorted(set(b["kind"])) == list(range(10))
+    assert keys.filter(pl.col("ref") == 1 << 32).height == 0  # broken: shard 1, row 0, no fingerprints
+    assert keys["part"].is_between(0, PARTITIONS - 1).all()
 
 
-def test_a_groups_edges_join_exact_copies_and_hashes_within_the_radius():
-    assert group_edges("s:ab", ["a", "b", "c"], [0, 0, 0], 6) == [("a", "b", "exact_bytes"), ("a", "c", "exact_bytes")]
-    near, far = 0b1011, (1 << 10) - 1  # 3 and 10 bits from 0
-    edges = group_edges("h0:0", ["a", "b", "c", "d"], [0, near, far, 0], 6)
-    assert sorted(edges) == [("a", "b", "perceptual"), ("a", "d", "perceptual")]
-    # A degenerate band (thousands of images) is compared in chunks, every pair within the radius found once.
-    ids = [f"i{k}" for k in range(5000)]
-    many = group_edges("c1:0", ids, [k << 20 for k in range(5000)], 1)  # distinct hashes, all pairs >= 1 bit apart
-    assert len(many) == len(set(many)) and all(a != b for a, b, _ in many)
-    assert {(a, b) for a, b, _ in many} >= {("i0", "i1"), ("i0", "i2"), ("i0", "i4")}  # 1 bit apart from 0
+def edges(keys: list[tuple[int, int, int]], radius: int) -> set[tuple[int, int, int]]:
+    """partition_edges of (ref, kind, hash) rows, as a set of (a, b, tier)."""
+    frame = pl.DataFrame(keys, schema={"ref": pl.Int64, "kind": pl.Int8, "hash": pl.UInt64}, orient="row")
+    return set(partition_edges(frame, radius).iter_rows())
+
+
+def test_a_partitions_edges_join_exact_copies_and_hashes_within_the_radius():
+    assert edges([(1, 0, 77), (2, 0, 77), (3, 0, 77), (4, 0, 78)], 6) == {(1, 2, 0), (1, 3, 0)}  # the same file: to the first
+    assert edges([(1, 1, 77), (2, 0, 77)], 6) == set()  # a file digest and a pixel digest never group
+    near, far = 0b1011, (1 << 10) - 1  # 3 and 10 bits from 0: all four share band 3 (kind 5), its top 16 bits
+    # 4 has 1's hash: joined to 1 (not compared again); 2 is within 6 bits of 1; 3 of none.
+    assert edges([(1, 5, 0), (2, 5, near), (3, 5, far), (4, 5, 0)], 6) == {(1, 4, 2), (1, 2, 2)}
+    assert edges([(1, 2, 0), (2, 2, near)], 6) == set()  # band 0 (the low 16 bits) differs: not compared
+    # Bands of other kinds (the centre's) are other groups; an image's own hashes give no self-edge.
+    assert edges([(1, 2, 5), (1, 3, 5), (2, 6, 5)], 6) == set()
+    # A degenerate band (thousands of images): every pair within the radius found once, each copy of one hash joined once.
+    many = edges([(k, 2, k << 20) for k in range(5000)] + [(5000 + k, 2, 0) for k in range(100)], 1)
+    assert {(0, 1, 2), (0, 2, 2), (0, 4, 2)} <= many and (1, 2, 2) not in many  # 1 bit from 0; 1 and 2 differ in 2
+    assert {(0, 5000 + k, 2) for k in range(100)} <= many and len({(a, b) for a, b, _ in many}) == len(many)
 
 
 def test_clusters_take_the_largest_image_then_the_largest_file_then_the_smallest_id_and_the_strongest_tier():

@@ -1,4 +1,6 @@
-"""Exact search of 64-bit hashes within a Hamming radius: a multi-index of four 16-bit substrings.
+"""Exact search of 64-bit hashes within a Hamming radius: a multi-index of four 16-bit substrings
+(:class:`HammingIndex`, decontamination's lookups), and the pairs within a radius among hashes
+that share a key (:func:`pairs_within`, image dedup's band groups).
 
 Multi-index hashing (Norouzi, Punjani and Fleet, "Fast Search in Hamming Space with Multi-Index
 Hashing", CVPR 2012): every hash is cut into four 16-bit substrings, and each substring position
@@ -36,16 +38,25 @@ def _masks(bits: int) -> np.ndarray:
 
 
 @functools.cache
-def _search_kernel():
-    # Compiled on first use, not at import: a process that never searches pays nothing for it.
+def _popcount():
     import numba
 
     @numba.njit(inline="always")
-    def _popcount(v):  # the SWAR bit count; LLVM compiles it to one popcnt instruction
+    def popcount(v):  # the SWAR bit count; LLVM compiles it to one popcnt instruction
         v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
         v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
         v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
         return np.int64((v * np.uint64(0x0101010101010101)) >> np.uint64(56))
+
+    return popcount
+
+
+@functools.cache
+def _search_kernel():
+    # Compiled on first use, not at import: a process that never searches pays nothing for it.
+    import numba
+
+    _popcount_ = _popcount()
 
     @numba.njit(cache=True, nogil=True)
     def search(queries, hashes, per_owner, offsets, positions, near_masks, far_masks, near_tables, best, owner):
@@ -64,7 +75,7 @@ def _search_kernel():
                     k = key ^ m
                     for j in range(offsets[t, k], offsets[t, k + 1]):
                         p = positions[t, j]
-                        d = _popcount(x ^ hashes[p])
+                        d = _popcount_(x ^ hashes[p])
                         if d <= d_best:  # rare: the owner (a division) only then
                             o = np.int64(p) // per_owner
                             if d < d_best or o < o_best:
@@ -102,3 +113,54 @@ class HammingIndex:
             _search_kernel()(queries, self.hashes, self.per_owner, self.offsets, self.positions,
                              _masks(s), _masks(s - 1), a + 1, best, owner)
         return best, owner
+
+
+@functools.cache
+def _pairs_kernel():
+    import numba
+
+    popcount = _popcount()
+
+    @numba.njit(cache=True, nogil=True)
+    def pairs(groups, hashes, radius, exact):
+        # Rows sorted by (group, hash). Exact groups: each row joined to the group's first. Other
+        # groups: each run of one hash joined to its first, then the runs' firsts pairwise.
+        a, b = [np.int64(0)][:0], [np.int64(0)][:0]
+        n = len(groups)
+        i = 0
+        while i < n:
+            j = i + 1
+            while j < n and groups[j] == groups[i]:
+                j += 1
+            if exact[i]:
+                for k in range(i + 1, j):
+                    a.append(i)
+                    b.append(k)
+            else:
+                firsts = [np.int64(i)][:0]
+                for k in range(i, j):
+                    if k > i and hashes[k] == hashes[k - 1]:
+                        a.append(firsts[-1])
+                        b.append(k)
+                    else:
+                        firsts.append(k)
+                for p in range(len(firsts)):
+                    for q in range(p + 1, len(firsts)):
+                        if popcount(hashes[firsts[p]] ^ hashes[firsts[q]]) <= radius:
+                            a.append(firsts[p])
+                            b.append(firsts[q])
+            i = j
+        return np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)
+
+    return pairs
+
+
+def pairs_within(groups: np.ndarray, hashes: np.ndarray, exact: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs ``(i, j)`` that share a group and are near: every row of an ``exact`` group with its
+    first row; in other groups, rows whose ``hashes`` differ in at most ``radius`` bits (rows of one
+    hash joined to the first of them, then the distinct hashes compared pairwise, so a group of
+    many copies of one picture costs one pass). Rows must be sorted by ``(groups, hashes)``."""
+    if len(groups) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return _pairs_kernel()(np.ascontiguousarray(groups, dtype=np.uint64), np.ascontiguousarray(hashes, dtype=np.uint64), radius,
+                           np.ascontiguousarray(exact, dtype=np.bool_))
