@@ -122,9 +122,9 @@ def _pairs_kernel():
     popcount = _popcount()
 
     @numba.njit(cache=True, nogil=True)
-    def pairs(groups, hashes, radius, exact):
-        # Rows sorted by (group, hash). Exact groups: each row joined to the group's first. Other
-        # groups: each run of one hash joined to its first, then the runs' firsts pairwise.
+    def pairs(groups, hashes, radius):
+        # Rows sorted by (group, hash): in each group, each run of one hash joined to its first,
+        # then the runs' firsts compared pairwise.
         a, b = [np.int64(0)][:0], [np.int64(0)][:0]
         n = len(groups)
         i = 0
@@ -132,35 +132,28 @@ def _pairs_kernel():
             j = i + 1
             while j < n and groups[j] == groups[i]:
                 j += 1
-            if exact[i]:
-                for k in range(i + 1, j):
-                    a.append(i)
+            firsts = [np.int64(i)][:0]
+            for k in range(i, j):
+                if k > i and hashes[k] == hashes[k - 1]:
+                    a.append(firsts[-1])
                     b.append(k)
-            else:
-                firsts = [np.int64(i)][:0]
-                for k in range(i, j):
-                    if k > i and hashes[k] == hashes[k - 1]:
-                        a.append(firsts[-1])
-                        b.append(k)
-                    else:
-                        firsts.append(k)
-                for p in range(len(firsts)):
-                    for q in range(p + 1, len(firsts)):
-                        if popcount(hashes[firsts[p]] ^ hashes[firsts[q]]) <= radius:
-                            a.append(firsts[p])
-                            b.append(firsts[q])
+                else:
+                    firsts.append(k)
+            for p in range(len(firsts)):
+                for q in range(p + 1, len(firsts)):
+                    if popcount(hashes[firsts[p]] ^ hashes[firsts[q]]) <= radius:
+                        a.append(firsts[p])
+                        b.append(firsts[q])
             i = j
         return np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)
 
     return pairs
 
 
-def pairs_within(groups: np.ndarray, hashes: np.ndarray, exact: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row pairs ``(i, j)`` that share a group and are near: every row of an ``exact`` group with its
-    first row; in other groups, rows whose ``hashes`` differ in at most ``radius`` bits (rows of one
-    hash joined to the first of them, then the distinct hashes compared pairwise, so a group of
-    many copies of one picture costs one pass). Rows must be sorted by ``(groups, hashes)``."""
+def pairs_within(groups: np.ndarray, hashes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row pairs ``(i, j)`` that share a group and whose ``hashes`` differ in at most ``radius`` bits
+    (rows of one hash joined to the first of them, then the distinct hashes compared pairwise, so a
+    group of many copies of one picture costs one pass). Rows must be sorted by ``(groups, hashes)``."""
     if len(groups) < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return _pairs_kernel()(np.ascontiguousarray(groups, dtype=np.uint64), np.ascontiguousarray(hashes, dtype=np.uint64), radius,
-                           np.ascontiguousarray(exact, dtype=np.bool_))
+    return _pairs_kernel()(np.ascontiguousarray(groups, dtype=np.uint64), np.ascontiguousarray(hashes, dtype=np.uint64), radius)

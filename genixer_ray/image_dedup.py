@@ -7,16 +7,18 @@ With ``image_dedup.enabled`` a run clusters its planned images before it generat
    decodes them (:class:`~genixer_ray.stages.decode.DecodeStage`, so the fingerprints are the ones
    its rows carry), written to ``dedup/fingerprints/shard-NNNNNN.parquet``; a shard whose file is
    there is not decoded again (a killed clustering resumes).
-2. **Candidate keys** per image: its file's SHA-256, its pixels' hash, and the four 16-bit bands of
-   each perceptual hash (``phash``, ``phash_center``, and the ``phash`` of its 3%, 6% and 9% border
-   crops, so that a copy cropped by about that much lands near one of them). Two images within ``radius`` bits of each
-   other share a band whenever at most 3 bits differ (pigeonhole), and in practice for most
-   near-duplicates beyond that (BENCHMARKS.md, "Image dedup"). A key row is 19 bytes of integers:
-   its kind, the hash (for the exact kinds a 64-bit digest of the hex string: two different files
-   share one with probability about n^2 / 2^65), the image as ``shard << 32 | row``, its partition.
-3. **Edges**, through Ray Data's groupby (on a hash partition of the keys): images that share an exact key are joined;
-   images that share a band are joined when their hash of that band's kind is within ``radius``
-   (:func:`~genixer_ray.hamming.pairs_within`, compiled: a band holds tens of images at a million).
+2. **Candidate keys** per image: the four 16-bit bands of each perceptual hash (``phash``,
+   ``phash_center``, and the ``phash`` of its 3%, 6% and 9% border crops, so that a copy cropped by
+   about that much lands near one of them). Two images within ``radius`` bits of each other share a
+   band whenever at most 3 bits differ (pigeonhole), and in practice for most near-duplicates
+   beyond that (BENCHMARKS.md, "Image dedup"); the same file or the same pixels give the same
+   hashes, so exact copies share every band. A key row is 19 bytes of integers: its kind (which
+   band of which hash), the hash, the image as ``shard << 32 | row``, its partition.
+3. **Edges**, through Ray Data's groupby (on a hash partition of the keys): images that share a
+   band are joined when their hashes of that kind are within ``radius`` bits
+   (:func:`~genixer_ray.hamming.pairs_within`, compiled: a band holds tens of images at a
+   million). An edge's tier is then its images' strongest likeness: the same file (SHA-256), the
+   same pixels, else perceptual.
 4. **Clusters**: connected components of the edges, in a Ray task (not the driver). Each cluster's
    representative is its largest image (most pixels), then its largest file (of two copies of one
    size, the less compressed: usually the original), then its smallest id; every other member is
@@ -47,13 +49,13 @@ if TYPE_CHECKING:
 MARKER = "dedup/images.json"
 BANDS = 4  # 16-bit bands of each 64-bit perceptual hash
 PARTITIONS = 64  # of the candidate keys, for the groupby (each a map_groups call)
-TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first; a key kind below 2 is the exact tier of that index
+TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first
 # A shard's fingerprint file: each planned image's fingerprints, its size, and the phash of its own
 # border crops (CROPS), which a copy cut down by a few percent lands near (null where it did not decode).
 FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, "file_bytes": pl.Int64, **FINGERPRINT_COLUMNS,
                        "crop_phashes": pl.List(pl.UInt64)}
 CROPS = INDEX_CROPS[1:]  # the border shares cut off (the whole image's phash is already there)
-EDGES_SCHEMA = {"a": pl.Int64, "b": pl.Int64, "tier": pl.Int8}
+EDGES_SCHEMA = {"a": pl.Int64, "b": pl.Int64}
 _ROW_BITS = 32
 _FIBONACCI = np.uint64(0x9E3779B97F4A7C15)  # multiplied by it, a key's top bits are well mixed  # an image's ref: its shard << 32 | its row in the shard's fingerprint file
 
@@ -74,49 +76,44 @@ def with_refs(prints: pl.DataFrame) -> pl.DataFrame:
 
 
 def keys_table(prints: pl.DataFrame):
-    """Each image's candidate keys, one row per (key, image), as integers: ``kind`` (0: the file's
-    hash, 1: the pixels' hash, 2-5: the four 16-bit bands of ``phash`` and of each border crop's,
-    6-9: those of ``phash_center``), ``hash`` (the exact kinds' digest, or the whole perceptual hash
-    a band's matches are checked by), ``ref`` (:func:`with_refs`) and ``part``, the key's partition.
-    ``prints``: the fingerprint files' rows; images without fingerprints (not decodable) have no keys.
+    """Each image's candidate keys, one row per (band, hash, image), as integers: ``kind`` (0-3: the
+    four 16-bit bands of ``phash`` and of each border crop's, 4-7: those of ``phash_center``),
+    ``hash`` (the whole perceptual hash, which a band's matches are checked by), ``ref``
+    (:func:`with_refs`) and ``part``, the key's partition. ``prints``: the fingerprint files' rows;
+    images without fingerprints (not decodable) have no keys.
     """
     prints = with_refs(prints)
-    parts = [
-        prints.filter(pl.col(col).is_not_null()).select("ref", kind=pl.lit(kind, pl.Int8), hash=pl.col(col).hash(seed=0))
-        for kind, col in ((0, "image_sha256"), (1, "pixels_xxh3"))
-    ]
     # A border crop's phash is keyed as a whole image's is: a copy cropped by that share matches it.
     crops = prints.select("ref", "crop_phashes").explode("crop_phashes").rename({"crop_phashes": "crop_phash"})
-    for first, col, frame in ((2, "phash", prints), (6, "phash_center", prints), (2, "crop_phash", crops)):
-        known = frame.filter(pl.col(col).is_not_null())
-        parts += [known.select("ref", kind=pl.lit(first + b, pl.Int8), hash=pl.col(col)) for b in range(BANDS)]
+    parts = [
+        frame.filter(pl.col(col).is_not_null()).select("ref", kind=pl.lit(first + b, pl.Int8), hash=pl.col(col))
+        for first, col, frame in ((0, "phash", prints), (BANDS, "phash_center", prints), (0, "crop_phash", crops))
+        for b in range(BANDS)
+    ]
     keys = pl.concat(parts)
     # The key's partition: Ray Data groups by it, so each call takes many keys (one call per key
     # cost more than the rest of the clustering); a key's images are all in one partition.
-    part = ((_groups(keys["kind"].to_numpy(), keys["hash"].to_numpy()) * _FIBONACCI) >> np.uint64(32)) % np.uint64(PARTITIONS)
-    return keys.with_columns(part=pl.Series(part.astype(np.int16))).to_arrow()
+    return keys.with_columns(part=(_group().hash(seed=1) % PARTITIONS).cast(pl.Int16)).to_arrow()
 
 
-def _groups(kinds: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-    # A key's value: the digest for the exact kinds, else the band's 16 bits beside the kind.
-    shift = ((kinds.astype(np.int64) - 2) % BANDS * 16).astype(np.uint64)
-    band = ((hashes >> shift) & np.uint64(0xFFFF)) + kinds.astype(np.uint64) * np.uint64(1 << 16)
-    return np.where(kinds < 2, hashes, band)
+_BAND_DIVISOR = {kind: 1 << (16 * (kind % BANDS)) for kind in range(2 * BANDS)}
+
+
+def _group() -> pl.Expr:
+    # A key's value: the band's 16 bits, beside its kind (two kinds' bands never group together).
+    band = (pl.col("hash") // pl.col("kind").replace_strict(_BAND_DIVISOR, return_dtype=pl.UInt64)) % 65536
+    return band + pl.col("kind").cast(pl.UInt64) * 65536
 
 
 def partition_edges(keys: pl.DataFrame, radius: int) -> pl.DataFrame:
-    """The edges ``(a, b, tier)`` (refs, and the tier's index in :data:`TIERS`) among key rows:
-    images sharing an exact key joined to the first of them; images sharing a band joined when their
-    hashes are within ``radius`` bits (:func:`~genixer_ray.hamming.pairs_within`)."""
+    """The edges ``(a, b)`` (refs) among key rows: images sharing a band whose hashes are within
+    ``radius`` bits (:func:`~genixer_ray.hamming.pairs_within`), each pair once."""
     from genixer_ray.hamming import pairs_within
 
-    kinds, hashes, refs = keys["kind"].to_numpy(), keys["hash"].to_numpy(), keys["ref"].to_numpy()
-    groups = _groups(kinds, hashes)
-    order = np.lexsort((refs, hashes, groups, kinds))  # a group's rows together, in one order on every machine
-    kinds, hashes, refs = kinds[order], hashes[order], refs[order]
-    # The kind joins the group for the boundaries: an exact digest never groups with a band value.
-    i, j = pairs_within(groups[order] ^ (kinds.astype(np.uint64) << np.uint64(56)), hashes, kinds < 2, radius)
-    edges = pl.DataFrame({"a": refs[i], "b": refs[j], "tier": np.minimum(kinds[i], 2).astype(np.int8)}, schema=EDGES_SCHEMA)
+    rows = keys.with_columns(group=_group()).sort("group", "hash", "ref")  # a group's rows together, one order on every machine
+    refs = rows["ref"].to_numpy()
+    i, j = pairs_within(rows["group"].to_numpy(), rows["hash"].to_numpy(), radius)
+    edges = pl.DataFrame({"a": np.minimum(refs[i], refs[j]), "b": np.maximum(refs[i], refs[j])}, schema=EDGES_SCHEMA)
     # An image's own hashes may share a band (its crops'), and two images several bands: once each.
     return edges.filter(pl.col("a") != pl.col("b")).unique(maintain_order=True)
 
@@ -211,28 +208,41 @@ def _settings(cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig) -> dic
             "max_pixels": decode_cfg.max_pixels, "bands": BANDS, "fingerprints": FINGERPRINT_VERSION}
 
 
-def duplicate_edges(keys, radius: int):
+def shuffle_partitions(tasks: int | None) -> int:
+    """The groupby's shuffle partitions for ``tasks`` tasks at once (None: unbounded): two per task, 4 to :data:`PARTITIONS`."""
+    return PARTITIONS if tasks is None else min(PARTITIONS, max(4, 2 * tasks))
+
+
+def duplicate_edges(keys, radius: int, shuffle_partitions: int):
     """The edges among images (a Ray dataset of :func:`keys_table` rows): Ray Data's groupby on
-    the keys' partition, each partition's edges by :func:`partition_edges`."""
-    return keys.groupby("part").map_groups(functools.partial(_edges_of_partition, radius=radius), batch_format="pyarrow")
+    the keys' partition (hash-shuffled into ``shuffle_partitions``, a few per CPU: Ray Data's
+    default of 200 cost a fifth more on 2 cores), each partition's edges by :func:`partition_edges`."""
+    return keys.groupby("part", num_partitions=shuffle_partitions).map_groups(
+        functools.partial(_edges_of_partition, radius=radius), batch_format="pyarrow")
 
 
 def find_duplicates(edges: pl.DataFrame, images: pl.DataFrame) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
     """The duplicates among the ``edges`` (:func:`partition_edges`' frame), each with its
     ``(representative, tier)`` (:func:`clusters`), and the shard of every image in an edge.
     ``images``: the fingerprint rows of (at least) the edges' images, with refs (:func:`with_refs`)."""
-    known = {r: (i, sh, (a or 0, b or 0)) for r, i, sh, a, b in images.select("ref", "image_id", "shard", "area", "file_bytes").iter_rows()}
-    found = [(known[a][0], known[b][0], TIERS[t]) for a, b, t in edges.iter_rows()]
-    ends = {r for col in ("a", "b") for r in edges[col].to_list()}
-    return clusters(found, {known[r][0]: known[r][2] for r in ends}), {known[r][0]: known[r][1] for r in ends}
+    ends = pl.concat([edges["a"], edges["b"]]).unique()
+    cols = ["ref", "image_id", "shard", "area", "file_bytes", "image_sha256", "pixels_xxh3"]
+    known = {r: rest for r, *rest in images.filter(pl.col("ref").is_in(ends.implode())).select(cols).iter_rows()}
+
+    def tier(a: tuple, b: tuple) -> str:  # the strongest likeness of an edge's two images
+        return "exact_bytes" if a[4] == b[4] else "exact_pixels" if a[5] == b[5] else "perceptual"
+
+    found = [(known[a][0], known[b][0], tier(known[a], known[b])) for a, b in edges.iter_rows()]
+    size = {i: (area or 0, nbytes or 0) for i, _, area, nbytes, _, _ in known.values()}
+    return clusters(found, size), {i: sh for i, sh, *_ in known.values()}
 
 
 def edge_images(store: RunStore, edges: pl.DataFrame) -> pl.DataFrame:
     """The fingerprint rows (with refs) of the shards the ``edges``' images are in, read from the run."""
     shards = sorted({r >> _ROW_BITS for col in ("a", "b") for r in edges[col].to_list()})
-    frames = [with_refs(store.read_frame(fingerprints_name(k)).select("shard", "image_id", "area", "file_bytes")) for k in shards]
-    return pl.concat(frames) if frames else pl.DataFrame(schema={"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64,
-                                                                    "file_bytes": pl.Int64, "ref": pl.Int64})
+    cols = ["shard", "image_id", "area", "file_bytes", "image_sha256", "pixels_xxh3"]
+    frames = [with_refs(store.read_frame(fingerprints_name(k)).select(cols)) for k in shards]
+    return pl.concat(frames) if frames else with_refs(pl.DataFrame(schema={c: FINGERPRINTS_SCHEMA[c] for c in cols}))
 
 
 def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, plan: dict, decode_cfg: InputConfig, pool) -> dict:
@@ -254,7 +264,7 @@ def cluster_images(run_url: str, storage_options: dict, cfg: ImageDedupConfig, p
         _fingerprint_shards, batch_size=1, batch_format="pyarrow", num_cpus=pool.task_cpus,
         concurrency=pool.max_tasks, fn_kwargs={"run_url": run_url, "storage_options": storage_options, "decode_cfg": decode_cfg, "chunk": pool.batch_size},
     )
-    return ray.get(ray.remote(num_cpus=1)(_write_clusters).remote(run_url, storage_options, duplicate_edges(keys, cfg.radius), wanted))
+    return ray.get(ray.remote(num_cpus=1)(_write_clusters).remote(run_url, storage_options, duplicate_edges(keys, cfg.radius, shuffle_partitions(pool.max_tasks)), wanted))
 
 
 def _write_clusters(run_url: str, storage_options: dict, edges, settings: dict) -> dict:
