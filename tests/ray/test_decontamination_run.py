@@ -117,3 +117,6 @@ def test_a_pass_over_a_run_made_without_it_marks_images_and_questions_on_s3(ray_
     assert image.count("<img src='data:image/jpeg;base64,") == 2 and "bench item <code>1</code>" in image
     (question,) = [c for c in cards if "motorcycle" in c]
     assert "question: the question repeats" in question and "bench item <code>2</code>" in question
+    tsv.unlink()  # the evaluation set moved: the card says why, the report is still written
+    (image,) = [c for c in contamination_cards(summary.output, tmp_path / "report2.html", so) if "rocket" in c]
+    assert image.count("<img src='data:image/jpeg;base64,") == 1 and "class='noimg'" in image and "bench.tsv" in image
