@@ -3,7 +3,9 @@
 * ``reference/config.md``: every field of every kind of config (run, filter pass, training), from
   the pydantic models: dotted name, type, allowed values, default, description;
 * ``reference/cli.md``: every command and option, from the argument parser the CLI runs;
-* ``reference/codes.md``: error codes, skip codes and reject reasons, from ``genixer_ray.schema``.
+* ``reference/codes.md``: error codes, skip codes and reject reasons, from ``genixer_ray.schema``;
+* ``images/report.png``, the front page's picture of a run report: taken again (headless
+  Chromium) whenever ``make demo``'s report (``runs/demo/report.html``) is newer than it.
 
 A page holds a marker line (``<!-- generated: config -->``) where the generated text goes.
 """
@@ -12,8 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
+import shutil
+import subprocess
 import types
 import typing
+from pathlib import Path
 
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
@@ -142,3 +148,21 @@ def on_page_markdown(markdown: str, page, config, files) -> str:
         if marker in markdown:
             markdown = markdown.replace(marker, make())
     return markdown
+
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT = ROOT / "runs" / "demo" / "report.html"
+PICTURE = ROOT / "docs" / "images" / "report.png"
+
+
+def on_pre_build(config) -> None:
+    """Take the report's picture again when the demo's report is newer (nothing to do on a machine
+    without the demo's run or without Chromium: the picture in the repository stays)."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not REPORT.exists() or browser is None or (PICTURE.exists() and PICTURE.stat().st_mtime >= REPORT.stat().st_mtime):
+        return
+    PICTURE.parent.mkdir(exist_ok=True)
+    cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={PICTURE}",
+           "--window-size=1280,1500", REPORT.as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=True)
+    logging.getLogger("mkdocs").info(f"images/report.png taken again from {REPORT}")
