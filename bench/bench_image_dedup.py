@@ -35,10 +35,9 @@ from bench_fingerprints import CLEAN_PHOTOS, DATA, EVAL_PHOTOS, edits, regions  
 from PIL import Image
 
 from genixer_ray.console import console
-from genixer_ray.fingerprints import fingerprint
+from genixer_ray.fingerprints import crop_phashes, fingerprint
 from genixer_ray.image_dedup import (
     FINGERPRINTS_SCHEMA,
-    crop_phashes,
     duplicate_edges,
     find_duplicates,
     keys_table,

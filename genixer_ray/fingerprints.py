@@ -169,6 +169,12 @@ def fingerprint(data: bytes, image) -> Fingerprint:
     )
 
 
+def crop_phashes(image) -> list[int]:
+    """The ``phash`` of each border crop of a PIL ``image`` but the whole (:data:`INDEX_CROPS` after
+    the first): image dedup keys a run image by them, as decontamination indexes an evaluation image."""
+    return [perceptual_hashes(crop_margin(image, m))[0] for m in INDEX_CROPS[1:]]
+
+
 def index_hashes(image) -> list[tuple[int, int]]:
     """``(phash, phash_center)`` of an evaluation image and of its border crops (:data:`INDEX_CROPS`)."""
     return [perceptual_hashes(crop_margin(image, margin)) for margin in INDEX_CROPS]

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import polars as pl
 
-from genixer_ray.fingerprints import FINGERPRINT_COLUMNS, FINGERPRINT_VERSION, INDEX_CROPS, crop_margin, perceptual_hashes
+from genixer_ray.fingerprints import FINGERPRINT_COLUMNS, FINGERPRINT_VERSION, crop_phashes
 from genixer_ray.store import RunStore
 
 if TYPE_CHECKING:
@@ -51,13 +51,12 @@ BANDS = 4  # 16-bit bands of each 64-bit perceptual hash
 PARTITIONS = 64  # of the candidate keys, for the groupby (each a map_groups call)
 TIERS = ("exact_bytes", "exact_pixels", "perceptual")  # strongest first
 # A shard's fingerprint file: each planned image's fingerprints, its size, and the phash of its own
-# border crops (CROPS), which a copy cut down by a few percent lands near (null where it did not decode).
+# border crops (fingerprints.crop_phashes), which a copy cut down by a few percent lands near (null
+# where it did not decode).
 FINGERPRINTS_SCHEMA = {"shard": pl.Int64, "image_id": pl.String, "area": pl.Int64, "file_bytes": pl.Int64, **FINGERPRINT_COLUMNS,
                        "crop_phashes": pl.List(pl.UInt64)}
-CROPS = INDEX_CROPS[1:]  # the border shares cut off (the whole image's phash is already there)
 EDGES_SCHEMA = {"a": pl.Int64, "b": pl.Int64}
-_ROW_BITS = 32
-_FIBONACCI = np.uint64(0x9E3779B97F4A7C15)  # multiplied by it, a key's top bits are well mixed  # an image's ref: its shard << 32 | its row in the shard's fingerprint file
+_ROW_BITS = 32  # an image's ref: its shard << 32 | its row in the shard's fingerprint file
 
 
 def fingerprints_name(shard: int) -> str:
@@ -91,8 +90,7 @@ def keys_table(prints: pl.DataFrame):
         for b in range(BANDS)
     ]
     keys = pl.concat(parts)
-    # The key's partition: Ray Data groups by it, so each call takes many keys (one call per key
-    # cost more than the rest of the clustering); a key's images are all in one partition.
+    # Ray Data groups by the key's partition: a call takes many keys (a call per key cost the most).
     return keys.with_columns(part=(_group().hash(seed=1) % PARTITIONS).cast(pl.Int16)).to_arrow()
 
 
@@ -146,11 +144,6 @@ def clusters(edges: list[tuple[str, str, str]], size: dict[str, tuple[int, int]]
         rep = min(group, key=lambda x: (*(-v for v in size.get(x, (0, 0))), x))
         out.update({x: (rep, tier[x]) for x in group if x != rep})
     return out
-
-
-def crop_phashes(image) -> list[int]:
-    """The phash of each border crop (:data:`CROPS`) of a PIL ``image``."""
-    return [perceptual_hashes(crop_margin(image, m))[0] for m in CROPS]
 
 
 def _fingerprint_shards(batch, *, run_url: str, storage_options: dict, decode_cfg: InputConfig, chunk: int):
