@@ -1,6 +1,6 @@
 """Public annotation releases -> canonical generator training samples (Genixer, step 1).
 
-Each format reads the files exactly as the dataset's authors publish them (see docs/guide/training.md's
+Each format reads the files exactly as the dataset's authors publish them (see docs/guide/annotations.md's
 table and each reader's docstring). A sample is ``{"sample_id", "image", "task", "turns":
 [(question, answer), ...]}`` with boxes normalized to [0, 1] and written as text; REC and REG
 samples carry ``referring`` instead of turns (their question phrasing is the prompt profile's).

@@ -15,7 +15,7 @@ from genixer_ray.config.run import PromptsConfig
 class DataSource(Strict):
     """One annotation source in a published format, converted into generator training samples."""
 
-    format: Literal[tuple(FORMATS)] = Field(description="The release's format (see docs/guide/training.md's table and genixer_ray.annotations).")
+    format: Literal[tuple(FORMATS)] = Field(description="The release's format (see docs/guide/annotations.md's table and genixer_ray.annotations).")
     path: str | None = Field(None, description="The file of a one-file format (llava, gqa, aokvqa, rec_jsonl, pointqa, gpt4gen_*).")
     files: dict[str, str] = Field(
         default_factory=dict,

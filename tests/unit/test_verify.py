@@ -117,7 +117,7 @@ def test_the_guides_reading_recipes_read_committed_rows_once(tmp_path):
     store = whole_run(tmp_path)
     root = tmp_path / "runs" / "r"
     shutil.copy(root / "data" / "shard-000000.parquet", root / "data" / "shard-000000-copy.parquet")
-    readme = (Path(__file__).resolve().parents[2] / "docs" / "guide" / "usage.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "docs" / "guide" / "output.md").read_text()
     recipe = re.search(r"```python\n(import polars as pl, duckdb.*?)```", readme, re.S).group(1).replace("runs/demo", store.url)
     scope: dict = {}
     exec(recipe, scope)
