@@ -31,6 +31,7 @@ from genixer_ray.decontam.index import normalize_text
 SHINGLE = 3  # characters
 JACCARD = 0.7
 NUM_PERM = 128
+ESTIMATE_MARGIN = 0.1  # of the MinHash estimate below JACCARD that the exact Jaccard still checks
 TOP_CLUSTERS = 20
 SHOWN_CLUSTERS = 5
 COLUMNS = ["status", "parsed_task", "question", "answer", "answer_boxes"]
@@ -41,6 +42,11 @@ def shingles(normalized: str) -> list[str]:
     if len(normalized) <= SHINGLE:
         return [normalized]
     return [normalized[i : i + SHINGLE] for i in range(len(normalized) - SHINGLE + 1)]
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    """Jaccard similarity of two sets (1.0 for two empty ones)."""
+    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def connected_components(n: int, pairs: Iterable[tuple[int, int]]) -> list[int]:
@@ -60,28 +66,41 @@ def connected_components(n: int, pairs: Iterable[tuple[int, int]]) -> list[int]:
     return [root(i) for i in range(n)]
 
 
-def question_clusters(normalized: list[str]) -> list[int]:
-    """A cluster label per question: near-duplicates (estimated Jaccard of character 3-grams >=
-    :data:`JACCARD`) share one, the label of the cluster's first question."""
+def near_pairs(normalized: list[str]) -> list[tuple[int, int]]:
+    """Pairs ``(i, j)`` of near-duplicate questions: the same text, or an exact Jaccard of character
+    3-grams >= :data:`JACCARD` among the candidates of MinHash LSH bands whose estimate is within
+    :data:`ESTIMATE_MARGIN` of it (the estimate alone, with 128 permutations, kept a third more
+    pairs than there are among templated questions, most of them one word apart; BENCHMARKS.md,
+    "Question clusters")."""
     from rensa import RMinHash, RMinHashLSH
 
     first: dict[str, int] = {}
     pairs: list[tuple[int, int]] = []
-    hashes, owners = [], []
+    hashes, owners, grams = [], [], []
     for i, q in enumerate(normalized):
         if q in first:  # the same text: one MinHash for all its copies
             pairs.append((first[q], i))
             continue
         first[q] = i
+        grams.append(frozenset(shingles(q)))
         m = RMinHash(num_perm=NUM_PERM, seed=0)
-        m.update(shingles(q))
+        m.update(list(grams[-1]))
         hashes.append(m)
         owners.append(i)
     lsh = RMinHashLSH(threshold=JACCARD, num_perm=NUM_PERM, num_bands=32)
     lsh.insert_many(hashes)
     for k, candidates in enumerate(lsh.query_all(hashes)):
-        pairs += [(owners[k], owners[c]) for c in candidates if c != k and hashes[k].jaccard(hashes[c]) >= JACCARD]
-    return connected_components(len(normalized), pairs)
+        # The estimate first (fast, in rensa), with a margin of 2.5 of its standard deviations at
+        # 0.7 (about 0.04): the exact Jaccard then decides only pairs that may pass.
+        pairs += [(owners[k], owners[c]) for c in candidates
+                  if c > k and hashes[k].jaccard(hashes[c]) >= JACCARD - ESTIMATE_MARGIN and jaccard(grams[k], grams[c]) >= JACCARD]
+    return pairs
+
+
+def question_clusters(normalized: list[str]) -> list[int]:
+    """A cluster label per question: near-duplicates (:func:`near_pairs`) share one, the label of
+    the cluster's first question."""
+    return connected_components(len(normalized), near_pairs(normalized))
 
 
 def _distinct(texts: list[list[str]], n: int) -> float | None:

@@ -21,7 +21,7 @@ from itertools import combinations
 
 from genixer_ray.config import DedupConfig
 from genixer_ray.decontam.index import normalize_text
-from genixer_ray.diversity import connected_components, shingles
+from genixer_ray.diversity import connected_components, jaccard, shingles
 from genixer_ray.filters.consistency import box_iou
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
@@ -34,11 +34,6 @@ MAX_CHARS = 2000
 def question_grams(question: str | None) -> frozenset[str]:
     """The character 3-grams of a normalized question (its first :data:`MAX_CHARS` characters)."""
     return frozenset(shingles(normalize_text(question or "")[:MAX_CHARS]))
-
-
-def jaccard(a: frozenset, b: frozenset) -> float:
-    """Jaccard similarity of two sets (1.0 for two empty ones)."""
-    return len(a & b) / len(a | b) if a or b else 1.0
 
 
 def same_answer(a: dict, b: dict, iou: float) -> bool:
