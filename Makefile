@@ -35,7 +35,7 @@ demo: setup
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
 
-# Benchmarks (about 17 minutes on 2 cores): each prints a table and ratios against a baseline
+# Benchmarks (about 24 minutes on 2 cores): each prints a table and ratios against a baseline
 # measured in the same run into bench/results/*_cpu.txt (see BENCHMARKS.md); framework and engine
 # output goes to $GENIXER_RAY_HOME/logs/bench-*.log. bench-scale adds the 1,000,000-row run
 # (about 25 minutes here).
@@ -52,6 +52,7 @@ bench: setup
 	@bash -c '$(call BENCH,bench/bench_publish.py,publish_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_rating.py,rating_cpu.txt)'
 	@bash -c '$(call BENCH,bench/bench_image_dedup.py,image_dedup_cpu.txt)'
+	@bash -c '$(call BENCH,bench/bench_question_dedup.py,question_dedup_cpu.txt)'
 
 bench-scale: setup
 	@bash -c '$(call BENCH,bench/bench_scale.py --sizes 10000$(comma)100000$(comma)1000000,scale_1m_cpu.txt)'
