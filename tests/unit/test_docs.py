@@ -87,3 +87,69 @@ def test_every_config_field_says_what_it_does():
     for model in (RunConfig, FilterPassConfig, TrainConfig):
         walk(model, f"{model.__name__}: ")
     assert not bare, bare
+
+
+READERS_FILES = ("No such file", "does not exist", "no model directory")  # how a missing file of the reader's is reported
+
+
+def shell_commands(text: str) -> list[list[str]]:
+    """The commands of a page's bash blocks, continuation lines joined, comments dropped, split as a shell would."""
+    import shlex
+
+    out = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            words = shlex.split(line, comments=True)
+            out += [words] if words else []
+    return out
+
+
+def check_config(config: str | None, overrides: list[str], kind) -> None:
+    """``config`` (a repository file; any other name: the defaults) with ``overrides`` loads as ``kind``,
+    a reader's missing files (/data/..., /models/...) aside, as the YAML test allows them."""
+    path = ROOT / config if config and (ROOT / config).is_file() else None
+    try:
+        load_config(path, overrides, kind=kind)
+    except ConfigError as e:
+        problems = str(e).splitlines()[1:]
+        assert problems and all(any(m in p for m in READERS_FILES) for p in problems), str(e)
+
+
+def test_every_command_in_the_readme_and_docs_parses_and_its_settings_load():
+    """Each `genixer-ray ...`, `python jobs/...` and `make ...` line of a bash block: the CLI's own
+    parser takes it, its config and overrides load as the command would load them (a renamed field
+    fails here), the job script and the make target exist."""
+    from genixer_ray.cli import build_parser
+
+    parser, targets = build_parser(), set(re.findall(r"^([\w-]+):", (ROOT / "Makefile").read_text(), re.M))
+    kinds = {"generate": RunConfig, "show-config": None, "train": TrainConfig, "filter": FilterPassConfig}
+    jobs = {"generate.py": RunConfig, "train_generator.py": TrainConfig, "filter.py": FilterPassConfig}
+    checked = 0
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for words in shell_commands(page.read_text()):
+            where = f"{page.name}: {' '.join(words)}"
+            if words[0].endswith("genixer-ray"):
+                if "--help" in words:
+                    continue
+                args = parser.parse_args(words[1:])  # exits (SystemExit) on an unknown command or option
+                if args.command in kinds:
+                    config = getattr(args, "config", None)
+                    kind = kinds[args.command] or (config_kind(ROOT / config) if config and (ROOT / config).is_file() else RunConfig)
+                    check_config(config, args.overrides, kind)
+            elif words[0] == "python" and words[1].startswith("jobs/"):
+                assert (ROOT / words[1]).is_file(), where
+                if (kind := jobs.get(Path(words[1]).name)) is not None:
+                    rest = words[3:] if kind is FilterPassConfig else words[2:]  # filter.py RUN CONFIG ...
+                    check_config(rest[0], [w for w in rest[1:] if "=" in w], kind)
+            elif words[0] == "ray" and "--" in words:
+                sub = words[words.index("--") + 1 :]
+                assert sub[0] == "python" and (ROOT / sub[1]).is_file(), where
+                if (kind := jobs.get(Path(sub[1]).name)) is not None:
+                    rest = sub[3:] if kind is FilterPassConfig else sub[2:]
+                    check_config(rest[0], [w for w in rest[1:] if "=" in w], kind)
+            elif words[0] == "make":
+                assert all(t in targets for t in words[1:] if "=" not in t), where
+            else:
+                continue
+            checked += 1
+    assert checked >= 20, checked
