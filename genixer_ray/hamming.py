@@ -15,8 +15,9 @@ bits, and compares the hashes found there whole: at radius 8, 188 lookups and ab
 400,000 hashes compared, against all 400,000 by a scan (BENCHMARKS.md, "Fingerprints").
 
 Memory: the hashes (8 bytes each), four positions per hash (16 bytes) and four tables of offsets
-(1 MiB whatever the size). The search is compiled with numba: a query's lookups are a loop over
-small buckets, which numpy would run one tiny array operation at a time.
+(1 MiB whatever the size). The search is compiled with numba (:mod:`genixer_ray.hamming_kernels`):
+a query's lookups are a loop over small buckets, which numpy would run one tiny array operation at
+a time.
 """
 
 from __future__ import annotations
@@ -35,56 +36,6 @@ _VALUES = 1 << _BITS
 def _masks(bits: int) -> np.ndarray:
     """Every 16-bit value with at most ``bits`` bits set (empty for a negative ``bits``)."""
     return np.array([sum(1 << i for i in c) for n in range(bits + 1) for c in combinations(range(_BITS), n)], dtype=np.int64)
-
-
-@functools.cache
-def _popcount():
-    import numba
-
-    @numba.njit(inline="always")
-    def popcount(v):  # the SWAR bit count; LLVM compiles it to one popcnt instruction
-        v = v - ((v >> np.uint64(1)) & np.uint64(0x5555555555555555))
-        v = (v & np.uint64(0x3333333333333333)) + ((v >> np.uint64(2)) & np.uint64(0x3333333333333333))
-        v = (v + (v >> np.uint64(4))) & np.uint64(0x0F0F0F0F0F0F0F0F)
-        return np.int64((v * np.uint64(0x0101010101010101)) >> np.uint64(56))
-
-    return popcount
-
-
-@functools.cache
-def _search_kernel():
-    # Compiled on first use, not at import: a process that never searches pays nothing for it.
-    import numba
-
-    _popcount_ = _popcount()
-
-    @numba.njit(cache=True, nogil=True)
-    def search(queries, hashes, per_owner, offsets, positions, near_masks, far_masks, near_tables, best, owner):
-        # Table by table over every query (one table's offsets and positions stay in cache), the
-        # queries in the order of their substring there (neighbouring queries read the same buckets).
-        for t in range(positions.shape[0]):
-            masks = near_masks if t < near_tables else far_masks
-            shift = np.uint64(_BITS * t)
-            keys = (queries >> shift) & np.uint64(_VALUES - 1)
-            for i in np.argsort(keys):
-                x = queries[i]
-                key = np.int64(keys[i])
-                d_best = best[i]
-                o_best = owner[i]
-                for m in masks:
-                    k = key ^ m
-                    for j in range(offsets[t, k], offsets[t, k + 1]):
-                        p = positions[t, j]
-                        d = _popcount_(x ^ hashes[p])
-                        if d <= d_best:  # rare: the owner (a division) only then
-                            o = np.int64(p) // per_owner
-                            if d < d_best or o < o_best:
-                                d_best = d
-                                o_best = o
-                best[i] = d_best
-                owner[i] = o_best
-
-    return search
 
 
 class HammingIndex:
@@ -110,44 +61,10 @@ class HammingIndex:
         owner = np.full(len(queries), -1, dtype=np.int64)
         if len(queries) and len(self.hashes):
             s, a = divmod(radius, _TABLES)
-            _search_kernel()(queries, self.hashes, self.per_owner, self.offsets, self.positions,
-                             _masks(s), _masks(s - 1), a + 1, best, owner)
+            from genixer_ray.hamming_kernels import search
+
+            search(queries, self.hashes, self.per_owner, self.offsets, self.positions, _BITS, _masks(s), _masks(s - 1), a + 1, best, owner)
         return best, owner
-
-
-@functools.cache
-def _pairs_kernel():
-    import numba
-
-    popcount = _popcount()
-
-    @numba.njit(cache=True, nogil=True)
-    def pairs(groups, hashes, radius):
-        # Rows sorted by (group, hash): in each group, each run of one hash joined to its first,
-        # then the runs' firsts compared pairwise.
-        a, b = [np.int64(0)][:0], [np.int64(0)][:0]
-        n = len(groups)
-        i = 0
-        while i < n:
-            j = i + 1
-            while j < n and groups[j] == groups[i]:
-                j += 1
-            firsts = [np.int64(i)][:0]
-            for k in range(i, j):
-                if k > i and hashes[k] == hashes[k - 1]:
-                    a.append(firsts[-1])
-                    b.append(k)
-                else:
-                    firsts.append(k)
-            for p in range(len(firsts)):
-                for q in range(p + 1, len(firsts)):
-                    if popcount(hashes[firsts[p]] ^ hashes[firsts[q]]) <= radius:
-                        a.append(firsts[p])
-                        b.append(firsts[q])
-            i = j
-        return np.array(a, dtype=np.int64), np.array(b, dtype=np.int64)
-
-    return pairs
 
 
 def pairs_within(groups: np.ndarray, hashes: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -156,4 +73,6 @@ def pairs_within(groups: np.ndarray, hashes: np.ndarray, radius: int) -> tuple[n
     group of many copies of one picture costs one pass). Rows must be sorted by ``(groups, hashes)``."""
     if len(groups) < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    return _pairs_kernel()(np.ascontiguousarray(groups, dtype=np.uint64), np.ascontiguousarray(hashes, dtype=np.uint64), radius)
+    from genixer_ray.hamming_kernels import pairs
+
+    return pairs(np.ascontiguousarray(groups, dtype=np.uint64), np.ascontiguousarray(hashes, dtype=np.uint64), radius)
