@@ -33,7 +33,7 @@ demo: setup
 
 # The documentation site, strict (docs/README.md): into site/, open site/index.html.
 docs: setup
-	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 GENIXER_DOCS_PICTURE=1 $(VENV)/bin/mkdocs build --strict
 
 # Benchmarks (about 24 minutes on 2 cores): each prints a table and ratios against a baseline
 # measured in the same run into bench/results/*_cpu.txt (see BENCHMARKS.md); framework and engine

@@ -4,8 +4,9 @@
   the pydantic models: dotted name, type, allowed values, default, description;
 * ``reference/cli.md``: every command and option, from the argument parser the CLI runs;
 * ``reference/codes.md``: error codes, skip codes and reject reasons, from ``genixer_ray.schema``;
-* ``images/report.png``, the front page's picture of a run report: taken again (headless
-  Chromium) whenever ``make demo``'s report (``runs/demo/report.html``) is newer than it.
+* ``images/report.png``, the front page's picture of a run report: taken again by ``make docs``
+  (headless Chromium) whenever ``make demo``'s report (``runs/demo/report.html``) is newer than it;
+  other builds (the tests') leave the repository's files alone.
 
 A page holds a marker line (``<!-- generated: config -->``) where the generated text goes.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import subprocess
 import types
@@ -156,10 +158,13 @@ PICTURE = ROOT / "docs" / "images" / "report.png"
 
 
 def on_pre_build(config) -> None:
-    """Take the report's picture again when the demo's report is newer (nothing to do on a machine
-    without the demo's run or without Chromium: the picture in the repository stays)."""
+    """Under ``make docs`` (``GENIXER_DOCS_PICTURE=1``), take the report's picture again when the
+    demo's report is newer (nothing to do on a machine without the demo's run or without Chromium:
+    the picture in the repository stays)."""
     browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    if not REPORT.exists() or browser is None or (PICTURE.exists() and PICTURE.stat().st_mtime >= REPORT.stat().st_mtime):
+    if os.environ.get("GENIXER_DOCS_PICTURE") != "1" or not REPORT.exists() or browser is None:
+        return
+    if PICTURE.exists() and PICTURE.stat().st_mtime >= REPORT.stat().st_mtime:
         return
     PICTURE.parent.mkdir(exist_ok=True)
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--screenshot={PICTURE}",

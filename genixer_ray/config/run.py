@@ -91,7 +91,7 @@ class ImageDedupConfig(Strict):
     )
     radius: int = Field(
         4, ge=0, le=16,
-        description="Perceptual near-duplicates: at most this many of the 64 bits of a perceptual hash differ (4: 98.8% of edited copies "
+        description="Perceptual near-duplicates: at most this many of the 64 bits of a perceptual hash differ (4: 98.3% of edited copies "
         "clustered with their original, no image merged with another photo's; BENCHMARKS.md, 'Image dedup'). Same file or pixels: always.",
     )
 
