@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 
+from genixer_ray.filters.rating import AXIS_QUESTIONS, SCALE
+
 IMAGE_TOKEN = "<image>"
 SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", IMAGE_TOKEN]
 
@@ -42,6 +44,10 @@ def _tokenizer_corpus(seed: int) -> list[str]:
     # A judge's P(Yes) is read at the first answer position, which needs "Yes" and "No" (with and
     # without the leading space) to be single tokens, as they are in real vocabularies.
     lines += ["ASSISTANT: Yes", "ASSISTANT: No", "Yes.", "No."] * 50
+    # The rater's scale and questions, as the judge's question above: their words tokenized as a
+    # real vocabulary tokenizes English, not letter by letter (which would weigh the rater's text
+    # against the image's 256 tokens some 2x more than a real judge does).
+    lines += [SCALE, *AXIS_QUESTIONS.values()] * 100
     for _ in range(3000):
         a, b = rng.choice(things), rng.choice(things)
         c = rng.choice(colors)

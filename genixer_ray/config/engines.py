@@ -40,7 +40,7 @@ class EngineConfig(Strict):
     block_size: int | None = Field(
         None, ge=16, le=256, multiple_of=16,
         description="vLLM: tokens per KV-cache block, the unit its prefix cache shares. Unset: vLLM's default (16 on GPUs, "
-        "128 on CPU, where 32 lets a rating's axes share the sample's tokens too: BENCHMARKS.md, Rating).",
+        "128 on CPU, where 32 lets a rating's axes share the sample's tokens too: BENCHMARKS.md, Rating). vLLM-CPU takes multiples of 32 only.",
     )
 
     def concurrent_batches(self, batch_size: int, samples_per_row: int = 1) -> int:

@@ -1,9 +1,11 @@
 """Rating each parsed sample on several axes, one decode step per axis, the image and sample shared.
 
-Each axis (``filters.rating.axes``) is a question asked after the image and the sample::
+Each axis (``filters.rating.axes``) is a question asked after the image, the sample and the
+scale, which every axis shares::
 
     <image> Question: ... Answer: ...
-    Does answering the question need the image ...? Rate it from 1 to 5. Answer with one digit.
+    Rate the pair on the question below from 1 (not at all) to 5 (fully). Answer with one digit.
+    Does answering the question need the image, rather than common knowledge alone?
 
 and read from the judge's raw next-token distribution at the first decoded position, over every
 vocabulary token that decodes to ``1`` .. ``5``: the axis's score is the expected rating with the
@@ -11,7 +13,8 @@ five renormalized (1.0 to 5.0), its confidence the probability mass the five hel
 sampled, so the same rows give the same scores.
 
 **The shared prefix.** Every axis of a row starts with the same tokens (the chat template, the
-image, the sample); only the axis's question differs, at the end. vLLM's automatic prefix cache
+image, the sample, the scale); only the axis's question differs, at the end, so a later axis
+computes only its question's tokens and the part of the prefix that fills no whole KV block. vLLM's automatic prefix cache
 keeps the blocks a request computed, but requests scheduled in one step do not see one another's:
 so the stage asks the first axis of every row of a batch, then, once that prefill is cached, the
 other axes (their prompts then compute only the question's tokens; the rows' ``cached_tokens``
@@ -42,7 +45,9 @@ AXIS_QUESTIONS = {
     "formatting": "Is the pair well formed: a clear question, and an answer in the form the question asks for?",
     "grounding": "Does each box or point in the pair mark the region the text says it marks?",
 }
-SCALE = "Rate it from 1 (not at all) to 5 (fully). Answer with one digit."
+# Asked before the axis's question so that it is part of the prefix the axes share (after it, every
+# axis would compute the scale's tokens again).
+SCALE = "Rate the pair on the question below from 1 (not at all) to 5 (fully). Answer with one digit."
 DIGITS = "12345"
 
 
@@ -72,15 +77,21 @@ def expected_rating(logprobs: dict[int, float], digits: Sequence[Sequence[int]])
     return sum((k + 1) * p for k, p in enumerate(probs)) / mass, mass
 
 
-def axis_prompt(cfg: RatingConfig, axis: str) -> str:
-    """The question asked for ``axis`` (the config's own, else the built-in one) and the scale."""
-    return f"{cfg.prompts.get(axis, AXIS_QUESTIONS[axis])} {SCALE}"
+def axis_question(cfg: RatingConfig, axis: str) -> str:
+    """The question asked for ``axis``: the config's own, else the built-in one."""
+    return cfg.prompts.get(axis, AXIS_QUESTIONS[axis])
+
+
+def rating_instruction(cfg: RatingConfig, sample: str, axis: str) -> str:
+    """The judge's instruction for one axis of ``sample`` (the judged text): the part every axis
+    shares first, the axis's question last."""
+    return f"{sample}\n{SCALE}\n{axis_question(cfg, axis)}"
 
 
 def prompt_version(cfg: RatingConfig) -> str:
     """A digest of every axis's prompt as asked: rows rated with other prompts differ in it."""
-    text = "\n".join(f"{a}={axis_prompt(cfg, a)}" for a in cfg.axes)
-    return "r1-" + hashlib.sha256(text.encode()).hexdigest()[:12]
+    text = "\n".join(f"{a}={rating_instruction(cfg, '{sample}', a)}" for a in cfg.axes)
+    return "r2-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def has_region(row: dict) -> bool:
@@ -114,7 +125,7 @@ class RatingStage(ScoringStage):
         out = [{"rating_model": self.generator.model_path, "rating_hash": self.generator.model_hash, "rating_prompt_version": self.version,
                 "rating_reason": None} for _ in rows]
         for wave in waves:
-            requests = [GenerationRequest(images[i], f"{texts[i]}\n{axis_prompt(self.cfg, a)}", greedy) for i, a in wave]
+            requests = [GenerationRequest(images[i], rating_instruction(self.cfg, texts[i], a), greedy) for i, a in wave]
             for (i, axis), res in zip(wave, self.generator.next_token_logprobs(requests, self.digit_ids), strict=True):
                 self.tokens.update(prompt=res.prompt_tokens or 0, cached=res.cached_tokens or 0)
                 if res.error_code:

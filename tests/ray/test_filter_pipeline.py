@@ -44,7 +44,7 @@ def test_filters_as_stages_of_a_generation_run(ray_session, tmp_path):
         # Rated on the generator's engine too: grounding only where the sample marks a region.
         assert 1 <= r["rating_correctness"] <= 5 and 0 < r["rating_correctness_confidence"] <= 1
         regions = r["question_boxes"] or r["answer_boxes"] or r["points"]
-        assert (r["rating_grounding"] is not None) is bool(regions) and r["rating_prompt_version"].startswith("r1-")
+        assert (r["rating_grounding"] is not None) is bool(regions) and r["rating_prompt_version"].startswith("r2-")
     # The manifest's funnel is what the rows say.
     manifest = RunStore(summary.output).read_json("manifest.json")
     want: dict[str, Counter] = defaultdict(Counter)

@@ -10,7 +10,7 @@ from genixer_ray.config import RatingConfig, load_config
 from genixer_ray.filters.decide import decide_shard
 from genixer_ray.filters.health import alarm_text, collapse_alarms
 from genixer_ray.filters.judge import judged_text
-from genixer_ray.filters.rating import RatingStage, axis_prompt, digit_token_ids, expected_rating, prompt_version
+from genixer_ray.filters.rating import RatingStage, digit_token_ids, expected_rating, prompt_version, rating_instruction
 from genixer_ray.schema import to_frame
 from genixer_ray.stages import drop_image
 from genixer_ray.summary import RunSummary
@@ -54,7 +54,7 @@ def test_every_axis_equals_a_hand_computation_and_repeats(generator, embedded_im
         image = np.frombuffer(r["pixels"], np.uint8).reshape(r["height"], r["width"], 3)
         axes = cfg.axes if r.get("answer_boxes") else [a for a in cfg.axes if a != "grounding"]
         for axis in axes:
-            score, confidence = reference(generator, image, f"{judged_text(r)}\n{axis_prompt(cfg, axis)}")
+            score, confidence = reference(generator, image, rating_instruction(cfg, judged_text(r), axis))
             assert r[f"rating_{axis}"] == pytest.approx(score, abs=1e-4) and 1 <= r[f"rating_{axis}"] <= 5
             assert r[f"rating_{axis}_confidence"] == pytest.approx(confidence, abs=1e-5) and 0 < confidence <= 1
         assert (r.get("rating_grounding") is None) is (not r.get("answer_boxes"))  # grounding: only where a box is

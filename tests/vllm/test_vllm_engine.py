@@ -115,7 +115,7 @@ def test_rating_matches_vllms_own_logprobs_and_the_later_axes_hit_the_prefix_cac
 
     from genixer_ray.config import RatingConfig
     from genixer_ray.filters.judge import judged_text
-    from genixer_ray.filters.rating import RatingStage, axis_prompt, digit_token_ids
+    from genixer_ray.filters.rating import RatingStage, digit_token_ids, rating_instruction
     from genixer_ray.stages import row_image
 
     # Questions long enough that image and sample fill a KV-cache block (128 tokens on CPU; only
@@ -130,7 +130,7 @@ def test_rating_matches_vllms_own_logprobs_and_the_later_axes_hit_the_prefix_cac
     digits = digit_token_ids(gen.processor.tokenizer)
     for r in out:
         for axis in cfg.axes:
-            req = GenerationRequest(row_image(r), f"{judged_text(r)}\n{axis_prompt(cfg, axis)}", SamplingConfig(temperature=0, max_tokens=1))
+            req = GenerationRequest(row_image(r), rating_instruction(cfg, judged_text(r), axis), SamplingConfig(temperature=0, max_tokens=1))
             lp = gen.next_token_logprobs([req], [t for d in digits for t in d])[0].top_logprobs[0]
             probs = [sum(math.exp(lp[t]) for t in d) for d in digits]
             assert r[f"rating_{axis}"] == pytest.approx(sum((k + 1) * p for k, p in enumerate(probs)) / sum(probs), abs=1e-4)
