@@ -1,30 +1,40 @@
-"""Near-duplicate questions across a corpus: the MinHash clustering behind diversity.json, at a million.
+"""Near-duplicate questions across a corpus: the clustering behind diversity.json, at a million, on Ray Data.
 
-A run's end clusters each task's questions (``diversity.near_pairs``: character 3-grams of the
-normalized question, MinHash with 128 permutations in rensa, 32 LSH bands, pairs kept at an
-estimated Jaccard of 0.7 or more). Here ``--sizes`` synthetic questions (templated, as a
-fine-tuned generator writes them: "What color is the {thing}?", ...; one in ten an earlier
-question with one to three characters changed) go through it, each size in a fresh process:
-wall time, throughput in MB of question text per second per core (it runs on one core), and the
-process's peak memory. Against data-juicer's published Ray MinHash deduplication, about 0.44 MB/s
-per core. Quality: on ``--sample`` distinct questions, the pairs found against every pair whose
-exact 3-gram Jaccard is >= 0.7, computed by brute force (a compiled loop over all pairs).
+A run's end clusters each task's questions (:mod:`genixer_ray.question_clusters`: nodes per
+distinct normalized question, MinHash in rensa, LSH bands through Ray Data's groupby, exact 3-gram
+Jaccard >= 0.7 in the band groups, connected components). Here ``--sizes`` synthetic questions
+(templated, as a fine-tuned generator writes them: "What color is the {thing}?", ...; one in ten
+an earlier question with one to three characters changed) go through
+:func:`~genixer_ray.question_clusters.cluster_dataset` on a local Ray with every core, each size in
+a fresh process, after a small warm-up run (workers started, kernels compiled): wall time,
+throughput in MB of question text per second per core (shuffles included), the driver's and the
+largest Ray worker's peak private memory. Against data-juicer's published Ray MinHash
+deduplication, about 0.44 MB/s per core.
+
+Quality, on ``--sample`` distinct questions: the clusters against those of every pair whose exact
+3-gram Jaccard is >= 0.7 (brute force, a compiled loop over all pairs, then their connected
+components), as pairwise precision, recall and F1 over the pairs of questions put in one cluster;
+and how many of the brute-force pairs the clusters join.
 
     .venv/bin/python bench/bench_question_dedup.py [--sizes 100000,1000000] [--sample 20000]
 """
 
 import argparse
 import json
+import os
 import random
-import resource
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
+import polars as pl
+from bench_scale import WorkerPeaks  # bench/ is the script's folder, so its sibling imports
 
+from genixer_ray.console import console
 from genixer_ray.decontam.index import normalize_text
-from genixer_ray.diversity import JACCARD, near_pairs, shingles
+from genixer_ray.question_clusters import JACCARD, cluster_dataset, cluster_frame, connected_components, shingles
 
 DATA_JUICER_MB_S_PER_CORE = 0.44
 TEMPLATES = (
@@ -54,20 +64,51 @@ def questions(n: int, seed: int = 0) -> list[str]:
     return out
 
 
-def measure(n: int) -> dict:
-    """One size, in this process: near_pairs over ``n`` normalized questions."""
-    texts = questions(n)
-    megabytes = sum(len(t.encode()) for t in texts) / 1e6
+def frame_of(texts: list[str]) -> pl.DataFrame:
+    """Rows as a run's shards hold them (one task), each with its ref."""
+    return pl.DataFrame({"status": "ok", "parsed_task": "common_vqa", "question": texts, "ref": np.arange(len(texts), dtype=np.int64)})
+
+
+def write_shards(n: int, folder: str) -> list[str]:
+    """``n`` questions written as Parquet files of 20,000 rows, as a run's shards hold them."""
+    frame = frame_of(questions(n))
+    paths = []
+    for k, i in enumerate(range(0, n, 20_000)):
+        paths.append(f"{folder}/shard-{k:06d}.parquet")
+        frame.slice(i, 20_000).write_parquet(paths[-1])
+    return paths
+
+
+def measure(n: int, folder: str, partitions: int | None) -> dict:
+    """One size, in this process: cluster_dataset over the ``n`` questions of ``folder``'s files,
+    read by Ray Data's tasks (the driver holds no row), on a local Ray."""
+    import glob
+
+    import ray
+
+    from genixer_ray.question_clusters import question_partitions
+
+    paths = sorted(glob.glob(f"{folder}/*.parquet"))
+    megabytes = sum(len(t.encode()) for t in pl.read_parquet(paths, columns=["question"])["question"].to_list()) / 1e6
+    cores = os.cpu_count() or 1
+    ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)  # the cores there are, as a run's Ray
+    partitions = partitions or question_partitions(n, cores)
+    cluster_dataset(ray.data.from_arrow(frame_of(questions(5000, seed=1)).to_arrow()), partitions)  # warm-up
+    peaks = WorkerPeaks()
     t = time.perf_counter()
-    pairs = near_pairs([normalize_text(q) for q in texts])
+    nodes = cluster_dataset(ray.data.read_parquet(paths), partitions)
     took = time.perf_counter() - t
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    return {"rows": n, "megabytes": megabytes, "seconds": took, "pairs": len(pairs), "peak_mib": peak}
+    peak = peaks.stop()
+    ray.shutdown()
+    return {"rows": n, "megabytes": megabytes, "seconds": took, "cores": cores, "partitions": partitions, "nodes": nodes.height,
+            "clusters": nodes["cluster"].n_unique(), "driver_mib": peak["driver_private_peak"] / 2**20, "worker_mib": peak["worker_private_peak"] / 2**20}
 
 
 def exact_pairs(texts: list[str]) -> set[tuple[int, int]]:
     """Every pair of (normalized) ``texts`` whose exact character 3-gram Jaccard is >= JACCARD (brute force, compiled)."""
     import numba
+
+    from genixer_ray.jaccard_kernels import overlap
 
     sets = [np.unique(np.array([hash(s) for s in shingles(q)], dtype=np.int64)) for q in texts]
     flat, starts = np.concatenate(sets), np.cumsum([0] + [len(s) for s in sets])
@@ -78,18 +119,8 @@ def exact_pairs(texts: list[str]) -> set[tuple[int, int]]:
         n = len(starts) - 1
         for i in range(n):
             for j in range(i + 1, n):
-                p, q, inter = starts[i], starts[j], 0
-                while p < starts[i + 1] and q < starts[j + 1]:
-                    if flat[p] == flat[q]:
-                        inter += 1
-                        p += 1
-                        q += 1
-                    elif flat[p] < flat[q]:
-                        p += 1
-                    else:
-                        q += 1
-                union = (starts[i + 1] - starts[i]) + (starts[j + 1] - starts[j]) - inter
-                if inter >= threshold * union:
+                inter = overlap(flat, starts, i, j)
+                if inter >= threshold * ((starts[i + 1] - starts[i]) + (starts[j + 1] - starts[j]) - inter):
                     a.append(i)
                     b.append(j)
         return a, b
@@ -98,42 +129,66 @@ def exact_pairs(texts: list[str]) -> set[tuple[int, int]]:
     return set(zip(a, b, strict=True))
 
 
+def pair_counts(labels: np.ndarray, truth: np.ndarray) -> tuple[int, int, int]:
+    """Pairs in one cluster of ``labels``, of ``truth``, and of both (pairwise clustering counts)."""
+    def pairs(counts) -> int:
+        return int((counts * (counts - 1) // 2).sum())
+
+    both = pl.DataFrame({"a": labels, "b": truth}).group_by("a", "b").len()["len"].to_numpy()
+    return pairs(np.unique(labels, return_counts=True)[1]), pairs(np.unique(truth, return_counts=True)[1]), pairs(both)
+
+
 def quality(sample: int) -> None:
-    # Distinct texts only: copies of one text are joined to its first (a star, not every pair),
-    # which is the same cluster; pairs among distinct texts are what the MinHash estimate decides.
+    """The clusters of ``sample`` distinct questions against those of the brute-force pairs."""
     texts = list(dict.fromkeys(normalize_text(q) for q in questions(sample * 2)))[:sample]
     t = time.perf_counter()
-    truth = exact_pairs(texts)
+    exact = exact_pairs(texts)
     brute = time.perf_counter() - t
-    found = {(min(i, j), max(i, j)) for i, j in near_pairs(texts)}
-    hit = len(found & truth)
-    precision, recall = hit / max(len(found), 1), hit / max(len(truth), 1)
+    truth = np.array(connected_components(len(texts), exact))
+    nodes = cluster_frame(frame_of(texts))
+    rep_first = dict(zip(nodes["node"].to_list(), nodes["first"].to_list(), strict=True))
+    first_cluster = {f: rep_first[c] for f, c in zip(nodes["first"].to_list(), nodes["cluster"].to_list(), strict=True)}
+    labels = np.array([first_cluster[i] for i in range(len(texts))])
+    found, true, both = pair_counts(labels, truth)
+    precision, recall = both / max(found, 1), both / max(true, 1)
     f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-    print(f"quality on {len(texts):,} distinct questions: {len(truth):,} pairs at exact Jaccard >= {JACCARD} (brute force, {brute:.0f} s), "
-          f"{len(found):,} found; precision {precision:.3f}, recall {recall:.3f}, pair F1 {f1:.3f} (target >= 0.95)")
+    joined = sum(labels[i] == labels[j] for i, j in exact)
+    print(f"quality on {len(texts):,} distinct questions: {len(exact):,} pairs at exact Jaccard >= {JACCARD} (brute force, {brute:.0f} s), "
+          f"{joined:,} of them in one cluster; {len(set(truth.tolist())):,} clusters of those pairs, {len(set(labels.tolist())):,} found; "
+          f"pairs in one cluster: precision {precision:.4f}, recall {recall:.4f}, pair F1 {f1:.4f} (target >= 0.95)")
 
 
 def main() -> None:
+    """One table row per size (each in a fresh process), the memory ratio, then the quality line."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[100_000, 1_000_000])
     ap.add_argument("--sample", type=int, default=20_000)
+    ap.add_argument("--partitions", type=int, help="shuffle partitions (default: question_partitions, by the rows)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # a child process: measure one size, print JSON
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one)))
+        with console("bench-question-dedup", verbose=False):
+            result = measure(args.one, args.folder, args.partitions)
+        print(json.dumps(result))
         return
-    print("| questions | MB of text | seconds | MB/s per core | / data-juicer's 0.44 | near pairs | peak memory (MiB) |")
-    print("|---|---|---|---|---|---|---|")
-    peaks = []
+    print("| questions | MB of text | distinct | clusters | partitions | seconds | MB/s per core | / data-juicer's 0.44 | driver private MiB | largest worker private MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    runs = []
     for n in args.sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(n)], capture_output=True, text=True, check=True)
+        with tempfile.TemporaryDirectory() as folder:
+            write_shards(n, folder)
+            child = [sys.executable, __file__, "--one", str(n), "--folder", folder, *(["--partitions", str(args.partitions)] if args.partitions else [])]
+            out = subprocess.run(child, capture_output=True, text=True, check=True)
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        rate = r["megabytes"] / r["seconds"]
-        peaks.append(r["peak_mib"])
-        print(f"| {n:,} | {r['megabytes']:.1f} | {r['seconds']:.1f} | {rate:.2f} | {rate / DATA_JUICER_MB_S_PER_CORE:.1f}x | "
-              f"{r['pairs']:,} | {r['peak_mib']:,.0f} |")
-    if len(peaks) > 1:
-        print(f"peak memory, {args.sizes[-1]:,} / {args.sizes[0]:,} questions: {peaks[-1] / peaks[0]:.2f}x (target 0.8-1.2)")
+        rate = r["megabytes"] / r["seconds"] / r["cores"]
+        runs.append(r)
+        print(f"| {n:,} | {r['megabytes']:.1f} | {r['nodes']:,} | {r['clusters']:,} | {r['partitions']} | {r['seconds']:.1f} | {rate:.2f} | "
+              f"{rate / DATA_JUICER_MB_S_PER_CORE:.1f}x | {r['driver_mib']:,.0f} | {r['worker_mib']:,.0f} |")
+    if len(runs) > 1:
+        first, last = runs[0], runs[-1]
+        print(f"peak private memory, {last['rows']:,} / {first['rows']:,} questions: driver {last['driver_mib'] / first['driver_mib']:.2f}x, "
+              f"largest worker {last['worker_mib'] / first['worker_mib']:.2f}x (target 0.8-1.2)")
     quality(args.sample)
 
 

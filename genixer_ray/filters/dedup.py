@@ -21,8 +21,8 @@ from itertools import combinations
 
 from genixer_ray.config import DedupConfig
 from genixer_ray.decontam.index import normalize_text
-from genixer_ray.diversity import connected_components, jaccard, shingles
 from genixer_ray.filters.consistency import box_iou
+from genixer_ray.question_clusters import connected_components, jaccard, shingles
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
 

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from genixer_ray.config import load_config
+from genixer_ray.diversity import run_diversity
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.inspection import inspect_run
 from genixer_ray.pipeline import run_generation
@@ -53,6 +54,8 @@ def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(
     # The run's end measured its diversity (one Ray task): a figure per task that parsed.
     parsed = out.filter(pl.col("status") == "ok")
     assert set(info["diversity"]) == set(parsed["parsed_task"].unique()) and sum(d["samples"] for d in info["diversity"].values()) == parsed.height
+    # Its questions were clustered on Ray Data: the same figures as one process computes from the rows.
+    assert info["diversity"] == run_diversity(out.select("status", "parsed_task", "question", "answer", "answer_boxes"))
     # ... and wrote its fingerprint table: one row per image, as the rows carry them.
     table = pl.read_parquet(f"{summary.output}/fingerprints.parquet")
     assert table["image_id"].to_list() == sorted(photos) and table["phash"].null_count() == 0

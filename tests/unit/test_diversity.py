@@ -2,10 +2,12 @@
 
 import math
 
+import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from genixer_ray.diversity import question_clusters, run_diversity, task_diversity
+from genixer_ray.diversity import run_diversity, task_diversity
+from genixer_ray.question_clusters import cluster_frame, gram_tokens, jaccard, shingles, with_refs
 from genixer_ray.schema import to_frame
 
 
@@ -33,13 +35,48 @@ def test_a_runs_rows_are_measured_per_parsed_task_ok_rows_only():
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.text(max_size=300), min_size=1, max_size=30))
 def test_hostile_text_gives_figures_never_a_crash(texts):
-    """Empty strings, control characters and every script: one label per question, figures in range."""
-    from genixer_ray.decontam.index import normalize_text
-
-    labels = question_clusters([normalize_text(t) for t in texts])
-    assert len(labels) == len(texts) and all(labels[label] == label for label in labels)  # a label is its cluster's first member
+    """Empty strings, control characters and every script: every question in one cluster, named by
+    one of its own nodes; figures in range."""
+    nodes = cluster_frame(with_refs(pl.DataFrame({"status": "ok", "parsed_task": "t", "question": texts})))
+    assert nodes["count"].sum() == len(texts) and set(nodes["cluster"].to_list()) <= set(nodes["node"].to_list())
+    reps = nodes.filter(pl.col("node").is_in(nodes["cluster"].implode()))
+    assert (reps["cluster"] == reps["node"]).all()  # a representative is in its own cluster
     d = task_diversity(texts, texts, [None] * len(texts))
     assert d["samples"] == len(texts) and 0 < d["top20_cluster_share"] <= 1 and d["opening_entropy_bits"] >= 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(max_size=40), min_size=2, max_size=12))
+def test_gram_tokens_give_the_jaccard_of_the_shingles(texts):
+    """The compiled comparison's tokens (exact code points, numbered by rarity) hold the same sets as
+    the shingles, so their Jaccard is the shingles' Jaccard."""
+    from genixer_ray.decontam.index import normalize_text
+
+    texts = [normalize_text(t) for t in texts]
+    tokens, starts = gram_tokens(texts)
+    sets = [frozenset(tokens[starts[i] : starts[i + 1]].tolist()) for i in range(len(texts))]
+    assert all(starts[i + 1] - starts[i] == len(sets[i]) for i in range(len(texts)))  # distinct within a text
+    for i in range(len(texts)):
+        for j in range(len(texts)):
+            assert math.isclose(jaccard(sets[i], sets[j]), jaccard(frozenset(shingles(texts[i])), frozenset(shingles(texts[j]))))
+
+
+def test_clusters_are_the_exact_components_of_templated_questions():
+    """Every pair at exact 3-gram Jaccard >= 0.7 ends in one cluster, and no two questions below it
+    without a chain of such pairs between them (a brute-force check on 200 templated questions)."""
+    from genixer_ray.decontam.index import normalize_text
+    from genixer_ray.question_clusters import JACCARD, connected_components
+
+    things, places = ["car", "bus", "dog", "cat", "man", "tree", "sign", "cup"], ["on", "under", "near", "behind", "next to"]
+    texts = [f"Is there a {a} {p} the {b}?" for a in things for p in places for b in things][:200]
+    norm = [normalize_text(t) for t in texts]
+    grams = [frozenset(shingles(t)) for t in norm]
+    pairs = [(i, j) for i in range(len(norm)) for j in range(i + 1, len(norm)) if jaccard(grams[i], grams[j]) >= JACCARD]
+    truth = connected_components(len(norm), pairs)
+    nodes = cluster_frame(with_refs(pl.DataFrame({"status": "ok", "parsed_task": "t", "question": texts})))
+    found = dict(zip(nodes["first"].to_list(), nodes["cluster"].to_list(), strict=True))
+    assert pairs and all(found[i] == found[j] for i, j in pairs)
+    assert all((found[i] == found[j]) == (truth[i] == truth[j]) for i in range(len(norm)) for j in range(len(norm)))
 
 
 def test_a_megabyte_question_is_measured():
