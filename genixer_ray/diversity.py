@@ -9,8 +9,8 @@ entropy (bits) of the questions' openings (their first three words); the answers
 and the size of the answers' boxes (area, a share of the image). Written as ``diversity.json``
 beside a run's manifest, read by ``inspect`` and the report.
 
-With Ray up the questions are clustered on Ray Data and only the distinct questions come back
-here; the answers are read a shard at a time.
+With Ray up the shards are read by Ray Data's tasks, which count the answers and cluster the
+questions; only the distinct questions and the answers' counts come back (:func:`write_diversity`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,15 @@ from collections import Counter, defaultdict
 import numpy as np
 import polars as pl
 
-from genixer_ray.question_clusters import ROW_COLUMNS, cluster_dataset, cluster_frame, question_partitions, run_rows, with_refs
+from genixer_ray.question_clusters import (
+    ROW_COLUMNS,
+    cluster_dataset,
+    cluster_frame,
+    question_partitions,
+    run_rows,
+    shard_dataset,
+    with_refs,
+)
 
 TOP_CLUSTERS = 20
 SHOWN_CLUSTERS = 5
@@ -81,6 +89,19 @@ class AnswerFigures:
             areas = [(b[2] - b[0]) * (b[3] - b[1]) for bs in part["answer_boxes"].to_list() if bs for b in bs if len(b) == 4]
             self.areas[task].append(np.array(areas, dtype=np.float64))
 
+    def table(self) -> pl.DataFrame:
+        """What was counted, a row per task (``task``, ``words``, ``areas``), for :meth:`merge` elsewhere."""
+        tasks = sorted(self.words)
+        return pl.DataFrame({"task": tasks, "words": [np.concatenate(self.words[t]) for t in tasks],
+                             "areas": [np.concatenate(self.areas[t]) for t in tasks]},
+                            schema={"task": pl.String, "words": pl.List(pl.Int64), "areas": pl.List(pl.Float64)})
+
+    def merge(self, table: pl.DataFrame) -> None:
+        """Add what another counted (its :meth:`table`)."""
+        for task, words, areas in table.iter_rows():
+            self.words[task].append(np.asarray(words, dtype=np.int64))
+            self.areas[task].append(np.asarray(areas, dtype=np.float64))
+
     def of(self, task: str) -> dict:
         """``answer_words`` and ``answer_box_area`` of ``task``."""
         def spread(parts: list[np.ndarray]):
@@ -114,25 +135,44 @@ def task_diversity(questions: list[str], answers: list[str], boxes: list[list[li
     return run_diversity(rows).get("task") or {}
 
 
+def _answer_partials(batch, *, run_url: str, storage_options: dict):
+    """Ray Data's ``map_batches`` call: shard numbers -> their answers counted (:meth:`AnswerFigures.table`)."""
+    from genixer_ray.store import RunStore
+
+    store = RunStore(run_url, storage_options)
+    answers = AnswerFigures()
+    for k in batch["shard"].to_pylist():
+        answers.add(store.read_frame(store.shard_name(k), ANSWER_COLUMNS))
+    return answers.table().to_arrow()
+
+
 def write_diversity(store_url: str, storage_options: dict) -> dict:
-    """Compute the figures of a run's (or a pass's) committed rows and write ``diversity.json``:
-    the questions clustered on Ray Data when Ray is up (else here), the answers a shard at a time."""
+    """Compute the figures of a run's (or a pass's) committed rows and write ``diversity.json``.
+
+    With Ray up the shards are read by Ray Data's tasks (the answers counted there, the questions
+    clustered: :func:`~genixer_ray.question_clusters.cluster_dataset`) and only the distinct
+    questions and the answers' counts come here; else everything is read here, a shard at a time.
+    """
     import ray
 
     from genixer_ray.store import RunStore
 
     store = RunStore(store_url, storage_options)
     shards = sorted(store.committed())
-    answers, rows = AnswerFigures(), 0
-    for k in shards:
-        frame = store.read_frame(store.shard_name(k), ANSWER_COLUMNS)
-        answers.add(frame)
-        rows += frame.height
+    answers = AnswerFigures()
     if ray.is_initialized() and shards:
-        partitions = question_partitions(rows, int(ray.cluster_resources().get("CPU", 1)))
-        nodes = cluster_dataset(run_rows(store_url, storage_options, shards), partitions)
+        rows = sum(m["rows"] for m in store.markers())
+        kwargs = {"run_url": store_url, "storage_options": storage_options}
+        counted = shard_dataset(shards, rows).map_batches(_answer_partials, batch_size=None, batch_format="pyarrow", fn_kwargs=kwargs)
+        for table in counted.iter_batches(batch_format="pyarrow", batch_size=None):
+            answers.merge(pl.from_arrow(table))
+        nodes = cluster_dataset(run_rows(store_url, storage_options, shards, rows), question_partitions(rows, int(ray.cluster_resources().get("CPU", 1))))
     else:
-        frames = [with_refs(store.read_frame(store.shard_name(k), ROW_COLUMNS), k) for k in shards]
+        frames = []
+        for k in shards:
+            frame = store.read_frame(store.shard_name(k), [*ROW_COLUMNS, *ANSWER_COLUMNS[2:]])
+            answers.add(frame)
+            frames.append(with_refs(frame.select(ROW_COLUMNS), k))
         nodes = cluster_frame(pl.concat(frames) if frames else pl.DataFrame(schema={"status": pl.String, "parsed_task": pl.String, "question": pl.String, "ref": pl.Int64}))
     out = figures(nodes, answers)
     store.write_json("diversity.json", out)

@@ -45,6 +45,7 @@ JACCARD = 0.7
 BANDS, ROWS = 20, 5
 NUM_PERM = BANDS * ROWS
 ROWS_PER_PARTITION = 250_000  # of a run's rows: the groupbys' partitions grow with a large run, so that one call's memory does not
+ROWS_PER_READ = 20_000
 ROW_BITS = 32  # a row's ref: its shard << 32 | its row in the shard
 ROW_COLUMNS = ["status", "parsed_task", "question"]
 NODES_SCHEMA = {"node": pl.UInt64, "task": pl.String, "text": pl.String, "example": pl.String, "count": pl.Int64, "first": pl.Int64}
@@ -247,9 +248,17 @@ def _shard_rows(batch, *, run_url: str, storage_options: dict):
     return pl.concat([with_refs(store.read_frame(store.shard_name(k), ROW_COLUMNS), k) for k in batch["shard"].to_pylist()]).to_arrow()
 
 
-def run_rows(run_url: str, storage_options: dict, shards: list[int]):
-    """The committed rows of a run's ``shards`` as a Ray dataset (:data:`ROW_COLUMNS` and ``ref``), a read per shard."""
+def shard_dataset(shards: list[int], rows: int):
+    """A run's shard numbers (of ``rows`` rows in all) as a Ray dataset whose blocks hold about
+    :data:`ROWS_PER_READ` rows' shards each: a read task takes dozens of a run's 256-row shards,
+    not one (a task per shard cost more than the reading at a million rows)."""
     import ray
 
-    items = ray.data.from_items([{"shard": k} for k in shards], override_num_blocks=max(1, len(shards)))
-    return items.map_batches(_shard_rows, batch_size=1, batch_format="pyarrow", fn_kwargs={"run_url": run_url, "storage_options": storage_options})
+    blocks = max(1, min(len(shards), -(-rows // ROWS_PER_READ)))
+    return ray.data.from_items([{"shard": k} for k in shards], override_num_blocks=blocks)
+
+
+def run_rows(run_url: str, storage_options: dict, shards: list[int], rows: int):
+    """The committed rows of a run's ``shards`` (``rows`` in all) as a Ray dataset (:data:`ROW_COLUMNS` and ``ref``)."""
+    return shard_dataset(shards, rows).map_batches(
+        _shard_rows, batch_size=None, batch_format="pyarrow", fn_kwargs={"run_url": run_url, "storage_options": storage_options})

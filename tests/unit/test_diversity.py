@@ -82,3 +82,24 @@ def test_clusters_are_the_exact_components_of_templated_questions():
 def test_a_megabyte_question_is_measured():
     d = task_diversity(["x" * 1_000_000, "What is it?"], ["a", "b"], [None, None])
     assert d["unique_questions"] == 2 and d["question_clusters"] == 2 and 0 < d["distinct_1"] <= 1
+
+
+def test_a_runs_figures_from_its_shards_equal_those_of_its_rows(tmp_path):
+    """write_diversity without Ray reads the committed shards (not the uncommitted one) and gives
+    the figures of their rows; diversity.json holds them."""
+    import json
+
+    from genixer_ray.diversity import write_diversity
+    from genixer_ray.store import RunStore
+
+    store = RunStore(str(tmp_path / "run"))
+    questions = ["What color is the car?", "What colour is the car?", "Where is the dog?", "What color is the bus?"]
+    shards = [[{"shard": k, "image_id": f"i{k}{n}", "sample": 0, "status": "ok", "parsed_task": "common_vqa", "question": q,
+                "answer": "a b", "answer_boxes": [[0.0, 0.0, 0.5, 0.5]]} for n, q in enumerate(questions[2 * k : 2 * k + 2])] for k in range(2)]
+    for k, rows in enumerate(shards):
+        store.commit_shard(k, to_frame(rows), {})
+    store.write_frame(store.shard_name(2), to_frame([shards[0][0] | {"shard": 2}]))  # no marker: not committed
+    out = write_diversity(store.url, {})
+    assert out == run_diversity(to_frame(shards[0] + shards[1]).select(["status", "parsed_task", "question", "answer", "answer_boxes"]))
+    assert out["common_vqa"]["samples"] == 4 and out["common_vqa"]["question_clusters"] == 2
+    assert json.loads((tmp_path / "run" / "diversity.json").read_text()) == out
