@@ -11,9 +11,9 @@ dog ..." 0.64 / 0.75 (not clustered), "What color is the car?" against "Where is
 0.29.
 
 The steps, each a function of Polars frames, run by Ray Data over a run's shards
-(:func:`cluster_shards`) or in one process (:func:`cluster_frame`):
+(:func:`cluster_dataset` of :func:`run_rows`) or in one process (:func:`cluster_frame`):
 
-1. **Nodes** (:func:`question_nodes`, a task per shard): a shard's ``ok`` rows collapsed to one
+1. **Nodes** (:func:`question_nodes`, in the read tasks): a block's ``ok`` rows collapsed to one
    row per distinct (task, normalized question), with its count, its first row and that row's
    question as written. Copies of one text are one node from here on: a run repeats its
    questions many times, and only distinct texts are hashed and compared.
