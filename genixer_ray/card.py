@@ -170,6 +170,7 @@ def _loading(cfg: PublishConfig, by_task: dict[str, int], parts: int) -> str:
 
 def card_text(
     store: RunStore, cfg: PublishConfig, *, by_task: dict[str, int], models: dict[str, list], options: dict, command: str, parts: int,
+    left_out: int = 0,
 ) -> str:
     """The card's Markdown, YAML header included (see the module doc)."""
     info = inspect_run(store.url, storage_options=store.storage_options)
@@ -206,6 +207,10 @@ def card_text(
     decontam = (settings or {}).get("decontamination") or config.get("decontamination")  # the pass's check, else its run's
     lines += ["", "### Benchmark decontamination", "", *_decontamination(decontam, info)]
     lines += ["", "### Deduplication", "", _dedup(info)]
+    if cap := options.get("cluster_cap"):
+        lines += ["", f"At most {cap['cap']} sample(s) per near-duplicate question cluster of a task (normalized questions whose "
+                  f"character 3-grams overlap by 0.7 or more, joined through one another), the highest `{cap['score']}` first: "
+                  f"{left_out} sample(s) of the view left out."]
     lines += ["", "### Diversity of the questions", "", *_diversity(info["diversity"])]
     recorded = {"run": redact(config)} | ({"filter_pass": redact(settings)} if settings is not None else {})
     lines += ["", "### Command and configuration", "", _block(redact(command) or "genixer-ray publish RUN OUT", "sh"), "",

@@ -18,14 +18,19 @@ shards republishes only the parts they fall in. Files of ours that no marker nam
 changed, a kill before a marker) are removed at the end; ``verify OUT`` checks all of it.
 
 **Rows.** One row per sample of a view (:mod:`genixer_ray.views`: ``kept`` by default), built by
-:mod:`genixer_ray.published_rows` (the columns, their ``datasets`` types, the stored image).
+:mod:`genixer_ray.published_rows` (the columns, their ``datasets`` types, the stored image). With
+``publish.cluster_cap`` N, at most N rows of each near-duplicate question cluster of a task
+(:mod:`genixer_ray.question_clusters`), the highest ``publish.cluster_score`` first; the card
+counts the others.
 
 Memory is bounded by one run shard (its rows and their images): shards are read a few at a time
-(overlapped on an object store) and written as they come.
+(overlapped on an object store) and written as they come. The cluster cap first reads the view a
+shard at a time and holds its distinct questions and 24 bytes per row (ref, node, score).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import re
@@ -33,12 +38,16 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 
+import numpy as np
+import polars as pl
+
 from genixer_ray.config import ConfigError, PublishConfig, build_config, redact
 from genixer_ray.errors import NotARunError
 from genixer_ray.export import read_source
 from genixer_ray.overlap import overlapped
 from genixer_ray.published_files import PartWriter, empty_file
 from genixer_ray.published_rows import published_row, stored_image
+from genixer_ray.question_clusters import ROW_BITS, ROW_COLUMNS, capped, cluster_nodes, merge_nodes, question_nodes, row_nodes, with_refs
 from genixer_ray.store import RunStore, source_run
 from genixer_ray.views import resolve_view, selector
 
@@ -50,9 +59,28 @@ FORMAT_VERSION = 1  # of the published rows; a change republishes every part
 OWN_FILE = re.compile(r"data/[a-z_]+/train-\d{5}\.parquet|webdataset/train-\d{5}\.tar")
 
 
-def _shard_records(store: RunStore, k: int, condition: str) -> tuple[list[dict], list[tuple[bytes, str]]]:
-    """Run shard ``k``'s published records (the rows of the view ``condition``) and their stored images (each image read once)."""
-    rows = store.read_frame(store.shard_name(k)).filter(selector(condition)).to_dicts()
+def _view_rows(store: RunStore, k: int, condition: str) -> pl.DataFrame:
+    """Run shard ``k``'s rows of the view ``condition``, each with its ``ref`` (``k << 32 | row``)."""
+    return with_refs(store.read_frame(store.shard_name(k)), k).filter(selector(condition))
+
+
+def capped_refs(store: RunStore, condition: str, cap: int, score: str) -> set[int]:
+    """The refs of the view's rows that ``cap`` leaves out (:func:`~genixer_ray.question_clusters.capped`):
+    the view read a shard at a time, only its distinct questions and each row's ref, node and score held."""
+    nodes, rows = [], []
+    for k in sorted(store.committed()):
+        view = _view_rows(store, k, condition).select(*ROW_COLUMNS, "ref", score)
+        nodes.append(question_nodes(view))
+        rows.append(row_nodes(view).select("ref", "node", score))
+    if not rows:
+        return set()
+    return set(capped(pl.concat(rows), cluster_nodes(merge_nodes(pl.concat(nodes))), cap, score).to_list())
+
+
+def _shard_records(store: RunStore, k: int, condition: str, left_out: set[int]) -> tuple[list[dict], list[tuple[bytes, str]]]:
+    """Run shard ``k``'s published records (the rows of the view ``condition`` but the refs ``left_out``)
+    and their stored images (each image read once)."""
+    rows = _view_rows(store, k, condition).filter(~pl.col("ref").is_in(pl.Series(sorted(left_out), dtype=pl.Int64).implode())).drop("ref").to_dicts()
     planned = store.planned_images(k) if rows else {}
     images: dict[str, tuple[bytes, str]] = {}
     for r in rows:
@@ -95,10 +123,11 @@ def publish_config(store: RunStore, overrides: list[str]) -> PublishConfig:
 
 def _options(cfg: PublishConfig, view: tuple[str, str]) -> dict:
     """What a part's content depends on besides its run shards (a change rewrites the part)."""
+    cap = {"cluster_cap": {"cap": cfg.cluster_cap, "score": cfg.cluster_score}} if cfg.cluster_cap else {}
     return {
         "version": FORMAT_VERSION, "view": {"name": view[0], "condition": view[1]}, "layouts": sorted(cfg.layouts),
         "webdataset_txt": cfg.webdataset_txt,
-    }
+    } | cap
 
 
 def _files_intact(out: RunStore, files: dict[str, dict]) -> bool:
@@ -109,8 +138,9 @@ def _files_intact(out: RunStore, files: dict[str, dict]) -> bool:
         return False
 
 
-def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: dict) -> Iterator[tuple[dict, bool]]:
-    """Each part's marker, in order, and whether it was written now (``False``: done before)."""
+def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: dict, left_out: set[int]) -> Iterator[tuple[dict, bool]]:
+    """Each part's marker, in order, and whether it was written now (``False``: done before);
+    ``left_out``: the refs of rows the cluster cap leaves out."""
     shard_digest = {m["shard"]: m.get("sha256") for m in store.markers()}
     parts: dict[int, list[int]] = {}
     for k in sorted(shard_digest):
@@ -119,13 +149,16 @@ def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: 
     for i, (p, shards) in enumerate(parts.items()):
         rel = f"{MARKERS}/part-{p:05d}.json"
         want = {"part": p, "shards": {str(k): shard_digest[k] for k in shards}, "options": options}
+        if "cluster_cap" in options:  # which rows the cap leaves out depends on every shard: recorded per part
+            mine = sorted(r for r in left_out if r >> ROW_BITS in shards)
+            want["left_out"] = {"rows": len(mine), "sha256": hashlib.sha256(np.asarray(mine, dtype=np.int64).tobytes()).hexdigest()}
         before = out.read_json(rel)
         if before and {k: before.get(k) for k in want} == want and _files_intact(out, before["files"]):
             log.info(f"[publish] part {i + 1}/{len(parts)}: {before['rows']} rows, published before")
             yield before, False
             continue
         part = PartWriter(out, p, cfg)
-        read = lambda k: _shard_records(store, k, options["view"]["condition"])  # noqa: E731
+        read = lambda k: _shard_records(store, k, options["view"]["condition"], left_out)  # noqa: E731
         tasks: Counter = Counter()
         models: dict[str, set] = {"generators": set(), "judges": set()}
         for records, images in overlapped(read, shards, store.requests_in_flight):
@@ -180,8 +213,9 @@ def publish_run(run: str, out: str, *, overrides: list[str] | None = None, stora
     target = RunStore(out, so)
     target.check_writable()
     options = _options(cfg, resolve_view(store, view))
+    left_out = capped_refs(store, options["view"]["condition"], cfg.cluster_cap, cfg.cluster_score) if cfg.cluster_cap else set()
     markers, written = [], 0
-    for marker, now in _publish_parts(store, target, cfg, options):
+    for marker, now in _publish_parts(store, target, cfg, options, left_out):
         markers.append(marker)
         written += now
     files = {rel: f for m in markers for rel, f in m["files"].items()}
@@ -190,9 +224,10 @@ def publish_run(run: str, out: str, *, overrides: list[str] | None = None, stora
     if not by_task and "datasets" in cfg.layouts:
         files |= empty_file(target)
     models = {k: sorted({tuple(x) for m in markers for x in m[k]}, key=str) for k in ("generators", "judges")}
-    card = write_card(store, target, cfg, by_task=dict(by_task), models=models, options=options, command=command, parts=len(markers))
+    card = write_card(store, target, cfg, by_task=dict(by_task), models=models, options=options, command=command, parts=len(markers),
+                      left_out=len(left_out))
     summary = {
-        "source": redact(store.url), "options": options, "rows": sum(by_task.values()), "by_task": dict(by_task),
+        "source": redact(store.url), "options": options, "rows": sum(by_task.values()), "by_task": dict(by_task), "left_out": len(left_out),
         "parts": len(markers), "files": files, "card_sha256": card,
     }
     target.write_json(f"{MARKERS}/publish.json", summary)  # what was published, the same however many tries it took

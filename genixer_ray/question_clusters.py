@@ -87,20 +87,35 @@ def with_refs(rows: pl.DataFrame, shard: int = 0) -> pl.DataFrame:
     return rows.with_columns(ref=(shard << ROW_BITS) + pl.int_range(pl.len(), dtype=pl.Int64))
 
 
+def _raw_questions(ok: pl.DataFrame) -> pl.DataFrame:
+    # Each distinct question as written once (a run repeats them), normalized, with its node.
+    import xxhash
+
+    raw = (ok.select(task="parsed_task", example=pl.col("question").fill_null(""), ref="ref").sort("ref")
+           .group_by("task", "example", maintain_order=True).agg(count=pl.len(), first=pl.first("ref")))
+    text = [normalize_text(q) for q in raw["example"].to_list()]
+    node = [xxhash.xxh3_64_intdigest(f"{t}\0{x}".encode()) for t, x in zip(raw["task"].to_list(), text, strict=True)]
+    return raw.with_columns(text=pl.Series(text, dtype=pl.String), node=pl.Series(node, dtype=pl.UInt64))
+
+
+def _ok(rows: pl.DataFrame) -> pl.DataFrame:
+    return rows.filter((pl.col("status") == "ok") & pl.col("parsed_task").is_not_null())
+
+
 def question_nodes(rows: pl.DataFrame) -> pl.DataFrame:
     """``rows`` (:data:`ROW_COLUMNS` and ``ref``, a row's ``shard << 32 | row``) as nodes
     (:data:`NODES_SCHEMA`): one per distinct (task, normalized question) of the ``ok`` rows."""
-    import xxhash
+    raw = _raw_questions(_ok(rows))
+    nodes = raw.group_by("node", maintain_order=True).agg(
+        task=pl.first("task"), text=pl.first("text"), example=pl.first("example"), count=pl.sum("count"), first=pl.first("first"))
+    return nodes.select(list(NODES_SCHEMA)).cast(NODES_SCHEMA)
 
-    ok = rows.filter((pl.col("status") == "ok") & pl.col("parsed_task").is_not_null())
-    # Each distinct question as written once (a run repeats them), then normalized: copies of one
-    # normalized text merge below.
-    raw = (ok.select(task="parsed_task", example=pl.col("question").fill_null(""), ref="ref").sort("ref")
-           .group_by("task", "example", maintain_order=True).agg(count=pl.len(), first=pl.first("ref")))
-    raw = raw.with_columns(text=pl.Series([normalize_text(q) for q in raw["example"].to_list()], dtype=pl.String))
-    nodes = raw.group_by("task", "text", maintain_order=True).agg(example=pl.first("example"), count=pl.sum("count"), first=pl.first("first"))
-    node = [xxhash.xxh3_64_intdigest(f"{t}\0{x}".encode()) for t, x in zip(nodes["task"].to_list(), nodes["text"].to_list(), strict=True)]
-    return nodes.with_columns(node=pl.Series(node, dtype=pl.UInt64)).select(list(NODES_SCHEMA)).cast(NODES_SCHEMA)
+
+def row_nodes(rows: pl.DataFrame) -> pl.DataFrame:
+    """The node of each ``ok`` row of ``rows`` (:data:`ROW_COLUMNS`, ``ref`` and any others, kept)."""
+    ok = _ok(rows)
+    raw = _raw_questions(ok).select(parsed_task="task", question="example", node="node")
+    return ok.with_columns(pl.col("question").fill_null("")).join(raw, on=["parsed_task", "question"], how="left", maintain_order="left")
 
 
 def merge_nodes(nodes: pl.DataFrame) -> pl.DataFrame:
@@ -181,10 +196,23 @@ def label_clusters(nodes: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
     return nodes.join(reps, on="component").drop("component")
 
 
+def cluster_nodes(nodes: pl.DataFrame) -> pl.DataFrame:
+    """Merged nodes (:func:`merge_nodes`) labelled with their clusters, in this process."""
+    nodes = band_keys(nodes)
+    return label_clusters(nodes.drop("bands"), partition_edges(band_rows(nodes)))
+
+
 def cluster_frame(rows: pl.DataFrame) -> pl.DataFrame:
     """The labelled nodes of ``rows`` (:data:`ROW_COLUMNS` and ``ref``), in this process."""
-    nodes = band_keys(merge_nodes(question_nodes(rows)))
-    return label_clusters(nodes.drop("bands"), partition_edges(band_rows(nodes)))
+    return cluster_nodes(merge_nodes(question_nodes(rows)))
+
+
+def capped(rows: pl.DataFrame, clusters: pl.DataFrame, cap: int, score: str) -> pl.Series:
+    """The refs of the rows beyond the ``cap`` best of their cluster: ``rows`` (``ref``, ``node``,
+    ``score``), ``clusters`` the labelled nodes; the highest ``score`` first (none last), then the earliest."""
+    ranked = (rows.join(clusters.select("node", "cluster"), on="node").sort(["cluster", score, "ref"], descending=[False, True, False], nulls_last=True)
+              .with_columns(rank=pl.int_range(pl.len()).over("cluster")))
+    return ranked.filter(pl.col("rank") >= cap)["ref"]
 
 
 def question_partitions(rows: int, cpus: int) -> int:

@@ -204,7 +204,8 @@ def verify_published(url: str, *, storage_options: dict | None = None) -> Verdic
     folder but the card and the markers (``foreign_object``: a copy, a partial upload); the card is
     the one publish wrote; and against the run (where it can be read with ``storage_options``):
     each part's run shards are unchanged since (their commit markers' sha256), they hold as many
-    selected rows as the part, and every committed shard of the run is in a part.
+    selected rows as the part (less those its cluster cap left out), and every committed shard of
+    the run is in a part.
     """
     from genixer_ray.publish import MARKERS
     from genixer_ray.views import selector, view_columns
@@ -247,6 +248,7 @@ def verify_published(url: str, *, storage_options: dict | None = None) -> Verdic
             v.add("run_changed", f"part {p}: its run shards changed since publishing")
             continue
         expected = sum(run.read_frame(run.shard_name(int(k)), columns).filter(view).height for k in part["shards"])
+        expected -= (part.get("left_out") or {}).get("rows", 0)  # rows the cluster cap left out of the part
         v.planned += expected
         if expected != part["rows"]:
             v.add("row_count_mismatch", f"part {p}: the run holds {expected} selected rows, the part {part['rows']}")

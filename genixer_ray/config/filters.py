@@ -14,6 +14,9 @@ from genixer_ray.config.base import ClipModelSpec, Strict, TaskIdMap
 from genixer_ray.filters.policies import PAPER_BAND
 from genixer_ray.schema import RATING_AXES
 
+# The scores that rank samples of one cluster (the best first): sample dedup's and publish's cluster cap.
+SampleScore = Literal["judge_p_yes", "judge_paper_score", "clip_score", "consistency_score"]
+
 
 class ClipFilterConfig(Strict):
     """CLIP scores: each box's crop against its expression; the whole image for rows without boxes."""
@@ -149,7 +152,7 @@ class DedupConfig(Strict):
         description="Questions (normalized) whose character 3-grams overlap at least this much are near-duplicates (diversity's measure).",
     )
     iou: float = Field(0.7, ge=0.0, le=1.0, description="Grounding answers are the same when every box overlaps its counterpart at least this much.")
-    score: Literal["judge_p_yes", "judge_paper_score", "clip_score", "consistency_score"] = Field(
+    score: SampleScore = Field(
         "judge_p_yes", description="The best of a cluster: highest by this score (rows the other filters kept first; then the lower sample).",
     )
 

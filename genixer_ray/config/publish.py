@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from genixer_ray.config.base import Strict
+from genixer_ray.config.filters import SampleScore
 
 # The Hub's license field takes lowercase identifiers (apache-2.0, cc-by-4.0, other, ...):
 # https://huggingface.co/docs/hub/repositories-licenses
@@ -37,6 +38,12 @@ class PublishConfig(Strict):
         description="Committed run shards per published file (each task's Parquet file and each tar): the unit of resume. "
         "With output.shard_size 256 and about 150 KB images, 8 makes files of up to about 300 MB.",
     )
+    cluster_cap: int | None = Field(
+        None, ge=1,
+        description="At most this many rows of the view per near-duplicate question cluster of a task (the clusters of diversity.json), "
+        "the highest cluster_score first, then the earliest; the others are left out and the card counts them. Unset: no cap.",
+    )
+    cluster_score: SampleScore = Field("judge_p_yes", description="What ranks a cluster's rows for cluster_cap (a row without it comes last).")
     webdataset_txt: bool = Field(
         False, description="Also write {key}.txt (the question, a newline, the answer) for trainers that read image-text pairs."
     )

@@ -32,7 +32,7 @@ from genixer_ray.verify import verify_published
 HOSTILE = "<script>alert('x')</script> **bold** | col | \x07\x1b[31m \u202eevil\u202c ```"
 
 
-def made_run(url: str, *, keep: bool = True, storage_options: dict | None = None) -> str:
+def made_run(url: str, *, keep: bool = True, storage_options: dict | None = None, changed: dict[str, dict] | None = None) -> str:
     """A run over the 8 photos in 2 shards: 6 kept samples (two of one image), a rejected one, an error row."""
     cfg = build_config(None, ["output.shard_size=4", "publish.license=cc-by-4.0", "publish.pretty_name=Planted"])
     store = RunStore(url, storage_options)
@@ -60,6 +60,7 @@ def made_run(url: str, *, keep: bool = True, storage_options: dict | None = None
         {"shard": plan["retina"]["shard"], "image_id": "retina", "sample": 0, "source": plan["retina"]["source"], "status": "error",
          "error_code": "no_question_answer", "error_stage": "parse", "text": "gibberish"},
     ]
+    rows = [r | (changed or {}).get(r["image_id"], {}) for r in rows]  # a test's own questions or scores for some images
     rules = [Rule("judge", "judge_p_yes", "top_fraction", fraction=0.5).as_dict()]
     for k in range(2):
         store.commit_shard(k, to_frame(sorted((r for r in rows if r["shard"] == k), key=lambda r: (r["image_id"], r["sample"]))),
@@ -258,3 +259,23 @@ def test_views_are_checked_when_the_config_loads_and_select_what_is_published(tm
         "name": "grounded", "condition": None, "rows": 3, "by_task": {"rec": 2, "reg": 1}}
     report = write_report(run, str(tmp_path / "r.html"), view="grounded")
     assert report["in_view"] == 3 and "in view grounded: parsed_task in (&#x27;rec&#x27;" in (tmp_path / "r.html").read_text()
+
+
+def test_a_cluster_cap_publishes_the_best_of_each_question_cluster_and_the_card_counts_the_rest(tmp_path):
+    """Three rec rows ask one question (two as written apart, one a near-duplicate): with a cap of 1 the best by the
+    judge is published, the other two left out and counted on the card; without the cap every row comes back."""
+    changed = {"astronaut": {"question": "Where is the helmet?", "judge_p_yes": 0.6},
+               "motorcycle": {"question": "WHERE is the helmet ?", "judge_p_yes": 0.95},
+               "camera": {"parsed_task": "rec", "question": "Where is the helmets?", "judge_p_yes": None}}
+    run = made_run(str(tmp_path / "run"), changed=changed)
+    out = tmp_path / "pub"
+    r = publish_run(run, str(out), overrides=["cluster_cap=1"])
+    assert r["by_task"]["rec"] == 1 and r["left_out"] == 2 and r["rows"] == 4
+    assert list(_load(str(out), "rec")["id"]) == ["motorcycle"]  # the highest judge_p_yes; the row without one ranks last
+    card = (out / "README.md").read_text()
+    assert "At most 1 sample(s) per near-duplicate question cluster" in card and "`judge_p_yes` first: 2 sample(s) of the view left out" in card
+    assert verify_published(str(out)).ok
+    r = publish_run(run, str(out))  # the cap removed: every part is written again
+    assert r["by_task"]["rec"] == 3 and r["left_out"] == 0 and r["parts_written"] == r["parts"]
+    with pytest.raises(ConfigError, match="cluster_cap"):
+        publish_run(run, str(out), overrides=["cluster_cap=0"])
