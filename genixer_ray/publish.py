@@ -47,9 +47,9 @@ from genixer_ray.export import read_source
 from genixer_ray.overlap import overlapped
 from genixer_ray.published_files import PartWriter, empty_file
 from genixer_ray.published_rows import published_row, stored_image
-from genixer_ray.question_clusters import ROW_BITS, ROW_COLUMNS, capped, cluster_nodes, merge_nodes, question_nodes, row_nodes, with_refs
+from genixer_ray.question_clusters import ROW_BITS, ROW_COLUMNS, capped, cluster_nodes, merge_nodes, row_nodes, with_refs
 from genixer_ray.store import RunStore, source_run
-from genixer_ray.views import resolve_view, selector
+from genixer_ray.views import resolve_view, selector, view_columns
 
 log = logging.getLogger(__name__)
 
@@ -59,28 +59,32 @@ FORMAT_VERSION = 1  # of the published rows; a change republishes every part
 OWN_FILE = re.compile(r"data/[a-z_]+/train-\d{5}\.parquet|webdataset/train-\d{5}\.tar")
 
 
-def _view_rows(store: RunStore, k: int, condition: str) -> pl.DataFrame:
-    """Run shard ``k``'s rows of the view ``condition``, each with its ``ref`` (``k << 32 | row``)."""
-    return with_refs(store.read_frame(store.shard_name(k)), k).filter(selector(condition))
+def _view_rows(store: RunStore, k: int, condition: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """Run shard ``k``'s rows of the view ``condition`` (only ``columns`` when given), each with its ``ref`` (``k << 32 | row``)."""
+    return with_refs(store.read_frame(store.shard_name(k), columns), k).filter(selector(condition))
 
 
-def capped_refs(store: RunStore, condition: str, cap: int, score: str) -> set[int]:
-    """The refs of the view's rows that ``cap`` leaves out (:func:`~genixer_ray.question_clusters.capped`):
-    the view read a shard at a time, only its distinct questions and each row's ref, node and score held."""
+def capped_refs(store: RunStore, condition: str, cap: int, score: str) -> dict[int, list[int]]:
+    """Per run shard, the refs (sorted) of the view's rows that ``cap`` leaves out
+    (:func:`~genixer_ray.question_clusters.capped`): the view read a shard at a time, only the
+    columns it needs, and only its distinct questions and each row's ref, node and score held."""
+    columns = sorted({*view_columns(condition), *ROW_COLUMNS, score})
     nodes, rows = [], []
     for k in sorted(store.committed()):
-        view = _view_rows(store, k, condition).select(*ROW_COLUMNS, "ref", score)
-        nodes.append(question_nodes(view))
-        rows.append(row_nodes(view).select("ref", "node", score))
+        shard_nodes, shard_rows = row_nodes(_view_rows(store, k, condition, columns))
+        nodes.append(shard_nodes)
+        rows.append(shard_rows.select("ref", "node", score))
     if not rows:
-        return set()
-    return set(capped(pl.concat(rows), cluster_nodes(merge_nodes(pl.concat(nodes))), cap, score).to_list())
+        return {}
+    refs = capped(pl.concat(rows), cluster_nodes(merge_nodes(pl.concat(nodes))), cap, score).sort()
+    by_shard = pl.DataFrame({"ref": refs}).group_by(shard=pl.col("ref") // (1 << ROW_BITS), maintain_order=True)
+    return {shard: group["ref"].to_list() for (shard,), group in by_shard}
 
 
-def _shard_records(store: RunStore, k: int, condition: str, left_out: set[int]) -> tuple[list[dict], list[tuple[bytes, str]]]:
+def _shard_records(store: RunStore, k: int, condition: str, left_out: list[int]) -> tuple[list[dict], list[tuple[bytes, str]]]:
     """Run shard ``k``'s published records (the rows of the view ``condition`` but the refs ``left_out``)
     and their stored images (each image read once)."""
-    rows = _view_rows(store, k, condition).filter(~pl.col("ref").is_in(pl.Series(sorted(left_out), dtype=pl.Int64).implode())).drop("ref").to_dicts()
+    rows = _view_rows(store, k, condition).filter(~pl.col("ref").is_in(pl.Series(left_out, dtype=pl.Int64).implode())).drop("ref").to_dicts()
     planned = store.planned_images(k) if rows else {}
     images: dict[str, tuple[bytes, str]] = {}
     for r in rows:
@@ -138,9 +142,9 @@ def _files_intact(out: RunStore, files: dict[str, dict]) -> bool:
         return False
 
 
-def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: dict, left_out: set[int]) -> Iterator[tuple[dict, bool]]:
+def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: dict, left_out: dict[int, list[int]]) -> Iterator[tuple[dict, bool]]:
     """Each part's marker, in order, and whether it was written now (``False``: done before);
-    ``left_out``: the refs of rows the cluster cap leaves out."""
+    ``left_out``: per run shard, the refs of rows the cluster cap leaves out (:func:`capped_refs`)."""
     shard_digest = {m["shard"]: m.get("sha256") for m in store.markers()}
     parts: dict[int, list[int]] = {}
     for k in sorted(shard_digest):
@@ -150,7 +154,7 @@ def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: 
         rel = f"{MARKERS}/part-{p:05d}.json"
         want = {"part": p, "shards": {str(k): shard_digest[k] for k in shards}, "options": options}
         if "cluster_cap" in options:  # which rows the cap leaves out depends on every shard: recorded per part
-            mine = sorted(r for r in left_out if r >> ROW_BITS in shards)
+            mine = [r for k in shards for r in left_out.get(k, [])]
             want["left_out"] = {"rows": len(mine), "sha256": hashlib.sha256(np.asarray(mine, dtype=np.int64).tobytes()).hexdigest()}
         before = out.read_json(rel)
         if before and {k: before.get(k) for k in want} == want and _files_intact(out, before["files"]):
@@ -158,7 +162,7 @@ def _publish_parts(store: RunStore, out: RunStore, cfg: PublishConfig, options: 
             yield before, False
             continue
         part = PartWriter(out, p, cfg)
-        read = lambda k: _shard_records(store, k, options["view"]["condition"], left_out)  # noqa: E731
+        read = lambda k: _shard_records(store, k, options["view"]["condition"], left_out.get(k, []))  # noqa: E731
         tasks: Counter = Counter()
         models: dict[str, set] = {"generators": set(), "judges": set()}
         for records, images in overlapped(read, shards, store.requests_in_flight):
@@ -213,7 +217,8 @@ def publish_run(run: str, out: str, *, overrides: list[str] | None = None, stora
     target = RunStore(out, so)
     target.check_writable()
     options = _options(cfg, resolve_view(store, view))
-    left_out = capped_refs(store, options["view"]["condition"], cfg.cluster_cap, cfg.cluster_score) if cfg.cluster_cap else set()
+    left_out = capped_refs(store, options["view"]["condition"], cfg.cluster_cap, cfg.cluster_score) if cfg.cluster_cap else {}
+    left_out_rows = sum(map(len, left_out.values()))
     markers, written = [], 0
     for marker, now in _publish_parts(store, target, cfg, options, left_out):
         markers.append(marker)
@@ -225,9 +230,9 @@ def publish_run(run: str, out: str, *, overrides: list[str] | None = None, stora
         files |= empty_file(target)
     models = {k: sorted({tuple(x) for m in markers for x in m[k]}, key=str) for k in ("generators", "judges")}
     card = write_card(store, target, cfg, by_task=dict(by_task), models=models, options=options, command=command, parts=len(markers),
-                      left_out=len(left_out))
+                      left_out=left_out_rows)
     summary = {
-        "source": redact(store.url), "options": options, "rows": sum(by_task.values()), "by_task": dict(by_task), "left_out": len(left_out),
+        "source": redact(store.url), "options": options, "rows": sum(by_task.values()), "by_task": dict(by_task), "left_out": left_out_rows,
         "parts": len(markers), "files": files, "card_sha256": card,
     }
     target.write_json(f"{MARKERS}/publish.json", summary)  # what was published, the same however many tries it took

@@ -102,20 +102,24 @@ def _ok(rows: pl.DataFrame) -> pl.DataFrame:
     return rows.filter((pl.col("status") == "ok") & pl.col("parsed_task").is_not_null())
 
 
+def _nodes(raw: pl.DataFrame) -> pl.DataFrame:
+    # The distinct questions as written (_raw_questions) merged by their normalized text.
+    return merge_nodes(raw.select(list(NODES_SCHEMA))).cast(NODES_SCHEMA)
+
+
 def question_nodes(rows: pl.DataFrame) -> pl.DataFrame:
     """``rows`` (:data:`ROW_COLUMNS` and ``ref``, a row's ``shard << 32 | row``) as nodes
     (:data:`NODES_SCHEMA`): one per distinct (task, normalized question) of the ``ok`` rows."""
-    raw = _raw_questions(_ok(rows))
-    nodes = raw.group_by("node", maintain_order=True).agg(
-        task=pl.first("task"), text=pl.first("text"), example=pl.first("example"), count=pl.sum("count"), first=pl.first("first"))
-    return nodes.select(list(NODES_SCHEMA)).cast(NODES_SCHEMA)
+    return _nodes(_raw_questions(_ok(rows)))
 
 
-def row_nodes(rows: pl.DataFrame) -> pl.DataFrame:
-    """The node of each ``ok`` row of ``rows`` (:data:`ROW_COLUMNS`, ``ref`` and any others, kept)."""
+def row_nodes(rows: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The nodes of ``rows`` (:func:`question_nodes`) and each of their ``ok`` rows (:data:`ROW_COLUMNS`,
+    ``ref`` and any others, kept) with its ``node``; each question normalized once for both."""
     ok = _ok(rows)
-    raw = _raw_questions(ok).select(parsed_task="task", question="example", node="node")
-    return ok.with_columns(pl.col("question").fill_null("")).join(raw, on=["parsed_task", "question"], how="left", maintain_order="left")
+    raw = _raw_questions(ok)
+    keys = raw.select(parsed_task="task", question="example", node="node")
+    return _nodes(raw), ok.with_columns(pl.col("question").fill_null("")).join(keys, on=["parsed_task", "question"], how="left", maintain_order="left")
 
 
 def merge_nodes(nodes: pl.DataFrame) -> pl.DataFrame:
@@ -216,9 +220,12 @@ def capped(rows: pl.DataFrame, clusters: pl.DataFrame, cap: int, score: str) -> 
 
 
 def question_partitions(rows: int, cpus: int) -> int:
-    """The groupbys' shuffle partitions for a run of ``rows`` rows on ``cpus`` CPUs: two per CPU, or
-    one per :data:`ROWS_PER_PARTITION` rows when that is more (a partition's memory stays flat)."""
-    return max(2 * cpus, 4, -(-rows // ROWS_PER_PARTITION))
+    """The groupbys' shuffle partitions for a run of ``rows`` rows on ``cpus`` CPUs: image dedup's
+    (:func:`~genixer_ray.image_dedup.shuffle_partitions`), or one per :data:`ROWS_PER_PARTITION`
+    rows when that is more (a partition's memory stays flat)."""
+    from genixer_ray.image_dedup import shuffle_partitions
+
+    return max(shuffle_partitions(cpus), -(-rows // ROWS_PER_PARTITION))
 
 
 def _nodes_of_rows(batch, *, partitions: int):
@@ -279,7 +286,7 @@ def _shard_rows(batch, *, run_url: str, storage_options: dict):
 def shard_dataset(shards: list[int], rows: int):
     """A run's shard numbers (of ``rows`` rows in all) as a Ray dataset whose blocks hold about
     :data:`ROWS_PER_READ` rows' shards each: a read task takes dozens of a run's 256-row shards,
-    not one (a task per shard cost more than the reading at a million rows)."""
+    not one each (a million rows are 3,907 of them)."""
     import ray
 
     blocks = max(1, min(len(shards), -(-rows // ROWS_PER_READ)))
