@@ -4,8 +4,9 @@ A run's end clusters each task's questions (:mod:`genixer_ray.question_clusters`
 distinct normalized question, MinHash in rensa, LSH bands through Ray Data's groupby, exact 3-gram
 Jaccard >= 0.7 in the band groups, connected components). Here ``--sizes`` synthetic questions
 (templated, as a fine-tuned generator writes them: "What color is the {thing}?", ...; one in ten
-an earlier question with one to three characters changed) go through
-:func:`~genixer_ray.question_clusters.cluster_dataset` on a local Ray with every core, each size in
+an earlier question with one to three characters changed), written as a run's 256-row shards, go
+through :func:`~genixer_ray.question_clusters.cluster_dataset` of
+:func:`~genixer_ray.question_clusters.run_rows` (as a run's end reads them) on a local Ray with every core, each size in
 a fresh process, after a small warm-up run (workers started, kernels compiled): wall time,
 throughput in MB of question text per second per core (shuffles included), the driver's and the
 largest Ray worker's peak private memory. Against data-juicer's published Ray MinHash
@@ -37,6 +38,7 @@ from genixer_ray.decontam.index import normalize_text
 from genixer_ray.question_clusters import JACCARD, cluster_dataset, cluster_frame, connected_components, shingles
 
 DATA_JUICER_MB_S_PER_CORE = 0.44
+SHARD_ROWS = 256  # a run's rows per shard (run.shard_size's default)
 TEMPLATES = (
     "What color is the {a} {t}?", "How many {t}s are in the image?", "Is there a {t} {p} the {u}?", "What is the {t} {p} the {u}?",
     "Where is the {a} {t}?", "What is the man holding {p} the {u}?", "Which {t} is closer to the {u}?", "Is the {t} {a}?",
@@ -69,34 +71,38 @@ def frame_of(texts: list[str]) -> pl.DataFrame:
     return pl.DataFrame({"status": "ok", "parsed_task": "common_vqa", "question": texts, "ref": np.arange(len(texts), dtype=np.int64)})
 
 
-def write_shards(n: int, folder: str) -> list[str]:
-    """``n`` questions written as Parquet files of 20,000 rows, as a run's shards hold them."""
-    frame = frame_of(questions(n))
-    paths = []
-    for k, i in enumerate(range(0, n, 20_000)):
-        paths.append(f"{folder}/shard-{k:06d}.parquet")
-        frame.slice(i, 20_000).write_parquet(paths[-1])
-    return paths
+def write_shards(n: int, folder: str) -> int:
+    """``n`` questions written as a run's shards hold them (``data/shard-*.parquet``, 256 rows
+    each, ``ROW_COLUMNS``); returns the shards' count."""
+    from genixer_ray.store import RunStore
+
+    frame = frame_of(questions(n)).drop("ref")
+    os.makedirs(f"{folder}/data")
+    shards = 0
+    for shards, i in enumerate(range(0, n, SHARD_ROWS), start=1):
+        frame.slice(i, SHARD_ROWS).write_parquet(f"{folder}/{RunStore.shard_name(shards - 1)}")
+    return shards
 
 
 def measure(n: int, folder: str, partitions: int | None) -> dict:
-    """One size, in this process: cluster_dataset over the ``n`` questions of ``folder``'s files,
-    read by Ray Data's tasks (the driver holds no row), on a local Ray."""
+    """One size, in this process: cluster_dataset over the ``n`` questions of ``folder``'s shards,
+    read as a run's end reads them (:func:`~genixer_ray.question_clusters.run_rows`: Ray Data's
+    tasks, dozens of shards each; the driver holds no row), on a local Ray."""
     import glob
 
     import ray
 
-    from genixer_ray.question_clusters import question_partitions
+    from genixer_ray.question_clusters import question_partitions, run_rows
 
-    paths = sorted(glob.glob(f"{folder}/*.parquet"))
-    megabytes = sum(len(t.encode()) for t in pl.read_parquet(paths, columns=["question"])["question"].to_list()) / 1e6
+    shards = len(glob.glob(f"{folder}/data/*.parquet"))
+    megabytes = sum(len(t.encode()) for t in questions(n)) / 1e6
     cores = os.cpu_count() or 1
     ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False)  # the cores there are, as a run's Ray
     partitions = partitions or question_partitions(n, cores)
     cluster_dataset(ray.data.from_arrow(frame_of(questions(5000, seed=1)).to_arrow()), partitions)  # warm-up
     peaks = WorkerPeaks()
     t = time.perf_counter()
-    nodes = cluster_dataset(ray.data.read_parquet(paths), partitions)
+    nodes = cluster_dataset(run_rows(folder, {}, list(range(shards)), n), partitions)
     took = time.perf_counter() - t
     peak = peaks.stop()
     ray.shutdown()

@@ -91,3 +91,17 @@ def gram_sets(points, lengths, shingle):
                 w += 1
         out[i + 1] = w
     return grams[:w], out
+
+
+@numba.njit(cache=True, nogil=True)
+def components(n, a, b):
+    """A label per item ``0..n-1``: the smallest item of its connected component of the edges
+    ``a[k] - b[k]`` (union-find; a root is always its set's smallest item)."""
+    parent = np.arange(n)
+    for k in range(len(a)):
+        ra, rb = _root(parent, a[k]), _root(parent, b[k])
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    for i in range(n):
+        parent[i] = _root(parent, i)
+    return parent

@@ -20,8 +20,9 @@ The steps, each a function of Polars frames, run by Ray Data over a run's shards
 2. **Signatures** (:func:`band_keys`, after a groupby on the node, which merges a text's nodes of
    every shard): a MinHash (rensa, :data:`NUM_PERM` permutations) per node, cut into
    :data:`BANDS` bands of :data:`ROWS`; each band's values hashed to a 64-bit key. Two texts at
-   Jaccard 0.7 share a band with probability 1 - (1 - 0.7^5)^20 = 0.975, at 0.75 0.996, at 0.8
-   0.9997 (and a pair missed is mostly joined through others: BENCHMARKS.md).
+   Jaccard 0.7 share a band with probability 1 - (1 - 0.7^5)^10 = 0.84, at 0.8 0.98, at 0.9
+   0.9998; a pair missed is mostly joined through others (99.8% of the pairs at 0.7 or more end in
+   one cluster; 20 bands: 99.98%, in a third more time; BENCHMARKS.md, "Question clusters").
 3. **Edges** (:func:`partition_edges`, a groupby on the band keys' partition): the nodes of each
    band key, paired, and joined where their exact 3-gram Jaccard is >= :data:`JACCARD` (the
    MinHash only proposes; the estimate alone kept a third more pairs than there are among
@@ -42,10 +43,10 @@ from genixer_ray.decontam.index import normalize_text
 
 SHINGLE = 3  # characters
 JACCARD = 0.7
-BANDS, ROWS = 20, 5
+BANDS, ROWS = 10, 5
 NUM_PERM = BANDS * ROWS
-ROWS_PER_PARTITION = 250_000  # of a run's rows: the groupbys' partitions grow with a large run, so that one call's memory does not
-ROWS_PER_READ = 20_000
+ROWS_PER_PARTITION = 125_000  # of a run's rows: the groupbys' partitions grow with a large run, so that one call's memory does not
+ROWS_PER_READ = 50_000
 ROW_BITS = 32  # a row's ref: its shard << 32 | its row in the shard
 ROW_COLUMNS = ["status", "parsed_task", "question"]
 NODES_SCHEMA = {"node": pl.UInt64, "task": pl.String, "text": pl.String, "example": pl.String, "count": pl.Int64, "first": pl.Int64}
@@ -191,11 +192,12 @@ def partition_edges(rows: pl.DataFrame) -> pl.DataFrame:
 def label_clusters(nodes: pl.DataFrame, edges: pl.DataFrame) -> pl.DataFrame:
     """``nodes`` (``node``, ``count``, ``first`` at least) with ``cluster``: the representative node
     of its connected component of ``edges`` (the most rows, then the earliest)."""
+    from genixer_ray.jaccard_kernels import components
+
     nodes = nodes.sort("node")
     ids = nodes["node"].to_numpy()
     a, b = np.searchsorted(ids, edges["a"].to_numpy()), np.searchsorted(ids, edges["b"].to_numpy())
-    component = connected_components(len(ids), zip(a.tolist(), b.tolist(), strict=True))
-    nodes = nodes.with_columns(component=pl.Series(component, dtype=pl.Int64))
+    nodes = nodes.with_columns(component=pl.Series(components(len(ids), a, b), dtype=pl.Int64))
     reps = nodes.sort(["count", "first"], descending=[True, False]).group_by("component", maintain_order=True).agg(cluster=pl.first("node"))
     return nodes.join(reps, on="component").drop("component")
 
@@ -249,8 +251,9 @@ def _edges_of(part):
 
 
 def _frame(ds, schema: dict) -> pl.DataFrame:
-    frames = [pl.from_arrow(t) for t in ds.iter_batches(batch_format="pyarrow", batch_size=None)]
-    return pl.concat(frames).select(list(schema)) if frames else pl.DataFrame(schema=schema)
+    # Only the schema's columns of each block are copied out of the object store (not the bands).
+    frames = [pl.from_arrow(t.select(list(schema))) for t in ds.iter_batches(batch_format="pyarrow", batch_size=None)]
+    return pl.concat(frames) if frames else pl.DataFrame(schema=schema)
 
 
 def cluster_dataset(rows, partitions: int) -> pl.DataFrame:
@@ -258,21 +261,15 @@ def cluster_dataset(rows, partitions: int) -> pl.DataFrame:
     (:data:`ROW_COLUMNS` and ``ref``): nodes per block, merged and signed after a groupby on the
     node, edges after a groupby on the band keys (``partitions`` shuffle partitions each), the
     components here. Holds the distinct questions' nodes and the edges, not the rows."""
-    from ray.data import DataContext
-
-    context = DataContext.get_current()
-    previous = context.shuffle_strategy
     # Ray Data's tasks shuffle, not its default aggregator actors, which each groupby started
-    # afresh: 22.4 s -> 17.8 s at a million questions on 2 cores (BENCHMARKS.md, "Question clusters").
-    context.shuffle_strategy = "sort_shuffle_pull_based"
-    try:
-        nodes = rows.map_batches(_nodes_of_rows, batch_size=None, batch_format="pyarrow", fn_kwargs={"partitions": partitions})
-        merged = nodes.groupby("part", num_partitions=partitions).map_groups(_merged_with_bands, batch_format="pyarrow").materialize()
-        bands = merged.map_batches(_band_rows_of, batch_size=None, batch_format="pyarrow", fn_kwargs={"partitions": partitions})
-        edges = bands.groupby("part", num_partitions=partitions).map_groups(_edges_of, batch_format="pyarrow")
-        return label_clusters(_frame(merged.drop_columns(["bands"]), NODES_SCHEMA), _frame(edges, EDGES_SCHEMA))
-    finally:
-        context.shuffle_strategy = previous
+    # afresh (BENCHMARKS.md, "Question clusters"). Set on the dataset's own context: a dataset
+    # copies the process's context when it is made, and those made from it share that copy.
+    rows.context.shuffle_strategy = "sort_shuffle_pull_based"
+    nodes = rows.map_batches(_nodes_of_rows, batch_size=None, batch_format="pyarrow", fn_kwargs={"partitions": partitions})
+    merged = nodes.groupby("part", num_partitions=partitions).map_groups(_merged_with_bands, batch_format="pyarrow").materialize()
+    bands = merged.map_batches(_band_rows_of, batch_size=None, batch_format="pyarrow", fn_kwargs={"partitions": partitions})
+    edges = bands.groupby("part", num_partitions=partitions).map_groups(_edges_of, batch_format="pyarrow")
+    return label_clusters(_frame(merged, NODES_SCHEMA), _frame(edges, EDGES_SCHEMA))
 
 
 def _shard_rows(batch, *, run_url: str, storage_options: dict):
