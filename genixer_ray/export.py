@@ -24,12 +24,15 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 
+import polars as pl
+
 from genixer_ray.errors import NotARunError
 from genixer_ray.overlap import overlapped
+from genixer_ray.question_clusters import capped_refs, view_rows
 from genixer_ray.schema import row_key
 from genixer_ray.seeding import sample_id
 from genixer_ray.store import RunStore
-from genixer_ray.views import resolve_view, selector
+from genixer_ray.views import resolve_view
 
 PROVENANCE = ("run_id", "generator_hash", "seed", "clip_score", "consistency_score", "judge_p_yes")
 
@@ -117,10 +120,21 @@ def committed_run(run: str, storage_options: dict) -> tuple[RunStore, int]:
     return store, n
 
 
+def selection(store: RunStore, view: str, cluster_cap: int | None, cluster_score: str) -> tuple[str, dict[int, list[int]]]:
+    """The condition of ``view`` (:func:`~genixer_ray.views.resolve_view`) and, with a
+    ``cluster_cap`` N, per run shard the refs of the view's rows beyond the N best (by
+    ``cluster_score``) of their near-duplicate question cluster
+    (:func:`~genixer_ray.question_clusters.capped_refs`), as ``publish.cluster_cap`` leaves out."""
+    condition = resolve_view(store, view)[1]
+    return condition, capped_refs(store, condition, cluster_cap, cluster_score) if cluster_cap else {}
+
+
 def exported_rows(
     store: RunStore, *, condition: str, image_root: str | None, copy_images: bool, copier: ImageCopier, missing: dict[str, str],
+    left_out: dict[int, list[int]],
 ) -> Iterator[tuple[dict, str]]:
-    """``(row, image path)`` of each row to export, committed shard by committed shard.
+    """``(row, image path)`` of each row to export, committed shard by committed shard, but the
+    refs ``left_out`` of each shard (:func:`selection`).
 
     The image path is relative to ``image_root`` for a local file under it (unless
     ``copy_images``); otherwise the image is copied by ``copier``. A row whose image cannot be
@@ -129,7 +143,8 @@ def exported_rows(
     """
 
     def read(k: int) -> tuple[list[dict], dict[str, dict]]:
-        rows = store.read_frame(store.shard_name(k)).filter(selector(condition)).to_dicts()
+        rows = view_rows(store, k, condition).filter(~pl.col("ref").is_in(pl.Series(left_out.get(k, []), dtype=pl.Int64).implode()))
+        rows = rows.drop("ref").to_dicts()
         return rows, store.planned_images(k) if rows else {}
 
     for rows, planned in overlapped(read, sorted(store.committed()), store.requests_in_flight):
@@ -143,7 +158,7 @@ def exported_rows(
 
 def export_llava(
     run: str, out: str, *, storage_options: dict | None = None, image_root: str | None = None, view: str = "kept",
-    copy_images: bool = False,
+    copy_images: bool = False, cluster_cap: int | None = None, cluster_score: str = "judge_p_yes",
 ) -> dict:
     """Write the run's rows as LLaVA conversation JSON (``.json``) or JSON Lines (``.jsonl``); return counts.
 
@@ -163,6 +178,8 @@ def export_llava(
         view: the rows to export: a view's name (``kept``: the filters' decision; ``parsed``: every
             parsed row; or one of the run's config) or ``NAME=CONDITION`` (:func:`~genixer_ray.views.resolve_view`).
         copy_images: copy every image, also local ones under ``image_root``.
+        cluster_cap: at most this many rows of the view per near-duplicate question cluster of a
+            task, the highest ``cluster_score`` first (as ``publish.cluster_cap``; :func:`selection`).
     """
     import fsspec
 
@@ -175,10 +192,11 @@ def export_llava(
     n = 0
     by_task: Counter = Counter()
     missing: dict[str, str] = {}
+    condition, left_out = selection(store, view, cluster_cap, cluster_score)
     with fsspec.open(out, "w", **so) as f:
         f.write("" if jsonl else "[")
         for row, image in exported_rows(
-            store, condition=resolve_view(store, view)[1], image_root=image_root, copy_images=copy_images, copier=copier, missing=missing
+            store, condition=condition, image_root=image_root, copy_images=copy_images, copier=copier, missing=missing, left_out=left_out,
         ):
             text = json.dumps(llava_record(row, image), allow_nan=False)
             f.write(f"{text}\n" if jsonl else (",\n" if n else "\n") + text)
@@ -188,4 +206,5 @@ def export_llava(
     return {
         "records": n, "shards": n_shards, "by_task": dict(by_task), "output": out, "images_copied": len(copier.written),
         "skipped_missing_image": len(missing), "missing_examples": dict(list(missing.items())[:3]),
+        "left_out_by_cluster_cap": sum(map(len, left_out.values())),
     }

@@ -27,10 +27,9 @@ import re
 from collections import Counter
 
 from genixer_ray.errors import UserError
-from genixer_ray.export import PROVENANCE, ImageCopier, committed_run, exported_rows, finite
+from genixer_ray.export import PROVENANCE, ImageCopier, committed_run, exported_rows, finite, selection
 from genixer_ray.prompts import REC_QUESTIONS
 from genixer_ray.tasks import BRACKET, ParseError, parse_regions
-from genixer_ray.views import resolve_view
 
 FILES = {"rec": "REC_genixer.jsonl", "pairs": "GPT4GEN_genixer.jsonl", "rd": "GPT4GEN_RD_genixer.jsonl", "pointqa": "pointQA_genixer.jsonl"}
 PH = "<ph_st><ph_ed>"
@@ -113,14 +112,14 @@ def shikra_records(row: dict, image: str) -> tuple[str, list[dict]] | None:
 
 def export_shikra(
     run: str, out_dir: str, *, storage_options: dict | None = None, image_root: str | None = None, view: str = "kept",
-    copy_images: bool = False,
+    copy_images: bool = False, cluster_cap: int | None = None, cluster_score: str = "judge_p_yes",
 ) -> dict:
     """Write the run's grounding rows into ``out_dir`` as Shikra's JSON Lines; return counts.
 
     Images follow :func:`genixer_ray.export.export_llava`'s rule: a local image under
     ``image_root`` is named relative to it (Shikra's ``image_folder``), any other is copied once
-    into ``out_dir/images/`` and named relative to ``out_dir``. ``view``: which rows, as for
-    :func:`~genixer_ray.export.export_llava`.
+    into ``out_dir/images/`` and named relative to ``out_dir``. ``view``, ``cluster_cap`` and
+    ``cluster_score``: which rows, as for :func:`~genixer_ray.export.export_llava`.
 
     Raises:
         ValueError: no committed shard, or rows without their image size (a run written before
@@ -130,6 +129,7 @@ def export_shikra(
 
     so = storage_options or {}
     store, n_shards = committed_run(run, so)
+    condition, left_out = selection(store, view, cluster_cap, cluster_score)
     out_dir = out_dir.rstrip("/")
     copier = ImageCopier(f"{out_dir}/images", "images", so)
     fs, root = fsspec.core.url_to_fs(out_dir, **so)
@@ -139,7 +139,7 @@ def export_shikra(
     missing: dict[str, str] = {}
     try:
         for row, image in exported_rows(
-            store, condition=resolve_view(store, view)[1], image_root=image_root, copy_images=copy_images, copier=copier, missing=missing
+            store, condition=condition, image_root=image_root, copy_images=copy_images, copier=copier, missing=missing, left_out=left_out,
         ):
             if not row.get("image_width") or not row.get("image_height"):
                 raise UserError(f"row {row['image_id']!r} has no image size (a run written before sizes were stored)")
@@ -156,4 +156,6 @@ def export_shikra(
             f.close()
     if missing:
         counts["skipped_missing_image"] = len(missing)
+    if left_out:
+        counts["left_out_by_cluster_cap"] = sum(map(len, left_out.values()))
     return {"output": out_dir, "shards": n_shards, "images_copied": len(copier.written), **dict(counts)}

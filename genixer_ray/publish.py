@@ -47,9 +47,9 @@ from genixer_ray.export import read_source
 from genixer_ray.overlap import overlapped
 from genixer_ray.published_files import PartWriter, empty_file
 from genixer_ray.published_rows import published_row, stored_image
-from genixer_ray.question_clusters import ROW_BITS, ROW_COLUMNS, capped, cluster_nodes, merge_nodes, row_nodes, with_refs
+from genixer_ray.question_clusters import capped_refs, view_rows
 from genixer_ray.store import RunStore, source_run
-from genixer_ray.views import resolve_view, selector, view_columns
+from genixer_ray.views import resolve_view
 
 log = logging.getLogger(__name__)
 
@@ -59,32 +59,10 @@ FORMAT_VERSION = 1  # of the published rows; a change republishes every part
 OWN_FILE = re.compile(r"data/[a-z_]+/train-\d{5}\.parquet|webdataset/train-\d{5}\.tar")
 
 
-def _view_rows(store: RunStore, k: int, condition: str, columns: list[str] | None = None) -> pl.DataFrame:
-    """Run shard ``k``'s rows of the view ``condition`` (only ``columns`` when given), each with its ``ref`` (``k << 32 | row``)."""
-    return with_refs(store.read_frame(store.shard_name(k), columns), k).filter(selector(condition))
-
-
-def capped_refs(store: RunStore, condition: str, cap: int, score: str) -> dict[int, list[int]]:
-    """Per run shard, the refs (sorted) of the view's rows that ``cap`` leaves out
-    (:func:`~genixer_ray.question_clusters.capped`): the view read a shard at a time, only the
-    columns it needs, and only its distinct questions and each row's ref, node and score held."""
-    columns = sorted({*view_columns(condition), *ROW_COLUMNS, score})
-    nodes, rows = [], []
-    for k in sorted(store.committed()):
-        shard_nodes, shard_rows = row_nodes(_view_rows(store, k, condition, columns))
-        nodes.append(shard_nodes)
-        rows.append(shard_rows.select("ref", "node", score))
-    if not rows:
-        return {}
-    refs = capped(pl.concat(rows), cluster_nodes(merge_nodes(pl.concat(nodes))), cap, score).sort()
-    by_shard = pl.DataFrame({"ref": refs}).group_by(shard=pl.col("ref") // (1 << ROW_BITS), maintain_order=True)
-    return {shard: group["ref"].to_list() for (shard,), group in by_shard}
-
-
 def _shard_records(store: RunStore, k: int, condition: str, left_out: list[int]) -> tuple[list[dict], list[tuple[bytes, str]]]:
     """Run shard ``k``'s published records (the rows of the view ``condition`` but the refs ``left_out``)
     and their stored images (each image read once)."""
-    rows = _view_rows(store, k, condition).filter(~pl.col("ref").is_in(pl.Series(left_out, dtype=pl.Int64).implode())).drop("ref").to_dicts()
+    rows = view_rows(store, k, condition).filter(~pl.col("ref").is_in(pl.Series(left_out, dtype=pl.Int64).implode())).drop("ref").to_dicts()
     planned = store.planned_images(k) if rows else {}
     images: dict[str, tuple[bytes, str]] = {}
     for r in rows:

@@ -35,11 +35,15 @@ The steps, each a function of Polars frames, run by Ray Data over a run's shards
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from genixer_ray.decontam.index import normalize_text
+
+if TYPE_CHECKING:
+    from genixer_ray.store import RunStore
 
 SHINGLE = 3  # characters
 JACCARD = 0.7
@@ -219,6 +223,32 @@ def capped(rows: pl.DataFrame, clusters: pl.DataFrame, cap: int, score: str) -> 
     ranked = (rows.join(clusters.select("node", "cluster"), on="node").sort(["cluster", score, "ref"], descending=[False, True, False], nulls_last=True)
               .with_columns(rank=pl.int_range(pl.len()).over("cluster")))
     return ranked.filter(pl.col("rank") >= cap)["ref"]
+
+
+def view_rows(store: RunStore, k: int, condition: str, columns: list[str] | None = None) -> pl.DataFrame:
+    """Run shard ``k``'s rows of the view ``condition`` (only ``columns`` when given), each with its ``ref`` (``k << 32 | row``)."""
+    from genixer_ray.views import selector
+
+    return with_refs(store.read_frame(store.shard_name(k), columns), k).filter(selector(condition))
+
+
+def capped_refs(store: RunStore, condition: str, cap: int, score: str) -> dict[int, list[int]]:
+    """Per run shard, the refs (sorted) of the view's rows that ``cap`` leaves out
+    (:func:`capped`, for ``publish`` and ``export``): the view read a shard at a time, only the
+    columns it needs, and only its distinct questions and each row's ref, node and score held."""
+    from genixer_ray.views import view_columns
+
+    columns = sorted({*view_columns(condition), *ROW_COLUMNS, score})
+    nodes, rows = [], []
+    for k in sorted(store.committed()):
+        shard_nodes, shard_rows = row_nodes(view_rows(store, k, condition, columns))
+        nodes.append(shard_nodes)
+        rows.append(shard_rows.select("ref", "node", score))
+    if not rows:
+        return {}
+    refs = capped(pl.concat(rows), cluster_nodes(merge_nodes(pl.concat(nodes))), cap, score).sort()
+    by_shard = pl.DataFrame({"ref": refs}).group_by(shard=pl.col("ref") // (1 << ROW_BITS), maintain_order=True)
+    return {shard: group["ref"].to_list() for (shard,), group in by_shard}
 
 
 def question_partitions(rows: int, cpus: int) -> int:

@@ -74,3 +74,14 @@ def verbose_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help="show framework output on the console")
 
 
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1."""
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return n

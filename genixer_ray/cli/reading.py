@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import get_args
 
-from genixer_ray.cli.common import storage_options, view, view_flags
+from genixer_ray.cli.common import positive_int, storage_options, view, view_flags
+from genixer_ray.config.filters import SampleScore
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -15,7 +17,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     export = export_shikra if args.format == "shikra" else export_llava
     counts = export(
         args.run, args.out, storage_options=storage_options(args), image_root=args.image_root, view=view(args),
-        copy_images=args.copy_images,
+        copy_images=args.copy_images, cluster_cap=args.cluster_cap, cluster_score=args.cluster_score,
     )
     if args.format == "shikra":
         files = ", ".join(f"{k}={v}" for k, v in sorted(counts.items()) if k not in ("output", "shards", "images_copied"))
@@ -27,6 +29,9 @@ def _cmd_export(args: argparse.Namespace) -> int:
     )
     if counts["skipped_missing_image"]:
         print(f"left out {counts['skipped_missing_image']} rows whose image could not be read, e.g. {counts['missing_examples']}")
+    if counts["left_out_by_cluster_cap"]:
+        print(f"left out {counts['left_out_by_cluster_cap']} rows beyond {args.cluster_cap} per near-duplicate question cluster "
+              f"(the highest {args.cluster_score} kept)")
     return 0
 
 
@@ -91,6 +96,10 @@ def add_reading_commands(sub) -> None:
     p.add_argument("--copy-images", action="store_true",
                    help="copy every image beside the output (always done for remote and inline images)")
     view_flags(p)
+    p.add_argument("--cluster-cap", type=positive_int, metavar="N",
+                   help="at most N rows per near-duplicate question cluster of a task (as publish.cluster_cap)")
+    p.add_argument("--cluster-score", choices=get_args(SampleScore), default="judge_p_yes",
+                   help="what ranks a cluster's rows for --cluster-cap, highest first (a row without it comes last)")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
     p.set_defaults(func=_cmd_export)
 

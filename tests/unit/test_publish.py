@@ -261,9 +261,12 @@ def test_views_are_checked_when_the_config_loads_and_select_what_is_published(tm
     assert report["in_view"] == 3 and "in view grounded: parsed_task in (&#x27;rec&#x27;" in (tmp_path / "r.html").read_text()
 
 
-def test_a_cluster_cap_publishes_the_best_of_each_question_cluster_and_the_card_counts_the_rest(tmp_path):
+def test_a_cluster_cap_publishes_the_best_of_each_question_cluster_and_the_card_counts_the_rest(tmp_path, capsys):
     """Three rec rows ask one question (two as written apart, one a near-duplicate): with a cap of 1 the best by the
-    judge is published, the other two left out and counted on the card; without the cap every row comes back."""
+    judge is published, the other two left out and counted on the card; without the cap every row comes back.
+    ``export --cluster-cap`` leaves out the same rows."""
+    from genixer_ray.cli import main
+
     changed = {"astronaut": {"question": "Where is the helmet?", "judge_p_yes": 0.6},
                "motorcycle": {"question": "WHERE is the helmet ?", "judge_p_yes": 0.95},
                "camera": {"parsed_task": "rec", "question": "Where is the helmets?", "judge_p_yes": None}}
@@ -279,3 +282,11 @@ def test_a_cluster_cap_publishes_the_best_of_each_question_cluster_and_the_card_
     assert r["by_task"]["rec"] == 3 and r["left_out"] == 0 and r["parts_written"] == r["parts"]
     with pytest.raises(ConfigError, match="cluster_cap"):
         publish_run(run, str(out), overrides=["cluster_cap=0"])
+    exported = tmp_path / "llava.json"
+    assert main(["export", run, str(exported), "--cluster-cap", "1"]) == 0
+    assert "left out 2 rows beyond 1 per near-duplicate question cluster" in capsys.readouterr().out
+    records = json.loads(exported.read_text())
+    assert [r["id"] for r in records if r["task"] == "rec"] == ["motorcycle"] and len(records) == 4
+    with pytest.raises(SystemExit):
+        main(["export", run, str(exported), "--cluster-cap", "0"])
+    assert "is not a whole number of at least 1" in capsys.readouterr().err
