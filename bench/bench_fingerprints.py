@@ -2,9 +2,10 @@
 
 Detection: evaluation images are regions of natural photos the repository ships (scikit-image's
 data: astronaut, chelsea, coffee, rocket, ...), indexed as the decontamination index does
-(``index_hashes``: the image and its border crops). Each is edited five ways (resized to half and
-back, JPEG quality 35, a 6% border cut off each side, +20% brightness, a small corner watermark)
-and looked up by its ``phash`` and ``phash_center``; a hit is a hash within the radius of one of
+(``index_hashes``: the image and its border crops; with ``decontamination.mirrored``, those of the
+image flipped too). Each is edited six ways (resized to half and back, JPEG quality 35, a 6% border
+cut off each side, +20% brightness, a small corner watermark, flipped left to right) and looked up
+by its ``phash`` and ``phash_center``; a hit is a hash within the radius of one of
 its own image's index hashes. The clean images are regions of the other photos shipped (textures,
 microscopy, documents: other content), each looked up the same way; any hit is a false positive.
 Printed per edit and radius, with the decode stage's throughput with fingerprints against the same
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import skimage
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 
 from genixer_ray.config import InputConfig
 from genixer_ray.decontam.index import EvalIndex
@@ -70,6 +71,7 @@ def edits(img: Image.Image) -> dict[str, Image.Image]:
         "6% border crop": crop_margin(img, 0.06),
         "+20% brightness": ImageEnhance.Brightness(img).enhance(1.2),
         "corner watermark": marked,
+        "horizontal flip": ImageOps.mirror(img),
     }
 
 
@@ -84,17 +86,20 @@ def detection(args) -> None:
     per_clean = -(-args.clean // len(CLEAN_PHOTOS))
     clean = [r for name in CLEAN_PHOTOS for r in regions(Image.open(DATA / name).convert("RGB"), per_clean, rng)]
     index = [(i, v) for i, img in enumerate(evals) for v in index_hashes(img)]
+    mirrored = index + [(i, v) for i, img in enumerate(evals) for v in index_hashes(ImageOps.mirror(img))]
     edited = [{k: perceptual_hashes(e) for k, e in edits(img).items()} for img in evals]
     clean_hashes = [perceptual_hashes(c) for c in clean]
-    print(f"detection: {len(evals)} evaluation images ({len(index)} index entries), {len(clean)} clean images of other content")
+    print(f"detection: {len(evals)} evaluation images ({len(index)} index entries; {len(mirrored)} with decontamination.mirrored), "
+          f"{len(clean)} clean images of other content")
     names = list(edited[0])
-    print(f"{'radius':>6} " + "".join(f"{n:>20}" for n in names) + f"{'all edits':>11}{'false pos.':>12}")
-    for radius in args.radii:
-        found = {n: sum(any(j == i and near(e[n], v, radius) for j, v in index) for i, e in enumerate(edited)) for n in names}
-        fp = sum(any(near(c, v, radius) for _, v in index) for c in clean_hashes)
-        total = sum(found.values()) / (len(names) * len(evals))
-        cells = "".join(f"{found[n] / len(evals):>19.1%} " for n in names)
-        print(f"{radius:>6} {cells}{total:>10.1%} {fp:>5} ({fp / len(clean):.2%})")
+    print(f"{'index':>9} {'radius':>6} " + "".join(f"{n:>20}" for n in names) + f"{'all edits':>11}{'false pos.':>12}")
+    for label, entries in (("plain", index), ("mirrored", mirrored)):
+        for radius in args.radii:
+            found = {n: sum(any(j == i and near(e[n], v, radius) for j, v in entries) for i, e in enumerate(edited)) for n in names}
+            fp = sum(any(near(c, v, radius) for _, v in entries) for c in clean_hashes)
+            total = sum(found.values()) / (len(names) * len(evals))
+            cells = "".join(f"{found[n] / len(evals):>19.1%} " for n in names)
+            print(f"{label:>9} {radius:>6} {cells}{total:>10.1%} {fp:>5} ({fp / len(clean):.2%})")
 
 
 def decode_cost(args) -> None:
@@ -159,7 +164,7 @@ def lookups(args) -> None:
         best = min(nearest)
         brute.append(best if best[0] <= args.radius else None)
     per_brute = (time.perf_counter() - t) / len(sample)
-    memory = sum(h.hashes.nbytes + h.positions.nbytes + h.offsets.nbytes for h in (index._phash, index._phash_center))
+    memory = sum(h.hashes.nbytes + h.positions.nbytes + h.offsets.nbytes for h in index._perceptual[0][1:])
     hashes = index.phash.nbytes + index.phash_center.nbytes
     print(f"lookups: {args.crawl:,} run images against {args.evaluation:,} evaluation images (4 hashes of each kind each), "
           f"radius {args.radius}; index built in {built:.2f} s, {hashes / args.evaluation:.0f} bytes of hashes per evaluation image "

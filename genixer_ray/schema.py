@@ -94,7 +94,7 @@ ROW_COLUMNS = {
     # image could not be decoded (and in runs written before they existed).
     **FINGERPRINT_COLUMNS,
     # The evaluation image this image matched (genixer_ray.decontam), if any: null otherwise.
-    "contamination_tier": pl.String,  # "bytes", "pixels" or "perceptual"
+    "contamination_tier": pl.String,  # "bytes", "pixels", "perceptual", "mirrored", "question" or "question_ngram"
     "contamination_distance": pl.Int32,  # differing bits of the nearer perceptual hash (0: exact tiers)
     "contamination_benchmark": pl.String,
     "contamination_item": pl.String,

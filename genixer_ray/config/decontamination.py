@@ -61,8 +61,13 @@ class DecontaminationConfig(Strict):
     sources: list[EvalSource] = Field(default_factory=list, description="The evaluation sets (see EvalSource).")
     radius: int = Field(
         8, ge=0, le=24,
-        description="Perceptual matches: at most this many of the 64 bits differ (8: 99.3% of edited copies found, 0.09% "
+        description="Perceptual matches: at most this many of the 64 bits differ (8: 99.4% of edited copies found, 0.09% "
         "of other images matched; BENCHMARKS.md, 'Fingerprints').",
+    )
+    mirrored: bool = Field(
+        False,
+        description="Also match copies flipped left to right (tier 'mirrored'): each evaluation image is indexed flipped "
+        "too, which doubles the perceptual index and the images it can wrongly match (BENCHMARKS.md, 'Fingerprints').",
     )
 
     @model_validator(mode="after")

@@ -3,7 +3,9 @@
 Images: three tiers, tried in order: the file's bytes (SHA-256), the decoded pixels (XXH3-128), and the
 perceptual hashes within a Hamming radius: a run image's ``phash`` against each evaluation image's
 and its border crops' (:func:`~genixer_ray.fingerprints.index_hashes`), and its ``phash_center``
-against theirs; the nearest wins. The perceptual tier is a multi-index of each kind of hash
+against theirs; the nearest wins. With ``decontamination.mirrored`` a fourth, ``mirrored``: the
+same hashes of each evaluation image flipped left to right (a flip moves every frequency of the
+DCT that pHash keeps; indexed flipped, the flipped copy is as near as any other edit). The perceptual tier is a multi-index of each kind of hash
 (:class:`~genixer_ray.hamming.HammingIndex`, exact within the radius): 64 bytes of hashes
 per evaluation image plus their positions in the tables, about 7 microseconds per run image
 against 100,000 evaluation images where a scan took 0.8 ms (BENCHMARKS.md, "Fingerprints").
@@ -29,7 +31,7 @@ import io
 import json
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -43,7 +45,8 @@ INDEX_FOLDER = "decontam"
 NGRAM = 10  # words in a row that a long text shares with an evaluation question to match
 _NOT_WORD = re.compile(r"[\W_]+")
 _ARRAYS = ("benchmarks", "items", "image_sha256", "pixels_xxh3", "phash", "phash_center", "questions", "question_benchmarks",
-           "question_items", "ngrams", "ngram_owner")
+           "question_items", "ngrams", "ngram_owner", "phash_mirrored", "phash_center_mirrored")
+PERCEPTUAL_TIERS = ("perceptual", "mirrored")  # the tiers whose matches have a distance
 
 
 def normalize_text(text: str) -> str:
@@ -63,7 +66,7 @@ def ngram_hashes(normalized: str) -> np.ndarray:
 class Match:
     """A run image that matches an evaluation image: how, how close, and which."""
 
-    tier: str  # "bytes", "pixels", "perceptual", "question" or "question_ngram"
+    tier: str  # "bytes", "pixels", "perceptual", "mirrored", "question" or "question_ngram"
     distance: int  # differing bits of the nearer perceptual hash (0 for the exact tiers)
     benchmark: str
     item: str
@@ -89,13 +92,17 @@ class EvalIndex:
     question_items: np.ndarray  # str per question
     ngrams: np.ndarray  # uint64 n-gram hashes of the long questions, sorted
     ngram_owner: np.ndarray  # int64: the question each n-gram hash belongs to
+    # uint64, (images, crops): the hashes of each image flipped left to right; no rows when not indexed
+    phash_mirrored: np.ndarray = field(default_factory=lambda: np.zeros((0, len(INDEX_CROPS)), dtype=np.uint64))
+    phash_center_mirrored: np.ndarray = field(default_factory=lambda: np.zeros((0, len(INDEX_CROPS)), dtype=np.uint64))
 
     def __post_init__(self):
         self._bytes = {h: i for i, h in enumerate(self.image_sha256)}
         self._pixels = {h: i for i, h in enumerate(self.pixels_xxh3)}
         self._questions = {q: i for i, q in enumerate(self.questions)}
-        self._phash = HammingIndex(self.phash)
-        self._phash_center = HammingIndex(self.phash_center)
+        self._perceptual = [("perceptual", HammingIndex(self.phash), HammingIndex(self.phash_center))]
+        if len(self.phash_mirrored):
+            self._perceptual.append(("mirrored", HammingIndex(self.phash_mirrored), HammingIndex(self.phash_center_mirrored)))
 
     def __len__(self) -> int:
         return len(self.items)
@@ -113,16 +120,17 @@ class EvalIndex:
     def match_images(self, rows: list[dict], radius: int) -> list[Match | None]:
         """The evaluation image each row's fingerprints (its columns ``image_sha256``, ...) match, if
         any: the exact tiers first, then the nearest perceptual hash within ``radius`` (a tie: the
-        evaluation image indexed first)."""
+        evaluation image indexed first), then, where indexed, the nearest of the flipped images'."""
         found = [self._exact(row) for row in rows]
-        rest = [k for k, m in enumerate(found) if m is None]
-        full, full_at = self._phash.nearest(np.array([rows[k]["phash"] for k in rest], dtype=np.uint64), radius)
-        center, center_at = self._phash_center.nearest(np.array([rows[k]["phash_center"] for k in rest], dtype=np.uint64), radius)
-        for k, d_full, i_full, d_center, i_center in zip(rest, full, full_at, center, center_at, strict=True):
-            distance = min(d_full, d_center)
-            if distance <= radius:
-                i = min(i for d, i in ((d_full, i_full), (d_center, i_center)) if d == distance)
-                found[k] = self._match(int(i), "perceptual", int(distance))
+        for tier, phash, phash_center in self._perceptual:
+            rest = [k for k, m in enumerate(found) if m is None]
+            full, full_at = phash.nearest(np.array([rows[k]["phash"] for k in rest], dtype=np.uint64), radius)
+            center, center_at = phash_center.nearest(np.array([rows[k]["phash_center"] for k in rest], dtype=np.uint64), radius)
+            for k, d_full, i_full, d_center, i_center in zip(rest, full, full_at, center, center_at, strict=True):
+                distance = min(d_full, d_center)
+                if distance <= radius:
+                    i = min(i for d, i in ((d_full, i_full), (d_center, i_center)) if d == distance)
+                    found[k] = self._match(int(i), tier, int(distance))
         return found
 
     def _question_match(self, i: int, tier: str) -> Match:
@@ -158,10 +166,12 @@ class EvalIndex:
 def build_index(cfg: DecontaminationConfig) -> tuple[EvalIndex, dict]:
     """Fingerprint every image of ``cfg.sources`` and gather their questions; return the index and
     its counts per source. An image that does not decode is skipped and counted (its decode code)."""
+    from PIL import ImageOps
+
     from genixer_ray.annotations import SourceStats
     from genixer_ray.decontam.evalsets import iter_eval_records
 
-    images: dict[str, list] = {k: [] for k in _ARRAYS[:6]}
+    images: dict[str, list] = {k: [] for k in (*_ARRAYS[:6], *_ARRAYS[-2:])}
     questions: dict[str, tuple[str, str]] = {}  # normalized question -> its first (benchmark, item)
     counts = []
     for src in cfg.sources:
@@ -184,6 +194,10 @@ def build_index(cfg: DecontaminationConfig) -> tuple[EvalIndex, dict]:
             for k, v in (("benchmarks", src.benchmark), ("items", rec.item), ("image_sha256", exact[0]),
                          ("pixels_xxh3", exact[1]), ("phash", [h for h, _ in hashes]), ("phash_center", [c for _, c in hashes])):
                 images[k].append(v)
+            if cfg.mirrored:
+                flipped = index_hashes(ImageOps.mirror(image))
+                images["phash_mirrored"].append([h for h, _ in flipped])
+                images["phash_center_mirrored"].append([c for _, c in flipped])
             indexed += 1
         counts.append(stats.as_dict() | {"benchmark": src.benchmark, "images": indexed})
     shape = (len(images["items"]), len(INDEX_CROPS))
@@ -194,6 +208,8 @@ def build_index(cfg: DecontaminationConfig) -> tuple[EvalIndex, dict]:
         benchmarks=np.array(images["benchmarks"], dtype=str), items=np.array(images["items"], dtype=str),
         image_sha256=np.array(images["image_sha256"], dtype=str), pixels_xxh3=np.array(images["pixels_xxh3"], dtype=str),
         phash=np.array(images["phash"], dtype=np.uint64).reshape(shape), phash_center=np.array(images["phash_center"], dtype=np.uint64).reshape(shape),
+        phash_mirrored=np.array(images["phash_mirrored"], dtype=np.uint64).reshape(-1, shape[1]),
+        phash_center_mirrored=np.array(images["phash_center_mirrored"], dtype=np.uint64).reshape(-1, shape[1]),
         questions=np.array(texts, dtype=str), question_benchmarks=np.array([questions[q][0] for q in texts], dtype=str),
         question_items=np.array([questions[q][1] for q in texts], dtype=str),
         ngrams=np.array([h for h, _ in grams], dtype=np.uint64), ngram_owner=np.array([i for _, i in grams], dtype=np.int64),

@@ -6,6 +6,7 @@ from __future__ import annotations
 from genixer_ray.annotations import SourceStats
 from genixer_ray.config.decontamination import EvalSource
 from genixer_ray.decontam.evalsets import iter_eval_records
+from genixer_ray.decontam.index import PERCEPTUAL_TIERS
 from genixer_ray.report_html import text, thumbnail
 
 
@@ -53,7 +54,7 @@ def _pair(row: dict, evaluation: dict) -> str:
             data = f"{type(e).__name__}: {e}"
             theirs = None
         theirs = theirs or f"<div class='noimg'>{text(data)}</div>"
-        how = f"perceptual, distance {row['contamination_distance']}" if tier == "perceptual" else f"the same {tier}"
+        how = f"{tier}, distance {row['contamination_distance']}" if tier in PERCEPTUAL_TIERS else f"the same {tier}"
     return (f"<div class='card'><div class='pair'><figure>{mine}<figcaption>run image <code>{text(row['image_id'])}</code></figcaption>"
             f"</figure><figure>{theirs}<figcaption>{text(key[0])} item <code>{text(key[1])}</code></figcaption></figure></div>"
             f"<div class='meta'>{text(how)}</div></div>")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 
-from genixer_ray.decontam.index import load_index
+from genixer_ray.decontam.index import PERCEPTUAL_TIERS, load_index
 from genixer_ray.errors import skip
 
 
@@ -43,7 +43,7 @@ class ContaminationStage:
         row = row | match.columns()
         if not self.skip_matches:
             return row
-        how = f"distance {match.distance}" if match.tier == "perceptual" else f"same {match.tier}"
+        how = f"distance {match.distance}" if match.tier in PERCEPTUAL_TIERS else f"same {match.tier}"
         return skip(row, self.name, "contaminated", f"{match.benchmark} item {match.item} ({match.tier}, {how})")
 
     def __call__(self, batch: list[dict]) -> list[dict]:

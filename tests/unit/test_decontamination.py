@@ -7,7 +7,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image, ImageEnhance, ImageOps
 
 from genixer_ray.annotations import SourceStats
 from genixer_ray.config import ConfigError, DecontaminationConfig, EvalSource, InputConfig, build_config
@@ -150,12 +150,17 @@ def test_the_index_matches_each_tier_and_nothing_else(tmp_path):
     png = io.BytesIO()
     Image.open(io.BytesIO(chelsea)).save(png, "PNG")
     brighter = jpeg("coffee", quality=40, edit=lambda im: ImageEnhance.Brightness(im).enhance(1.15))
-    images = {"same": chelsea, "png": png.getvalue(), "edited": brighter, "other": jpeg("rocket")}
+    images = {"same": chelsea, "png": png.getvalue(), "edited": brighter, "other": jpeg("rocket"),
+              "flipped": jpeg("coffee", quality=60, edit=ImageOps.mirror)}
     found = dict(zip(images, index.match_images([decoded(d, k) for k, d in images.items()], 8), strict=True))
     assert (found["same"].tier, found["same"].item, found["same"].benchmark) == ("bytes", "7", "bench")
     assert found["png"].tier == "pixels" and found["png"].item == "7"
     assert found["edited"].tier == "perceptual" and found["edited"].item == "8" and found["edited"].distance <= 8
-    assert found["other"] is None
+    assert found["other"] is None and found["flipped"] is None  # a flip moves the hashes far
+    mirrored = EvalIndex.from_bytes(build_index(cfg.model_copy(update={"mirrored": True}))[0].to_bytes())
+    again = dict(zip(images, mirrored.match_images([decoded(d, k) for k, d in images.items()], 8), strict=True))
+    assert again["flipped"].tier == "mirrored" and again["flipped"].item == "8" and again["flipped"].distance <= 8
+    assert {k: m and (m.tier, m.item) for k, m in again.items() if k != "flipped"} == {k: m and (m.tier, m.item) for k, m in found.items() if k != "flipped"}
 
 
 def test_the_contamination_stage_skips_matches_and_keeps_the_rest(tmp_path):
