@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import get_args
 
 from genixer_ray.cli.common import positive_int, storage_options, view, view_flags
-from genixer_ray.config.filters import SampleScore
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from typing import get_args
+
+    from genixer_ray.config import ConfigError
+    from genixer_ray.config.filters import SampleScore
     from genixer_ray.export import export_llava
     from genixer_ray.export_shikra import export_shikra
 
+    if args.cluster_score not in get_args(SampleScore):  # checked here: the parser imports no config (a fast --help)
+        raise ConfigError(f"--cluster-score: {args.cluster_score!r} is not one of {', '.join(get_args(SampleScore))}")
     export = export_shikra if args.format == "shikra" else export_llava
     counts = export(
         args.run, args.out, storage_options=storage_options(args), image_root=args.image_root, view=view(args),
@@ -98,8 +102,9 @@ def add_reading_commands(sub) -> None:
     view_flags(p)
     p.add_argument("--cluster-cap", type=positive_int, metavar="N",
                    help="at most N rows per near-duplicate question cluster of a task (as publish.cluster_cap)")
-    p.add_argument("--cluster-score", choices=get_args(SampleScore), default="judge_p_yes",
-                   help="what ranks a cluster's rows for --cluster-cap, highest first (a row without it comes last)")
+    p.add_argument("--cluster-score", default="judge_p_yes", metavar="SCORE",
+                   help="the score column that ranks a cluster's rows for --cluster-cap, highest first (as publish.cluster_score; "
+                   "a row without it comes last)")
     p.add_argument("--storage-options", default="{}", help="fsspec options as JSON, for the run and the output")
     p.set_defaults(func=_cmd_export)
 

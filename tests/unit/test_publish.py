@@ -290,3 +290,5 @@ def test_a_cluster_cap_publishes_the_best_of_each_question_cluster_and_the_card_
     with pytest.raises(SystemExit):
         main(["export", run, str(exported), "--cluster-cap", "0"])
     assert "is not a whole number of at least 1" in capsys.readouterr().err
+    assert main(["export", run, str(exported), "--cluster-cap", "1", "--cluster-score", "judge_pyes"]) != 0
+    assert "--cluster-score: 'judge_pyes' is not one of judge_p_yes" in capsys.readouterr().err
