@@ -11,6 +11,11 @@ microscopy, documents: other content), each looked up the same way; any hit is a
 Printed per edit and radius, with the decode stage's throughput with fingerprints against the same
 decode without them (ratio measured in this run).
 
+The embedding tier (``decontamination.embedding_model``): a CLIP forward pass per decoded image in
+batches of ``--batch`` and the cosines against ``--evaluation`` random evaluation embeddings, per
+image, against the decode stage's time per image (``--clip``'s architecture with random weights:
+what it costs, not what it finds; only a randomly initialized CLIP can be built here).
+
 Lookups: ``--crawl`` run images' fingerprints against an index of ``--evaluation`` evaluation images
 (random 64-bit hashes, four crops of each kind per image as ``index_hashes`` gives; one crawl image in
 100 an evaluation image's hash with 0-8 bits flipped) through the index the contamination stage
@@ -127,6 +132,45 @@ def decode_cost(args) -> None:
           f"({len(rows)} decodes of the {len(embedded_image_paths())} bundled photos, max_side {cfg.max_side})")
 
 
+def embedding_cost(args) -> None:
+    """The embedding tier's cost in the read tasks: a CLIP forward pass per image (``--clip``'s
+    architecture with random weights: the cost of the real one, not its quality) and the cosines
+    against ``--evaluation`` evaluation embeddings, against the decode stage's time, same photos."""
+    from genixer_ray.filters.clip import ClipScorer
+    from genixer_ray.stages import row_image
+
+    rows = [{"shard": 0, "image_id": f"{k}-{n}", "source": f"inline:{k}", "data": p.read_bytes()}
+            for n in range(args.repeat // 4) for k, p in embedded_image_paths().items()]
+    stage = DecodeStage(InputConfig())
+    stage(rows[:8])  # warm
+    t = time.perf_counter()
+    decoded = stage(rows)
+    decode_s = (time.perf_counter() - t) / len(rows)
+    scorer = ClipScorer(args.clip, device="cpu")
+    rng = np.random.default_rng(0)
+    evaluation = rng.standard_normal((args.evaluation, scorer.embed([scorer.image_tensor(row_image(decoded[0]))]).shape[1])).astype(np.float16)
+    index = EvalIndex(benchmarks=np.full(args.evaluation, "bench"), items=np.arange(args.evaluation).astype(str), image_sha256=np.array([], dtype=str),
+                      pixels_xxh3=np.array([], dtype=str), phash=np.zeros((0, 4), np.uint64), phash_center=np.zeros((0, 4), np.uint64),
+                      questions=np.array([], dtype=str), question_benchmarks=np.array([], dtype=str), question_items=np.array([], dtype=str),
+                      ngrams=np.array([], dtype=np.uint64), ngram_owner=np.array([], dtype=np.int64),
+                      embeddings=evaluation / np.linalg.norm(evaluation.astype(np.float32), axis=1, keepdims=True).astype(np.float16),
+                      embedding_model=np.array([args.clip]))
+    embed_s = match_s = 0.0
+    for at in range(0, len(decoded), args.batch):
+        batch = decoded[at : at + args.batch]
+        t = time.perf_counter()
+        embeddings = scorer.embed([scorer.image_tensor(row_image(r)) for r in batch])
+        embed_s += time.perf_counter() - t
+        t = time.perf_counter()
+        index.match_embeddings(embeddings, 0.95)
+        match_s += time.perf_counter() - t
+    embed_s, match_s = embed_s / len(decoded), match_s / len(decoded)
+    print(f"embedding tier ({args.clip}, random weights, CPU, {args.batch} images per pass): CLIP {embed_s * 1e3:.1f} ms per image, "
+          f"cosines against {args.evaluation:,} evaluation embeddings {match_s * 1e3:.2f} ms per image; the decode stage "
+          f"{decode_s * 1e3:.1f} ms per image: the tier costs {(embed_s + match_s) / decode_s:.1f}x the decode stage's time "
+          f"(its index: {index._embeddings.nbytes / 2**20:.0f} MiB per process)")
+
+
 def random_index(n: int, rng: np.random.Generator) -> EvalIndex:
     """An index of ``n`` evaluation images with random hashes (no questions)."""
     ids = np.array([f"e{i}" for i in range(n)], dtype=str)
@@ -192,10 +236,12 @@ def main() -> None:
     p.add_argument("--radius", type=int, default=8, help="the lookups' radius")
     p.add_argument("--batch", type=int, default=16, help="rows per lookup call, as the read tasks call it (pools.decode.batch_size)")
     p.add_argument("--brute-sample", type=int, default=2_000, help="run images the brute-force scan is timed on")
+    p.add_argument("--clip", default="ViT-B-32", help="the embedding tier's open_clip architecture (random weights)")
     args = p.parse_args()
     np.random.seed(0)
     detection(args)
     decode_cost(args)
+    embedding_cost(args)
     lookups(args)
 
 

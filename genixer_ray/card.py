@@ -112,8 +112,12 @@ def _decontamination(settings: dict | None, info: dict) -> list[str]:
                 "this data, check that it holds no test image of your benchmarks."]
     names = ", ".join(sorted({f"{s['benchmark']} ({s['format']})" for s in settings.get("sources", [])})) or "none"
     found = ", ".join(f"{k}: {v}" for k, v in sorted(info["contamination"].items())) or "no image matched"
-    return [f"Every image was matched against {names} (exact bytes, exact pixels, and perceptual hashes within {settings.get('radius')} "
-            f"bits) before generation, and the generated questions against their questions. Rows left out (benchmark/tier: rows): {found}."]
+    tiers = [f"perceptual hashes within {settings.get('radius')} bits"]
+    tiers += ["the same of the evaluation images flipped"] if settings.get("mirrored") else []
+    tiers += [f"CLIP image embeddings ({settings['embedding_model']}) at a cosine of {settings.get('embedding_threshold')} or more"
+              ] if settings.get("embedding_model") else []
+    return [f"Every image was matched against {names} (exact bytes, exact pixels, {', '.join(tiers)}) before generation, and the "
+            f"generated questions against their questions. Rows left out (benchmark/tier: rows): {found}."]
 
 
 def _dedup(info: dict) -> str:

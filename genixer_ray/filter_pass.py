@@ -109,7 +109,7 @@ def pass_checks(dst: RunStore, cfg: FilterPassConfig, tasks: Pool) -> list[Stage
         return []
     at = (dst.url, prepare_index(dst, cfg.decontamination), dst.storage_options)
     return [
-        StageSpec("contamination", ContaminationStage, (*at, cfg.decontamination.radius, False), tasks),
+        StageSpec("contamination", ContaminationStage, (*at, cfg.decontamination, False), tasks),
         StageSpec("question_contamination", QuestionStage, at, tasks),
     ]
 

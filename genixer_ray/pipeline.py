@@ -113,7 +113,7 @@ def generation_stages(cfg: RunConfig, decode: InputConfig, *, index: str | None 
     return [
         *([StageSpec("image_dedup", DuplicateImageStage, (store.url, store.storage_options), tasks)] if cfg.image_dedup.enabled else []),
         StageSpec("decode", DecodeStage, (decode,), tasks),
-        *([StageSpec("contamination", ContaminationStage, (*at, cfg.decontamination.radius), tasks)] if at else []),
+        *([StageSpec("contamination", ContaminationStage, (*at, cfg.decontamination), tasks)] if at else []),
         StageSpec("prompt", PromptStage, (cfg,), gen),
         StageSpec("generate", GenerateStage, (cfg,), gen),
         StageSpec("parse", ParseStage, (), gen),

@@ -94,8 +94,9 @@ ROW_COLUMNS = {
     # image could not be decoded (and in runs written before they existed).
     **FINGERPRINT_COLUMNS,
     # The evaluation image this image matched (genixer_ray.decontam), if any: null otherwise.
-    "contamination_tier": pl.String,  # "bytes", "pixels", "perceptual", "mirrored", "question" or "question_ngram"
-    "contamination_distance": pl.Int32,  # differing bits of the nearer perceptual hash (0: exact tiers)
+    "contamination_tier": pl.String,  # "bytes", "pixels", "perceptual", "mirrored", "embedding", "question" or "question_ngram"
+    "contamination_distance": pl.Int32,  # differing bits of the nearer perceptual hash (0: the other tiers)
+    "contamination_cosine": pl.Float32,  # the embedding tier's cosine of the two images' CLIP embeddings
     "contamination_benchmark": pl.String,
     "contamination_item": pl.String,
     # "ok", "error" (failed: error_code says why) or "skipped" (left out on purpose: error_code says why)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from genixer_ray.annotations import FORMATS
-from genixer_ray.config.base import Strict, path_safe_name
+from genixer_ray.config.base import ClipModelSpec, Strict, path_safe_name
 
 # Besides every annotation format the converters read: VLMEvalKit's TSV (base64 images), Parquet
 # with an image column of {bytes, path} structs (the `datasets` / lmms-eval layout), and images
@@ -68,6 +68,18 @@ class DecontaminationConfig(Strict):
         False,
         description="Also match copies flipped left to right (tier 'mirrored'): each evaluation image is indexed flipped "
         "too, which doubles the perceptual index and the images it can wrongly match (BENCHMARKS.md, 'Fingerprints').",
+    )
+    embedding_model: ClipModelSpec | None = Field(
+        None,
+        description="An open_clip spec (the run's filters.clip.model: no other weights are needed): images the hashes do "
+        "not match are also matched by the cosine of their CLIP image embeddings (tier 'embedding'), for copies cropped or "
+        "changed more than the hashes allow. Costs a CLIP forward pass per image in the read tasks (BENCHMARKS.md, "
+        "'Fingerprints'). Unset: no embedding tier.",
+    )
+    embedding_threshold: float = Field(
+        0.95, gt=0.0, le=1.0,
+        description="Embedding matches: a cosine at least this (0.95: near-duplicates for a trained CLIP; not measured "
+        "here, where only a randomly initialized CLIP can be built: check it on your model).",
     )
 
     @model_validator(mode="after")

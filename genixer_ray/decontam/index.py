@@ -1,14 +1,18 @@
 """The evaluation sets indexed once per run: their images' fingerprints and their questions.
 
-Images: three tiers, tried in order: the file's bytes (SHA-256), the decoded pixels (XXH3-128), and the
-perceptual hashes within a Hamming radius: a run image's ``phash`` against each evaluation image's
-and its border crops' (:func:`~genixer_ray.fingerprints.index_hashes`), and its ``phash_center``
-against theirs; the nearest wins. With ``decontamination.mirrored`` a fourth, ``mirrored``: the
-same hashes of each evaluation image flipped left to right (a flip moves every frequency of the
-DCT that pHash keeps; indexed flipped, the flipped copy is as near as any other edit). The perceptual tier is a multi-index of each kind of hash
-(:class:`~genixer_ray.hamming.HammingIndex`, exact within the radius): 64 bytes of hashes
-per evaluation image plus their positions in the tables, about 7 microseconds per run image
-against 100,000 evaluation images where a scan took 0.8 ms (BENCHMARKS.md, "Fingerprints").
+Images: three tiers, tried in order: the file's bytes (SHA-256), the decoded pixels (XXH3-128), and
+the perceptual hashes within a Hamming radius: a run image's ``phash`` against each evaluation
+image's and its border crops' (:func:`~genixer_ray.fingerprints.index_hashes`), and its
+``phash_center`` against theirs; the nearest wins. With ``decontamination.mirrored`` a fourth,
+``mirrored``: the same hashes of each evaluation image flipped left to right (a flip reverses the
+sign of half the DCT frequencies pHash keeps; indexed flipped, the flipped copy is as near as any
+other edit). With ``decontamination.embedding_model`` a last, ``embedding``: the run image's CLIP image
+embedding against every evaluation image's (:meth:`EvalIndex.match_embeddings`, a cosine of at
+least ``embedding_threshold``), for copies the hashes cannot see (larger crops, other edits). The
+perceptual tier is a multi-index of each kind of hash (:class:`~genixer_ray.hamming.HammingIndex`,
+exact within the radius): 64 bytes of hashes per evaluation image plus their positions in the
+tables, about 7 microseconds per run image against 100,000 evaluation images where a scan took 0.8
+ms (BENCHMARKS.md, "Fingerprints").
 
 Questions (:meth:`EvalIndex.match_text`): a generated question (or a dialogue's turn) that is an
 evaluation question once normalized (:func:`normalize_text`: Unicode NFKC, case, punctuation and
@@ -45,7 +49,8 @@ INDEX_FOLDER = "decontam"
 NGRAM = 10  # words in a row that a long text shares with an evaluation question to match
 _NOT_WORD = re.compile(r"[\W_]+")
 _ARRAYS = ("benchmarks", "items", "image_sha256", "pixels_xxh3", "phash", "phash_center", "questions", "question_benchmarks",
-           "question_items", "ngrams", "ngram_owner", "phash_mirrored", "phash_center_mirrored")
+           "question_items", "ngrams", "ngram_owner", "phash_mirrored", "phash_center_mirrored", "embeddings", "embedding_model")
+EMBED_BATCH = 32  # evaluation images per CLIP forward pass when the index is built
 PERCEPTUAL_TIERS = ("perceptual", "mirrored")  # the tiers whose matches have a distance
 
 
@@ -66,15 +71,22 @@ def ngram_hashes(normalized: str) -> np.ndarray:
 class Match:
     """A run image that matches an evaluation image: how, how close, and which."""
 
-    tier: str  # "bytes", "pixels", "perceptual", "mirrored", "question" or "question_ngram"
-    distance: int  # differing bits of the nearer perceptual hash (0 for the exact tiers)
+    tier: str  # "bytes", "pixels", "perceptual", "mirrored", "embedding", "question" or "question_ngram"
+    distance: int  # differing bits of the nearer perceptual hash (0 for the other tiers)
     benchmark: str
     item: str
+    cosine: float | None = None  # the embedding tier's: the images' embeddings' cosine
 
     def columns(self) -> dict:
         """The row columns of the match (``contamination_*``)."""
-        return {"contamination_tier": self.tier, "contamination_distance": self.distance,
+        return {"contamination_tier": self.tier, "contamination_distance": self.distance, "contamination_cosine": self.cosine,
                 "contamination_benchmark": self.benchmark, "contamination_item": self.item}
+
+    def how(self) -> str:
+        """How close, in words: ``distance 3``, ``cosine 0.972`` or ``the same pixels``."""
+        if self.tier in PERCEPTUAL_TIERS:
+            return f"distance {self.distance}"
+        return f"cosine {self.cosine:.3f}" if self.tier == "embedding" else f"the same {self.tier}"
 
 
 @dataclass
@@ -95,6 +107,9 @@ class EvalIndex:
     # uint64, (images, crops): the hashes of each image flipped left to right; no rows when not indexed
     phash_mirrored: np.ndarray = field(default_factory=lambda: np.zeros((0, len(INDEX_CROPS)), dtype=np.uint64))
     phash_center_mirrored: np.ndarray = field(default_factory=lambda: np.zeros((0, len(INDEX_CROPS)), dtype=np.uint64))
+    # float16, (images, dims): each image's L2-normalized CLIP image embedding; no rows when not indexed
+    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float16))
+    embedding_model: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # the open_clip spec, when embedded
 
     def __post_init__(self):
         self._bytes = {h: i for i, h in enumerate(self.image_sha256)}
@@ -103,6 +118,7 @@ class EvalIndex:
         self._perceptual = [("perceptual", HammingIndex(self.phash), HammingIndex(self.phash_center))]
         if len(self.phash_mirrored):
             self._perceptual.append(("mirrored", HammingIndex(self.phash_mirrored), HammingIndex(self.phash_center_mirrored)))
+        self._embeddings = self.embeddings.astype(np.float32)  # once: every batch's product is taken with it
 
     def __len__(self) -> int:
         return len(self.items)
@@ -132,6 +148,21 @@ class EvalIndex:
                     i = min(i for d, i in ((d_full, i_full), (d_center, i_center)) if d == distance)
                     found[k] = self._match(int(i), tier, int(distance))
         return found
+
+    @property
+    def embedded_with(self) -> str | None:
+        """The open_clip spec the evaluation images were embedded with, or ``None``."""
+        return str(self.embedding_model[0]) if len(self.embedding_model) else None
+
+    def match_embeddings(self, embeddings: np.ndarray, threshold: float) -> list[Match | None]:
+        """The evaluation image nearest each L2-normalized embedding (rows of ``embeddings``, made with
+        :attr:`embedded_with`) by cosine, where that is at least ``threshold`` (a tie: the one indexed first)."""
+        if not len(self.embeddings) or not len(embeddings):
+            return [None] * len(embeddings)
+        cosines = embeddings.astype(np.float32) @ self._embeddings.T
+        best = cosines.argmax(axis=1)
+        return [Match("embedding", 0, str(self.benchmarks[i]), str(self.items[i]), round(float(c[i]), 4)) if c[i] >= threshold else None
+                for c, i in zip(cosines, best, strict=True)]
 
     def _question_match(self, i: int, tier: str) -> Match:
         return Match(tier, 0, str(self.question_benchmarks[i]), str(self.question_items[i]))
@@ -170,8 +201,11 @@ def build_index(cfg: DecontaminationConfig) -> tuple[EvalIndex, dict]:
 
     from genixer_ray.annotations import SourceStats
     from genixer_ray.decontam.evalsets import iter_eval_records
+    from genixer_ray.filters.clip import clip_scorer
 
-    images: dict[str, list] = {k: [] for k in (*_ARRAYS[:6], *_ARRAYS[-2:])}
+    images: dict[str, list] = {k: [] for k in (*_ARRAYS[:6], "phash_mirrored", "phash_center_mirrored")}
+    scorer = clip_scorer(cfg.embedding_model) if cfg.embedding_model else None
+    tensors, embedded = [], []  # the model's inputs not yet embedded; the embeddings, EMBED_BATCH at a time
     questions: dict[str, tuple[str, str]] = {}  # normalized question -> its first (benchmark, item)
     counts = []
     for src in cfg.sources:
@@ -198,8 +232,15 @@ def build_index(cfg: DecontaminationConfig) -> tuple[EvalIndex, dict]:
                 flipped = index_hashes(ImageOps.mirror(image))
                 images["phash_mirrored"].append([h for h, _ in flipped])
                 images["phash_center_mirrored"].append([c for _, c in flipped])
+            if scorer is not None:
+                tensors.append(scorer.image_tensor(image))
+                if len(tensors) == EMBED_BATCH:
+                    embedded.append(scorer.embed(tensors).astype(np.float16))
+                    tensors = []
             indexed += 1
         counts.append(stats.as_dict() | {"benchmark": src.benchmark, "images": indexed})
+    if scorer is not None and tensors:
+        embedded.append(scorer.embed(tensors).astype(np.float16))
     shape = (len(images["items"]), len(INDEX_CROPS))
     texts = sorted(q for q in questions if q)
     grams = [(h, i) for i, q in enumerate(texts) for h in ngram_hashes(q).tolist()]
@@ -210,6 +251,7 @@ def build_index(cfg: DecontaminationConfig) -> tuple[EvalIndex, dict]:
         phash=np.array(images["phash"], dtype=np.uint64).reshape(shape), phash_center=np.array(images["phash_center"], dtype=np.uint64).reshape(shape),
         phash_mirrored=np.array(images["phash_mirrored"], dtype=np.uint64).reshape(-1, shape[1]),
         phash_center_mirrored=np.array(images["phash_center_mirrored"], dtype=np.uint64).reshape(-1, shape[1]),
+        **({"embeddings": np.concatenate(embedded), "embedding_model": np.array([cfg.embedding_model])} if embedded else {}),
         questions=np.array(texts, dtype=str), question_benchmarks=np.array([questions[q][0] for q in texts], dtype=str),
         question_items=np.array([questions[q][1] for q in texts], dtype=str),
         ngrams=np.array([h for h, _ in grams], dtype=np.uint64), ngram_owner=np.array([i for _, i in grams], dtype=np.int64),

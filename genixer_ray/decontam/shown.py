@@ -54,7 +54,8 @@ def _pair(row: dict, evaluation: dict) -> str:
             data = f"{type(e).__name__}: {e}"
             theirs = None
         theirs = theirs or f"<div class='noimg'>{text(data)}</div>"
-        how = f"{tier}, distance {row['contamination_distance']}" if tier in PERCEPTUAL_TIERS else f"the same {tier}"
+        how = (f"{tier}, distance {row['contamination_distance']}" if tier in PERCEPTUAL_TIERS
+               else f"embedding, cosine {row['contamination_cosine']:.3f}" if tier == "embedding" else f"the same {tier}")
     return (f"<div class='card'><div class='pair'><figure>{mine}<figcaption>run image <code>{text(row['image_id'])}</code></figcaption>"
             f"</figure><figure>{theirs}<figcaption>{text(key[0])} item <code>{text(key[1])}</code></figcaption></figure></div>"
             f"<div class='meta'>{text(how)}</div></div>")

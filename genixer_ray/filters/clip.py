@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,12 @@ def open_clip_spec(model: str) -> tuple[str, str | None]:
         return resolved, None
     arch, _, tag = resolved.partition("/")
     return arch, tag or None
+
+
+@functools.lru_cache(maxsize=2)
+def clip_scorer(model: str) -> ClipScorer:
+    """This process's :class:`ClipScorer` for ``model`` (built once)."""
+    return ClipScorer(model)
 
 
 class ClipScorer:
@@ -69,6 +76,22 @@ class ClipScorer:
             raw = (img * txt).sum(dim=-1)
             cos = (torch.nn.functional.normalize(img, dim=-1) * torch.nn.functional.normalize(txt, dim=-1)).sum(dim=-1)
         return cos.cpu().numpy(), raw.cpu().numpy()
+
+    def image_tensor(self, image):
+        """``image`` (a PIL image or an RGB ``uint8`` array) as the model's input (its preprocessing)."""
+        from PIL import Image
+
+        return self.preprocess(Image.fromarray(image) if isinstance(image, np.ndarray) else image)
+
+    def embed(self, tensors: Sequence) -> np.ndarray:
+        """L2-normalized image embeddings (``float32``, one row per input) of :meth:`image_tensor`'s outputs, in one batch."""
+        import torch
+
+        if not tensors:
+            return np.zeros((0, 0), dtype=np.float32)
+        with torch.inference_mode():
+            features = self.model.encode_image(torch.stack(list(tensors)).to(self.device)).float()
+            return torch.nn.functional.normalize(features, dim=-1).cpu().numpy()
 
     def similarity(self, images: Sequence[np.ndarray], texts: Sequence[str]) -> np.ndarray:
         """Cosine similarity in [-1, 1] of ``images[i]`` with ``texts[i]`` (see :meth:`scores`)."""

@@ -14,9 +14,14 @@ against the evaluation questions; a match is recorded the same way, unless the i
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
-from genixer_ray.decontam.index import PERCEPTUAL_TIERS, load_index
+from genixer_ray.decontam.index import load_index
 from genixer_ray.errors import skip
+from genixer_ray.stages import row_image
+
+if TYPE_CHECKING:
+    from genixer_ray.config.decontamination import DecontaminationConfig
 
 
 class ContaminationStage:
@@ -26,16 +31,22 @@ class ContaminationStage:
         store_url: the folder whose store holds the index (the run's, or the pass's).
         index_name: the index file under it (``decontam/index-{digest}.npz``).
         storage_options: fsspec options of that store.
-        radius: the largest Hamming distance that counts as a perceptual match.
+        cfg: the run's (or pass's) decontamination settings: ``radius``, the largest Hamming distance
+            that counts as a perceptual match; ``embedding_threshold``, the least cosine that counts
+            as an embedding match, when the index holds embeddings (made with ``embedding_model``).
         skip_matches: mark a match ``skipped`` (before generation), else only record it.
     """
 
     name = "contamination"
 
-    def __init__(self, store_url: str, index_name: str, storage_options: dict, radius: int, skip_matches: bool = True):
+    def __init__(self, store_url: str, index_name: str, storage_options: dict, cfg: DecontaminationConfig, skip_matches: bool = True):
+        from genixer_ray.filters.clip import clip_scorer
+
         self.index = load_index(store_url, index_name, json.dumps(storage_options, sort_keys=True))
-        self.radius = radius
+        self.cfg = cfg
         self.skip_matches = skip_matches
+        model = self.index.embedded_with
+        self.scorer = clip_scorer(model) if model else None  # the model the evaluation images were embedded with
 
     def _one(self, row: dict, match) -> dict:
         if match is None:
@@ -43,13 +54,16 @@ class ContaminationStage:
         row = row | match.columns()
         if not self.skip_matches:
             return row
-        how = f"distance {match.distance}" if match.tier in PERCEPTUAL_TIERS else f"same {match.tier}"
-        return skip(row, self.name, "contaminated", f"{match.benchmark} item {match.item} ({match.tier}, {how})")
+        return skip(row, self.name, "contaminated", f"{match.benchmark} item {match.item} ({match.tier}, {match.how()})")
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Mark the contaminated rows of a batch; every other row passes unchanged."""
         eligible = [k for k, r in enumerate(batch) if r["status"] == "ok" and r.get("phash") is not None]
-        matches = dict(zip(eligible, self.index.match_images([batch[k] for k in eligible], self.radius), strict=True))
+        matches = dict(zip(eligible, self.index.match_images([batch[k] for k in eligible], self.cfg.radius), strict=True))
+        if self.scorer is not None:  # the embedding tier, for the images no hash matched (decoded here: pixels in the row)
+            rest = [k for k in eligible if matches[k] is None and batch[k].get("pixels") is not None]
+            embeddings = self.scorer.embed([self.scorer.image_tensor(row_image(batch[k])) for k in rest])
+            matches |= dict(zip(rest, self.index.match_embeddings(embeddings, self.cfg.embedding_threshold), strict=True))
         return [self._one(r, matches.get(k)) for k, r in enumerate(batch)]
 
 

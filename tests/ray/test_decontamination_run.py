@@ -1,6 +1,7 @@
 """Decontamination before generation in a real run on Ray: matched images never reach the generator."""
 
 import base64
+import glob
 import io
 
 import polars as pl
@@ -8,6 +9,7 @@ import pytest
 from PIL import Image
 
 from genixer_ray.config import load_config
+from genixer_ray.decontam.index import EvalIndex
 from genixer_ray.diversity import run_diversity
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.inspection import inspect_run
@@ -37,8 +39,12 @@ def test_contaminated_images_are_skipped_one_row_per_sample_and_never_generated(
         f"output.path={tmp_path / 'out'}", "engines.generator.backend=transformers", "sampling.max_tokens=8", "samples_per_image=2",
         "decontamination.enabled=true",
         f"decontamination.sources=[{{benchmark: MMBench_DEV_EN, format: vlmevalkit_tsv, path: '{tsv}'}}]",
+        # The embedding tier runs in the read tasks too (the tiny random CLIP; no cosine reaches 1.0, so no match of its own).
+        "decontamination.embedding_model=tiny", "decontamination.embedding_threshold=1.0",
     ]
     summary = run_generation(load_config(None, overrides))
+    (index_file,) = glob.glob(f"{summary.output}/decontam/index-*.npz")
+    assert EvalIndex.from_bytes(open(index_file, "rb").read()).embeddings.shape[0] == 2  # built with the embeddings by its Ray task
     assert summary.by_status["skipped"] == 4 and sum(summary.by_status.values()) == 16, summary.by_status  # 8 photos x 2 samples
     out = pl.read_parquet(f"{summary.output}/data/*.parquet")
     skipped = out.filter(pl.col("status") == "skipped")

@@ -4,6 +4,7 @@ import base64
 import io
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -14,7 +15,9 @@ from genixer_ray.config import ConfigError, DecontaminationConfig, EvalSource, I
 from genixer_ray.decontam.evalsets import iter_eval_records
 from genixer_ray.decontam.index import EvalIndex, build_index
 from genixer_ray.errors import UserError
+from genixer_ray.fingerprints import crop_margin
 from genixer_ray.images import embedded_image_paths
+from genixer_ray.stages import row_image
 from genixer_ray.stages.decode import DecodeStage
 
 PHOTOS = embedded_image_paths()
@@ -163,6 +166,33 @@ def test_the_index_matches_each_tier_and_nothing_else(tmp_path):
     assert {k: m and (m.tier, m.item) for k, m in again.items() if k != "flipped"} == {k: m and (m.tier, m.item) for k, m in found.items() if k != "flipped"}
 
 
+def test_the_embedding_tier_matches_images_the_hashes_miss_by_the_cosine_of_their_clip_embeddings(tmp_path):
+    """The evaluation images embedded with the run's CLIP (the tiny local one); a copy cropped to its centre (no hash
+    within the radius) matches when the cosine the model gives the two is at least the threshold, with that cosine."""
+    from genixer_ray.decontam.index import build_and_write
+    from genixer_ray.filters.clip import clip_scorer
+    from genixer_ray.stages.contamination import ContaminationStage
+    from genixer_ray.store import RunStore
+
+    tsv = write_tsv(tmp_path / "b.tsv", [{"index": 7, "image": b64(jpeg("chelsea"))}, {"index": 8, "image": b64(jpeg("coffee"))}])
+    cfg = DecontaminationConfig(enabled=True, sources=[EvalSource(benchmark="bench", format="vlmevalkit_tsv", path=tsv)], embedding_model="tiny")
+    store = RunStore(str(tmp_path / "run"))
+    build_and_write(cfg, store.url, {}, "decontam/index-e")
+    cropped = decoded(jpeg("coffee", edit=lambda im: crop_margin(im, 0.3)), "cropped")
+    stage = ContaminationStage(store.url, "decontam/index-e.npz", {}, cfg)
+    assert stage.index.embedded_with == "tiny" and stage.index.embeddings.shape[0] == 2
+    assert stage.index.match_images([cropped], cfg.radius) == [None]  # beyond the hashes
+    scorer = clip_scorer("tiny")  # by hand: the model's cosine of the copy with each evaluation image
+    cosines = scorer.embed([scorer.image_tensor(row_image(cropped))]) @ stage.index.embeddings.astype(np.float32).T
+    nearest = int(cosines[0].argmax())
+    stage.cfg = cfg.model_copy(update={"embedding_threshold": float(cosines[0, nearest]) + 1e-3})
+    assert stage([cropped]) == [cropped]  # the nearest is below the threshold: nothing
+    stage.cfg = cfg.model_copy(update={"embedding_threshold": float(cosines[0, nearest]) - 1e-3})
+    out = stage([cropped])[0]
+    assert out["status"] == "skipped" and out["contamination_tier"] == "embedding" and out["contamination_item"] == ["7", "8"][nearest]
+    assert out["contamination_cosine"] == pytest.approx(cosines[0, nearest], abs=1e-3) and "cosine" in out["error_message"]
+
+
 def test_the_contamination_stage_skips_matches_and_keeps_the_rest(tmp_path):
     from genixer_ray.decontam.index import build_and_write
     from genixer_ray.stages import check_contract
@@ -174,7 +204,7 @@ def test_the_contamination_stage_skips_matches_and_keeps_the_rest(tmp_path):
     store = RunStore(str(tmp_path / "run"))
     counts = build_and_write(cfg, store.url, {}, "decontam/index-x")
     assert counts["images"] == 1 and json.loads((tmp_path / "run/decontam/index-x.json").read_text()) == counts
-    stage = ContaminationStage(store.url, "decontam/index-x.npz", {}, 8)
+    stage = ContaminationStage(store.url, "decontam/index-x.npz", {}, cfg)
     rows = [decoded(jpeg("chelsea", quality=50), "copy"), decoded(jpeg("rocket"), "clean"), decoded(b"", "broken")]
     out = stage(rows)
     check_contract(stage, rows, out)
