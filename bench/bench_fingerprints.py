@@ -9,7 +9,7 @@ by its ``phash`` and ``phash_center``; a hit is a hash within the radius of one 
 its own image's index hashes. The clean images are regions of the other photos shipped (textures,
 microscopy, documents: other content), each looked up the same way; any hit is a false positive.
 Printed per edit and radius, with the decode stage's throughput with fingerprints against the same
-decode without them (ratio measured in this run).
+stage without them and against a bare decode loop (ratios measured in this run, the arms alternating).
 
 The embedding tier (``decontamination.embedding_model``): a CLIP forward pass per decoded image in
 batches of ``--batch`` and the cosines against ``--evaluation`` random evaluation embeddings, per
@@ -108,28 +108,47 @@ def detection(args) -> None:
 
 
 def decode_cost(args) -> None:
-    """The decode stage with its fingerprints against the same decode without them (the stage as it
-    was before fingerprints: decode, downscale, the pixels as bytes), same photos."""
+    """The decode stage with its fingerprints against the same stage without them (its
+    ``fingerprint`` call swapped, for this arm only, for a constant: everything else of the stage
+    runs), and against a bare decode loop (decode, downscale, the pixels as bytes; no rows), same
+    photos; the arms alternate over ``--rounds`` rounds and each rate is the median."""
+    import genixer_ray.stages.decode as decode_module
+    from genixer_ray.fingerprints import Fingerprint
+
     rows = [{"shard": 0, "image_id": f"{k}-{n}", "source": f"inline:{k}", "data": p.read_bytes()}
             for n in range(args.repeat) for k, p in embedded_image_paths().items()]
     cfg = InputConfig()
     stage = DecodeStage(cfg)
+    constant = Fingerprint("0" * 64, "0" * 32, 0, 0)
 
-    def plain():
+    def loop():
         for r in rows:
             downscale(decode_full(r["data"], max_pixels=cfg.max_pixels), max_side=cfg.max_side).tobytes()
 
-    timings = {}
-    for name, fn in (("decode only", plain), ("decode + fingerprints", lambda: stage(rows))):
+    def without():
+        real, decode_module.fingerprint = decode_module.fingerprint, lambda data, image: constant
+        try:
+            stage(rows)
+        finally:
+            decode_module.fingerprint = real
+
+    arms = {"decode loop, no stage": loop, "decode stage, no fingerprints": without, "decode stage": lambda: stage(rows)}
+    for fn in arms.values():
         fn()  # warm
-        t = time.perf_counter()
-        fn()
-        timings[name] = len(rows) / (time.perf_counter() - t)
-    base = timings["decode only"]
-    for name, rate in timings.items():
-        print(f"{name:<24} {rate:8.1f} images/s  {rate / base:.3f}x")
-    print(f"fingerprinting costs {1 - timings['decode + fingerprints'] / base:.1%} of the decode stage's throughput "
-          f"({len(rows)} decodes of the {len(embedded_image_paths())} bundled photos, max_side {cfg.max_side})")
+    rates: dict[str, list[float]] = {name: [] for name in arms}
+    for r in range(args.rounds):  # the arms alternate, forwards then backwards, so drifts of the machine fall on each
+        for name in list(arms)[:: 1 if r % 2 == 0 else -1]:
+            t = time.perf_counter()
+            arms[name]()
+            rates[name].append(len(rows) / (time.perf_counter() - t))
+    median = {name: float(np.median(rate)) for name, rate in rates.items()}
+    base = median["decode stage, no fingerprints"]
+    for name, rate in median.items():
+        print(f"{name:<30} {rate:8.1f} images/s  {rate / base:.3f}x  (median of {args.rounds} rounds)")
+    rounds = sorted(1 - f / d for f, d in zip(rates["decode stage"], rates["decode stage, no fingerprints"], strict=True))
+    print(f"fingerprinting costs {1 - median['decode stage'] / base:.1%} of the decode stage's throughput ({rounds[0]:.1%} to "
+          f"{rounds[-1]:.1%} in single rounds; against the bare loop {1 - median['decode stage'] / median['decode loop, no stage']:.1%}); "
+          f"{len(rows)} decodes of the {len(embedded_image_paths())} bundled photos per round, max_side {cfg.max_side}")
 
 
 def embedding_cost(args) -> None:
@@ -230,7 +249,8 @@ def main() -> None:
     p.add_argument("--per-photo", type=int, default=12, help="evaluation regions per evaluation photo")
     p.add_argument("--clean", type=int, default=1080, help="clean images of other content (at least)")
     p.add_argument("--radii", type=lambda s: [int(x) for x in s.split(",")], default=[6, 8, 10, 12])
-    p.add_argument("--repeat", type=int, default=16, help="decode-cost rounds over the bundled photos")
+    p.add_argument("--repeat", type=int, default=16, help="passes over the bundled photos in one decode-cost round")
+    p.add_argument("--rounds", type=int, default=7, help="decode-cost rounds, the two arms alternating")
     p.add_argument("--crawl", type=int, default=1_000_000, help="run images looked up against the index")
     p.add_argument("--evaluation", type=int, default=100_000, help="evaluation images in the lookup index")
     p.add_argument("--radius", type=int, default=8, help="the lookups' radius")
