@@ -24,8 +24,6 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 
-import polars as pl
-
 from genixer_ray.errors import NotARunError
 from genixer_ray.overlap import overlapped
 from genixer_ray.question_clusters import capped_refs, view_rows
@@ -126,7 +124,7 @@ def selection(store: RunStore, view: str, cluster_cap: int | None, cluster_score
     ``cluster_score``) of their near-duplicate question cluster
     (:func:`~genixer_ray.question_clusters.capped_refs`), as ``publish.cluster_cap`` leaves out."""
     condition = resolve_view(store, view)[1]
-    return condition, capped_refs(store, condition, cluster_cap, cluster_score) if cluster_cap else {}
+    return condition, capped_refs(store, condition, cluster_cap, cluster_score)
 
 
 def exported_rows(
@@ -143,8 +141,7 @@ def exported_rows(
     """
 
     def read(k: int) -> tuple[list[dict], dict[str, dict]]:
-        rows = view_rows(store, k, condition).filter(~pl.col("ref").is_in(pl.Series(left_out.get(k, []), dtype=pl.Int64).implode()))
-        rows = rows.drop("ref").to_dicts()
+        rows = view_rows(store, k, condition, left_out=left_out.get(k)).drop("ref").to_dicts()
         return rows, store.planned_images(k) if rows else {}
 
     for rows, planned in overlapped(read, sorted(store.committed()), store.requests_in_flight):

@@ -39,7 +39,6 @@ from collections import Counter
 from collections.abc import Iterator
 
 import numpy as np
-import polars as pl
 
 from genixer_ray.config import ConfigError, PublishConfig, build_config, redact
 from genixer_ray.errors import NotARunError
@@ -62,7 +61,7 @@ OWN_FILE = re.compile(r"data/[a-z_]+/train-\d{5}\.parquet|webdataset/train-\d{5}
 def _shard_records(store: RunStore, k: int, condition: str, left_out: list[int]) -> tuple[list[dict], list[tuple[bytes, str]]]:
     """Run shard ``k``'s published records (the rows of the view ``condition`` but the refs ``left_out``)
     and their stored images (each image read once)."""
-    rows = view_rows(store, k, condition).filter(~pl.col("ref").is_in(pl.Series(left_out, dtype=pl.Int64).implode())).drop("ref").to_dicts()
+    rows = view_rows(store, k, condition, left_out=left_out).drop("ref").to_dicts()
     planned = store.planned_images(k) if rows else {}
     images: dict[str, tuple[bytes, str]] = {}
     for r in rows:
@@ -195,7 +194,7 @@ def publish_run(run: str, out: str, *, overrides: list[str] | None = None, stora
     target = RunStore(out, so)
     target.check_writable()
     options = _options(cfg, resolve_view(store, view))
-    left_out = capped_refs(store, options["view"]["condition"], cfg.cluster_cap, cfg.cluster_score) if cfg.cluster_cap else {}
+    left_out = capped_refs(store, options["view"]["condition"], cfg.cluster_cap, cfg.cluster_score)
     left_out_rows = sum(map(len, left_out.values()))
     markers, written = [], 0
     for marker, now in _publish_parts(store, target, cfg, options, left_out):

@@ -225,19 +225,24 @@ def capped(rows: pl.DataFrame, clusters: pl.DataFrame, cap: int, score: str) -> 
     return ranked.filter(pl.col("rank") >= cap)["ref"]
 
 
-def view_rows(store: RunStore, k: int, condition: str, columns: list[str] | None = None) -> pl.DataFrame:
-    """Run shard ``k``'s rows of the view ``condition`` (only ``columns`` when given), each with its ``ref`` (``k << 32 | row``)."""
+def view_rows(store: RunStore, k: int, condition: str, columns: list[str] | None = None, left_out: list[int] | None = None) -> pl.DataFrame:
+    """Run shard ``k``'s rows of the view ``condition`` (only ``columns`` when given), each with its
+    ``ref`` (``k << 32 | row``), but the refs ``left_out`` (:func:`capped_refs`)."""
     from genixer_ray.views import selector
 
-    return with_refs(store.read_frame(store.shard_name(k), columns), k).filter(selector(condition))
+    rows = with_refs(store.read_frame(store.shard_name(k), columns), k).filter(selector(condition))
+    return rows.filter(~pl.col("ref").is_in(pl.Series(left_out, dtype=pl.Int64).implode())) if left_out else rows
 
 
-def capped_refs(store: RunStore, condition: str, cap: int, score: str) -> dict[int, list[int]]:
+def capped_refs(store: RunStore, condition: str, cap: int | None, score: str) -> dict[int, list[int]]:
     """Per run shard, the refs (sorted) of the view's rows that ``cap`` leaves out
-    (:func:`capped`, for ``publish`` and ``export``): the view read a shard at a time, only the
-    columns it needs, and only its distinct questions and each row's ref, node and score held."""
+    (:func:`capped`, for ``publish`` and ``export``; none without a cap): the view read a shard at
+    a time, only the columns it needs, and only its distinct questions and each row's ref, node
+    and score held."""
     from genixer_ray.views import view_columns
 
+    if not cap:
+        return {}
     columns = sorted({*view_columns(condition), *ROW_COLUMNS, score})
     nodes, rows = [], []
     for k in sorted(store.committed()):
