@@ -27,6 +27,7 @@ timed on a sample in the same run; both give the same matches on that sample.
 """
 
 import argparse
+import dataclasses
 import io
 import random
 import time
@@ -167,13 +168,10 @@ def embedding_cost(args) -> None:
     decode_s = (time.perf_counter() - t) / len(rows)
     scorer = ClipScorer(args.clip, device="cpu")
     rng = np.random.default_rng(0)
-    evaluation = rng.standard_normal((args.evaluation, scorer.embed([scorer.image_tensor(row_image(decoded[0]))]).shape[1])).astype(np.float16)
-    index = EvalIndex(benchmarks=np.full(args.evaluation, "bench"), items=np.arange(args.evaluation).astype(str), image_sha256=np.array([], dtype=str),
-                      pixels_xxh3=np.array([], dtype=str), phash=np.zeros((0, 4), np.uint64), phash_center=np.zeros((0, 4), np.uint64),
-                      questions=np.array([], dtype=str), question_benchmarks=np.array([], dtype=str), question_items=np.array([], dtype=str),
-                      ngrams=np.array([], dtype=np.uint64), ngram_owner=np.array([], dtype=np.int64),
-                      embeddings=evaluation / np.linalg.norm(evaluation.astype(np.float32), axis=1, keepdims=True).astype(np.float16),
-                      embedding_model=np.array([args.clip]))
+    dims = scorer.embed([scorer.image_tensor(row_image(decoded[0]))]).shape[1]
+    evaluation = rng.standard_normal((args.evaluation, dims)).astype(np.float32)
+    index = dataclasses.replace(random_index(args.evaluation, rng), embedding_model=np.array([args.clip]),
+                                embeddings=(evaluation / np.linalg.norm(evaluation, axis=1, keepdims=True)).astype(np.float16))
     embed_s = match_s = 0.0
     for at in range(0, len(decoded), args.batch):
         batch = decoded[at : at + args.batch]

@@ -72,19 +72,11 @@ def jaccard(a: frozenset, b: frozenset) -> float:
 
 def connected_components(n: int, pairs: Iterable[tuple[int, int]]) -> list[int]:
     """A label per item ``0..n-1``: items joined by ``pairs`` (directly or through others) share
-    one, the smallest index of their component (union-find)."""
-    parent = list(range(n))
+    one, the smallest index of their component (:func:`~genixer_ray.jaccard_kernels.components`)."""
+    from genixer_ray.jaccard_kernels import components
 
-    def root(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for i, j in pairs:
-        a, b = root(i), root(j)
-        parent[max(a, b)] = min(a, b)
-    return [root(i) for i in range(n)]
+    a, b = np.array(list(pairs), dtype=np.int64).reshape(-1, 2).T
+    return components(n, a, b).tolist()
 
 
 def with_refs(rows: pl.DataFrame, shard: int = 0) -> pl.DataFrame:
