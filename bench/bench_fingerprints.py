@@ -14,7 +14,9 @@ stage without them and against a bare decode loop (ratios measured in this run, 
 The embedding tier (``decontamination.embedding_model``): a CLIP forward pass per decoded image in
 batches of ``--batch`` and the cosines against ``--evaluation`` random evaluation embeddings, per
 image, against the decode stage's time per image (``--clip``'s architecture with random weights:
-what it costs, not what it finds; only a randomly initialized CLIP can be built here).
+what it costs, not what it finds; only a randomly initialized CLIP can be built here). What it
+finds, with ``--clip-model`` naming a CLIP with trained weights: the six edits and a 20% border
+crop of each evaluation image, and the clean images, matched by cosine at each of ``--thresholds``.
 
 Lookups: ``--crawl`` run images' fingerprints against an index of ``--evaluation`` evaluation images
 (random 64-bit hashes, four crops of each kind per image as ``index_hashes`` gives; one crawl image in
@@ -23,7 +25,7 @@ uses (``EvalIndex.match_images``, all at once and in batches of ``--batch`` rows
 a brute-force numpy scan of every evaluation hash per run image (``np.bitwise_count``, both kinds),
 timed on a sample in the same run; both give the same matches on that sample.
 
-    .venv/bin/python bench/bench_fingerprints.py [--clean 1080] [--radii 6,8,10,12] [--crawl 1000000]
+    .venv/bin/python bench/bench_fingerprints.py [--clean 1080] [--radii 6,8,10,12] [--crawl 1000000] [--clip-model DIR]
 """
 
 import argparse
@@ -86,11 +88,16 @@ def near(query: tuple[int, int], indexed: tuple[int, int], radius: int) -> bool:
     return hamming(query[0], indexed[0]) <= radius or hamming(query[1], indexed[1]) <= radius
 
 
-def detection(args) -> None:
+def photos(args) -> tuple[list[Image.Image], list[Image.Image]]:
+    """The evaluation images and the clean images (regions of the photos, the same on every run)."""
     rng = random.Random(0)
     evals = [r for name in EVAL_PHOTOS for r in regions(Image.open(DATA / name).convert("RGB"), args.per_photo, rng)]
     per_clean = -(-args.clean // len(CLEAN_PHOTOS))
-    clean = [r for name in CLEAN_PHOTOS for r in regions(Image.open(DATA / name).convert("RGB"), per_clean, rng)]
+    return evals, [r for name in CLEAN_PHOTOS for r in regions(Image.open(DATA / name).convert("RGB"), per_clean, rng)]
+
+
+def detection(args) -> None:
+    evals, clean = photos(args)
     index = [(i, v) for i, img in enumerate(evals) for v in index_hashes(img)]
     mirrored = index + [(i, v) for i, img in enumerate(evals) for v in index_hashes(ImageOps.mirror(img))]
     edited = [{k: perceptual_hashes(e) for k, e in edits(img).items()} for img in evals]
@@ -150,6 +157,35 @@ def decode_cost(args) -> None:
     print(f"fingerprinting costs {1 - median['decode stage'] / base:.1%} of the decode stage's throughput ({rounds[0]:.1%} to "
           f"{rounds[-1]:.1%} in single rounds; against the bare loop {1 - median['decode stage'] / median['decode loop, no stage']:.1%}); "
           f"{len(rows)} decodes of the {len(embedded_image_paths())} bundled photos per round, max_side {cfg.max_side}")
+
+
+def embedding_detection(args) -> None:
+    """The embedding tier's detection table, with ``--clip-model`` (a CLIP with trained weights: a
+    directory, ``ARCH/TAG`` or ``hf-hub:org/repo`` as ``decontamination.embedding_model`` takes it):
+    each evaluation image's six edits and a 20% border crop matched by the index's own
+    ``match_embeddings`` at each of ``--thresholds``, and the clean images' matches."""
+    from genixer_ray.filters.clip import ClipScorer
+
+    evals, clean = photos(args)
+    scorer = ClipScorer(args.clip_model)
+
+    def embed(images: list[Image.Image]) -> np.ndarray:
+        return np.concatenate([scorer.embed([scorer.image_tensor(im) for im in images[at : at + 32]]) for at in range(0, len(images), 32)])
+
+    index = dataclasses.replace(random_index(len(evals), np.random.default_rng(0)), embedding_model=np.array([args.clip_model]),
+                                embeddings=embed(evals).astype(np.float16))
+    copies = [edits(img) | {"20% border crop": crop_margin(img, 0.2)} for img in evals]
+    names = list(copies[0])
+    edited = {n: embed([c[n] for c in copies]) for n in names}
+    clean_embedded = embed(clean)
+    print(f"embedding tier ({args.clip_model}): {len(evals)} evaluation images, {len(clean)} clean images")
+    print(f"{'threshold':>9} " + "".join(f"{n:>20}" for n in names) + f"{'false pos.':>12}")
+    for threshold in args.thresholds:
+        found = {n: sum(m is not None and m.item == f"e{i}" for i, m in enumerate(index.match_embeddings(edited[n], threshold)))
+                 for n in names}
+        fp = sum(m is not None for m in index.match_embeddings(clean_embedded, threshold))
+        cells = "".join(f"{found[n] / len(evals):>19.1%} " for n in names)
+        print(f"{threshold:>9} {cells}{fp:>5} ({fp / len(clean):.2%})")
 
 
 def embedding_cost(args) -> None:
@@ -248,16 +284,22 @@ def main() -> None:
     p.add_argument("--clean", type=int, default=1080, help="clean images of other content (at least)")
     p.add_argument("--radii", type=lambda s: [int(x) for x in s.split(",")], default=[6, 8, 10, 12])
     p.add_argument("--repeat", type=int, default=16, help="passes over the bundled photos in one decode-cost round")
-    p.add_argument("--rounds", type=int, default=7, help="decode-cost rounds, the two arms alternating")
+    p.add_argument("--rounds", type=int, default=15, help="decode-cost rounds, the two arms alternating")
     p.add_argument("--crawl", type=int, default=1_000_000, help="run images looked up against the index")
     p.add_argument("--evaluation", type=int, default=100_000, help="evaluation images in the lookup index")
     p.add_argument("--radius", type=int, default=8, help="the lookups' radius")
     p.add_argument("--batch", type=int, default=16, help="rows per lookup call, as the read tasks call it (pools.decode.batch_size)")
     p.add_argument("--brute-sample", type=int, default=2_000, help="run images the brute-force scan is timed on")
     p.add_argument("--clip", default="ViT-B-32", help="the embedding tier's open_clip architecture (random weights)")
+    p.add_argument("--clip-model", help="a CLIP with trained weights (a directory, ARCH/TAG, hf-hub:org/repo): prints the "
+                   "embedding tier's detection table too (none can be built on the development machine)")
+    p.add_argument("--thresholds", type=lambda s: [float(x) for x in s.split(",")], default=[0.85, 0.9, 0.95, 0.97],
+                   help="the embedding tier's cosine thresholds, with --clip-model")
     args = p.parse_args()
     np.random.seed(0)
     detection(args)
+    if args.clip_model:
+        embedding_detection(args)
     decode_cost(args)
     embedding_cost(args)
     lookups(args)

@@ -83,10 +83,12 @@ def quality(args) -> None:
     origin = {n: n.split("/")[0] if not n.startswith("clean/") else n for n in images}  # the region
     photo = {n: origin[n].removeprefix("clean/").rsplit("-", 1)[0] for n in images}  # the photo it was cut from
     prints = fingerprints(images)
-    print(f"quality: {len(EVAL_PHOTOS) * 12} regions x 5 edits, {len(clean)} regions of other photos; {len(images)} images")
-    print("| radius | " + " | ".join(e for e in edits(Image.new("RGB", (64, 64)))) + " | all edits | merged with another photo's image "
+    names = list(edits(Image.new("RGB", (64, 64))))
+    five = [e for e in names if e != "horizontal flip"]  # the edits; a flip is shown, not counted
+    print(f"quality: {len(EVAL_PHOTOS) * 12} regions x {len(names)} edits, {len(clean)} regions of other photos; {len(images)} images")
+    print("| radius | " + " | ".join(names) + " | the five edits | merged with another photo's image "
           "| merged with another region of the same photo |")
-    print("|---" * 9 + "|")
+    print("|---" * (len(names) + 4) + "|")
     for radius in args.radii:
         dups = local_clusters(prints, radius)
         rep = {n: dups.get(n, (n, ""))[0] for n in images}
@@ -102,8 +104,9 @@ def quality(args) -> None:
         false = sum(1 for n in images if len(photos_of[rep[n]]) > 1)  # with an image of another photo
         overlapping = sum(1 for n in images if len(regions_of[rep[n]]) > 1 and len(photos_of[rep[n]]) == 1)
         n_edits = len(EVAL_PHOTOS) * 12
-        cells = " | ".join(f"{found[e] / n_edits:.1%}" for e in edits(Image.new("RGB", (64, 64))))
-        print(f"| {radius} | {cells} | {sum(found.values()) / (5 * n_edits):.1%} | {false} ({false / len(images):.2%}) | {overlapping} |")
+        cells = " | ".join(f"{found[e] / n_edits:.1%}" for e in names)
+        print(f"| {radius} | {cells} | {sum(found[e] for e in five) / (len(five) * n_edits):.1%} | {false} ({false / len(images):.2%}) "
+              f"| {overlapping} |")
 
 
 def synthetic(n: int, planted: int, rng: np.random.Generator) -> tuple[pl.DataFrame, dict[str, tuple[str, int]]]:
