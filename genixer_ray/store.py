@@ -6,7 +6,7 @@ Layout under ``{output.path}/{run name}/``::
     plan/_COMPLETE.json            the plan's row and shard counts (the plan is used only with it)
     data/shard-000000.parquet ...  output rows of one shard, written in one piece
     commits/shard-000000.json      commit marker: written after the shard was read back whole
-    manifest.json                  config, package versions, counts by status and error code
+    manifest.json                  config, package and fingerprint versions, counts by status and error code
 
 A shard counts only once its marker exists; resume = the plan's shards minus the marked ones.
 Names depend only on the run and the shard number, so a re-run overwrites a half-written shard

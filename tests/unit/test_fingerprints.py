@@ -2,14 +2,18 @@
 
 import hashlib
 import io
+import json
+from datetime import UTC, datetime
 
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from genixer_ray.config import InputConfig
-from genixer_ray.fingerprints import crop_margin, hamming, index_hashes, perceptual_hashes, phash
+from genixer_ray.fingerprints import FINGERPRINT_VERSION, crop_margin, hamming, index_hashes, perceptual_hashes, phash
 from genixer_ray.images import embedded_image_paths
 from genixer_ray.stages.decode import DecodeStage
+from genixer_ray.store import RunStore
+from genixer_ray.summary import RunSummary, write_manifest
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -66,3 +70,11 @@ def test_the_center_hash_ignores_a_corner_watermark():
     whole, center = perceptual_hashes(img)
     marked_whole, marked_center = perceptual_hashes(marked)
     assert marked_center == center and marked_whole != whole  # the block's pixels are read by the whole hash only
+
+
+def test_a_runs_manifest_names_the_version_of_its_fingerprints(tmp_path):
+    """Hashes of another version are not comparable: the manifest says which its rows carry."""
+    store = RunStore(str(tmp_path / "run"))
+    write_manifest(store, RunSummary(output=store.url), datetime.now(UTC))
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["versions"]["fingerprints"] == str(FINGERPRINT_VERSION)
