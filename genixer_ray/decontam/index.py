@@ -83,10 +83,11 @@ class Match:
                 "contamination_benchmark": self.benchmark, "contamination_item": self.item}
 
     def how(self) -> str:
-        """How close, in words: ``distance 3``, ``cosine 0.972`` or ``the same pixels``."""
+        """The tier and how close, in words: ``perceptual, distance 3``, ``embedding, cosine 0.972``
+        or ``the same pixels`` (the skip message's and the report's)."""
         if self.tier in PERCEPTUAL_TIERS:
-            return f"distance {self.distance}"
-        return f"cosine {self.cosine:.3f}" if self.tier == "embedding" else f"the same {self.tier}"
+            return f"{self.tier}, distance {self.distance}"
+        return f"embedding, cosine {self.cosine:.3f}" if self.tier == "embedding" else f"the same {self.tier}"
 
 
 @dataclass

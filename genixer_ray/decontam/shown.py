@@ -6,7 +6,7 @@ from __future__ import annotations
 from genixer_ray.annotations import SourceStats
 from genixer_ray.config.decontamination import EvalSource
 from genixer_ray.decontam.evalsets import iter_eval_records
-from genixer_ray.decontam.index import PERCEPTUAL_TIERS
+from genixer_ray.decontam.index import Match
 from genixer_ray.report_html import text, thumbnail
 
 
@@ -54,8 +54,7 @@ def _pair(row: dict, evaluation: dict) -> str:
             data = f"{type(e).__name__}: {e}"
             theirs = None
         theirs = theirs or f"<div class='noimg'>{text(data)}</div>"
-        how = (f"{tier}, distance {row['contamination_distance']}" if tier in PERCEPTUAL_TIERS
-               else f"embedding, cosine {row['contamination_cosine']:.3f}" if tier == "embedding" else f"the same {tier}")
+        how = Match(tier, row["contamination_distance"], *key, row.get("contamination_cosine")).how()
     return (f"<div class='card'><div class='pair'><figure>{mine}<figcaption>run image <code>{text(row['image_id'])}</code></figcaption>"
             f"</figure><figure>{theirs}<figcaption>{text(key[0])} item <code>{text(key[1])}</code></figcaption></figure></div>"
             f"<div class='meta'>{text(how)}</div></div>")

@@ -54,7 +54,7 @@ class ContaminationStage:
         row = row | match.columns()
         if not self.skip_matches:
             return row
-        return skip(row, self.name, "contaminated", f"{match.benchmark} item {match.item} ({match.tier}, {match.how()})")
+        return skip(row, self.name, "contaminated", f"{match.benchmark} item {match.item} ({match.how()})")
 
     def __call__(self, batch: list[dict]) -> list[dict]:
         """Mark the contaminated rows of a batch; every other row passes unchanged."""
